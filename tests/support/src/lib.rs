@@ -1,0 +1,141 @@
+//! Helpers for zooaudit's integration tests.
+//!
+//! The tests run on real data: the models and faces in `../shared/zoo` beside
+//! the repository (or `$ZOOAUDIT_SHARED`), ONNX Runtime from
+//! `$ORT_DYLIB_PATH`, and the Python reference venv from `$ZOOAUDIT_PYTHON`
+//! (all set up by `scripts/setup.sh`; `scripts/test.sh` does it). A missing
+//! prerequisite fails the test with a message saying what to run; it is never
+//! silently skipped.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use zooaudit_host::{PluginSet, SearchPath};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// `../shared/zoo` (or `$ZOOAUDIT_SHARED/zoo`).
+pub fn shared_zoo() -> PathBuf {
+    let base = std::env::var_os("ZOOAUDIT_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared"));
+    let zoo = base.join("zoo");
+    assert!(zoo.is_dir(), "real test data not found at {} (set ZOOAUDIT_SHARED)", zoo.display());
+    zoo
+}
+
+/// The target directory holding the built plugins and binaries.
+pub fn target_profile_dir() -> PathBuf {
+    // Test executables live in target/<profile>/deps/.
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+}
+
+/// Panics with instructions unless ONNX Runtime is configured.
+pub fn require_ort() {
+    let ok = std::env::var_os("ORT_DYLIB_PATH").is_some_and(|p| Path::new(&p).is_file());
+    assert!(ok, "ORT_DYLIB_PATH is not set to an existing file: run `eval \"$(scripts/setup.sh --env)\"` (scripts/test.sh does)");
+}
+
+/// The Python of the reference venv.
+pub fn python() -> PathBuf {
+    let p = std::env::var_os("ZOOAUDIT_PYTHON").map(PathBuf::from);
+    match p {
+        Some(p) if p.is_file() => p,
+        _ => panic!("ZOOAUDIT_PYTHON is not set: run `eval \"$(scripts/setup.sh --env)\"` (scripts/test.sh does)"),
+    }
+}
+
+/// The product plugins (built by `cargo build --workspace`), loaded from the
+/// target directory only.
+pub fn plugins() -> PluginSet {
+    let dir = target_profile_dir();
+    let set = PluginSet::discover(&SearchPath { dirs: vec![dir.clone()] });
+    assert!(
+        set.model_adapter("onnx").is_ok(),
+        "the onnx plugin is not built in {}: run `cargo build --workspace` first (scripts/test.sh does); refused: {:?}",
+        dir.display(),
+        set.refused
+    );
+    set
+}
+
+/// Builds the misbehaving fixture plugins once and returns their directory.
+pub fn fixture_plugin_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = repo_root();
+        let target = root.join("target/fixtures");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "--manifest-path"])
+            .arg(root.join("tests/fixtures/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            .status()
+            .expect("running cargo to build the fixture plugins");
+        assert!(status.success(), "building tests/fixtures failed");
+        target.join("debug")
+    })
+    .clone()
+}
+
+/// The fixture plugin file named `libzooaudit_plugin_fixture_<name>.so`.
+pub fn fixture_plugin(name: &str) -> PathBuf {
+    let p = fixture_plugin_dir().join(format!("libzooaudit_plugin_fixture_{name}.so"));
+    assert!(p.is_file(), "{} was not built", p.display());
+    p
+}
+
+/// Every aligned face, sorted by path.
+pub fn aligned_faces() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    walk(&shared_zoo().join("faces/aligned112"), &mut out);
+    out.sort();
+    out
+}
+
+/// `(identity, image)` for the labelled aligned faces, sorted.
+pub fn labelled_faces() -> Vec<(String, PathBuf)> {
+    let dir = shared_zoo().join("faces/aligned112/labeled");
+    let mut out = Vec::new();
+    for id in std::fs::read_dir(&dir).unwrap() {
+        let id = id.unwrap().path();
+        let mut files = Vec::new();
+        walk(&id, &mut files);
+        for f in files {
+            out.push((id.file_name().unwrap().to_string_lossy().into_owned(), f));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            walk(&p, out);
+        } else if p.extension().is_some_and(|x| x == "png" || x == "jpg") {
+            out.push(p);
+        }
+    }
+}
+
+/// A manifest in examples/shared-zoo.
+pub fn example_manifest(name: &str) -> PathBuf {
+    repo_root().join("examples/shared-zoo").join(name)
+}
+
+/// Cosine similarity.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb)
+}
