@@ -165,19 +165,23 @@ fn map_library_error(path: &Path, plugin_abi: &str, err: LibraryError) -> HostEr
     }
 }
 
-/// Reduces abi_stable's multi-line layout report to one line.
+/// Reduces abi_stable's multi-line layout report to one line: its `Error:`
+/// lines (e.g. "mismatched package", "incompatible type size").
 fn summarize_layout_error(report: &str) -> String {
-    let lines: Vec<&str> = report.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    let interesting = lines
-        .iter()
-        .find(|l| {
-            let l = l.to_ascii_lowercase();
-            l.contains("mismatch") || l.contains("different") || l.contains("expected")
-        })
-        .or_else(|| lines.first());
-    let mut s = interesting.map(|s| s.to_string()).unwrap_or_default();
+    let mut errors: Vec<&str> = report
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Error:"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    errors.dedup();
+    let mut s = if errors.is_empty() {
+        "the root module's type layout differs".to_string()
+    } else {
+        errors.join("; ")
+    };
     if s.len() > 200 {
-        s.truncate(200);
+        s.truncate(s.floor_char_boundary(200));
         s.push('…');
     }
     s
