@@ -19,15 +19,39 @@ use sha2::{Digest, Sha256};
 #[non_exhaustive]
 pub enum RegistryError {
     #[error("{origin}: source '{source_text}': {path}: {error}")]
-    Io { origin: String, source_text: String, path: PathBuf, error: std::io::Error },
-    #[error("{origin}: source '{source_text}': {scheme} sources are not available in this build of zooaudit")]
-    SchemeNotAvailable { origin: String, source_text: String, scheme: String },
+    Io {
+        origin: String,
+        source_text: String,
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error(
+        "{origin}: source '{source_text}': {scheme} sources are not available in this build of zooaudit"
+    )]
+    SchemeNotAvailable {
+        origin: String,
+        source_text: String,
+        scheme: String,
+    },
     #[error("{origin}: source '{source_text}': {message}")]
-    BadSource { origin: String, source_text: String, message: String },
+    BadSource {
+        origin: String,
+        source_text: String,
+        message: String,
+    },
     #[error("{origin}: sha256: {path} has sha256 {actual}, but the manifest pins {expected}")]
-    Sha256Mismatch { origin: String, path: PathBuf, expected: String, actual: String },
+    Sha256Mismatch {
+        origin: String,
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
     #[error("{origin}: sha256: missing; a {scheme} source must be pinned (its digest is {actual})")]
-    Unpinned { origin: String, scheme: String, actual: String },
+    Unpinned {
+        origin: String,
+        scheme: String,
+        actual: String,
+    },
 }
 
 /// A parsed source.
@@ -49,7 +73,10 @@ impl Source {
         for scheme in ["hf://", "https://", "http://", "pypi:", "npm:"] {
             if text.starts_with(scheme) {
                 return Source::Remote {
-                    scheme: scheme.trim_end_matches("//").trim_end_matches(':').to_string(),
+                    scheme: scheme
+                        .trim_end_matches("//")
+                        .trim_end_matches(':')
+                        .to_string(),
                     text: text.to_string(),
                 };
             }
@@ -125,7 +152,12 @@ pub fn resolve(
                     actual: sha256,
                 });
             }
-            Ok(Resolved { path, sha256, size: meta.len(), pinned: pin.is_some() })
+            Ok(Resolved {
+                path,
+                sha256,
+                size: meta.len(),
+                pinned: pin.is_some(),
+            })
         }
     }
 }

@@ -19,22 +19,24 @@ pub const SIDECAR_FORMAT: &str = "1.0";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReportError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{path}: {message}")]
     Format { path: String, message: String },
 }
 
 impl ReportError {
-    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        ReportError::Io { path: path.display().to_string(), source }
+    pub(crate) fn io(path: &Path, error: std::io::Error) -> Self {
+        ReportError::Io {
+            path: path.display().to_string(),
+            error,
+        }
     }
     pub(crate) fn format(path: &Path, message: impl Into<String>) -> Self {
-        ReportError::Format { path: path.display().to_string(), message: message.into() }
+        ReportError::Format {
+            path: path.display().to_string(),
+            message: message.into(),
+        }
     }
 }
 
@@ -91,7 +93,10 @@ impl EmbeddingsSidecar {
         let text = std::fs::read_to_string(path).map_err(|e| ReportError::io(path, e))?;
         let v: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| ReportError::format(path, format!("not JSON: {e}")))?;
-        let version = v.get("format_version").and_then(|v| v.as_str()).unwrap_or("");
+        let version = v
+            .get("format_version")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
         check_readable(path, version, SIDECAR_FORMAT)?;
         serde_json::from_value(v).map_err(|e| ReportError::format(path, e.to_string()))
     }
@@ -104,7 +109,9 @@ pub fn check_readable(path: &Path, version: &str, reader: &str) -> Result<(), Re
         (Some(a), Some(b)) if a == b => Ok(()),
         (Some(a), Some(b)) if a > b => Err(ReportError::format(
             path,
-            format!("format_version {version} was written by a newer zooaudit; this one reads {b}.x"),
+            format!(
+                "format_version {version} was written by a newer zooaudit; this one reads {b}.x"
+            ),
         )),
         _ => Err(ReportError::format(
             path,
@@ -116,8 +123,14 @@ pub fn check_readable(path: &Path, version: &str, reader: &str) -> Result<(), Re
 /// Writes `bytes` to `path` through a temporary file and a rename, so a
 /// crash never leaves a half-written output.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes).map_err(|e| ReportError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| {

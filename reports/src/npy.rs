@@ -8,7 +8,8 @@ const MAGIC: &[u8] = b"\x93NUMPY";
 
 /// Serialises a row-major `rows × cols` float32 matrix (shape checked by the caller).
 fn to_bytes(rows: usize, cols: usize, data: &[f32]) -> Vec<u8> {
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
     // Magic (6) + version (2) + header length (2) + header + '\n' is a multiple of 64.
     let unpadded = MAGIC.len() + 2 + 2 + header.len() + 1;
     header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
@@ -27,7 +28,10 @@ fn to_bytes(rows: usize, cols: usize, data: &[f32]) -> Vec<u8> {
 /// Writes a float32 matrix to `path` (atomically).
 pub fn write(path: &Path, rows: usize, cols: usize, data: &[f32]) -> Result<(), ReportError> {
     if rows * cols != data.len() {
-        return Err(ReportError::format(path, format!("{rows}×{cols} matrix given {} values", data.len())));
+        return Err(ReportError::format(
+            path,
+            format!("{rows}×{cols} matrix given {} values", data.len()),
+        ));
     }
     write_atomic(path, &to_bytes(rows, cols, data))
 }
@@ -53,15 +57,22 @@ pub fn parse(bytes: &[u8]) -> Result<Matrix, String> {
     }
     let (header_len, start) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
-        2 | 3 if bytes.len() >= 12 => {
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
-        }
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
         v => return Err(format!("unsupported .npy version {v}")),
     };
-    let end = start.checked_add(header_len).filter(|&e| e <= bytes.len()).ok_or("truncated header")?;
+    let end = start
+        .checked_add(header_len)
+        .filter(|&e| e <= bytes.len())
+        .ok_or("truncated header")?;
     let header = std::str::from_utf8(&bytes[start..end]).map_err(|_| "header is not text")?;
     if !header.contains("'descr': '<f4'") {
-        return Err(format!("only little-endian float32 is supported (header {})", header.trim()));
+        return Err(format!(
+            "only little-endian float32 is supported (header {})",
+            header.trim()
+        ));
     }
     if header.contains("'fortran_order': True") {
         return Err("Fortran-order arrays are not supported".into());
@@ -76,7 +87,10 @@ pub fn parse(bytes: &[u8]) -> Result<Matrix, String> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| format!("bad shape '{shape_text}'")))
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| format!("bad shape '{shape_text}'"))
+        })
         .collect::<Result<_, _>>()?;
     let (rows, cols) = match dims.as_slice() {
         [r, c] => (*r, *c),
@@ -86,8 +100,15 @@ pub fn parse(bytes: &[u8]) -> Result<Matrix, String> {
     let n = rows.checked_mul(cols).ok_or("shape overflows")?;
     let body = &bytes[end..];
     if body.len() != n * 4 {
-        return Err(format!("data has {} bytes, shape needs {}", body.len(), n * 4));
+        return Err(format!(
+            "data has {} bytes, shape needs {}",
+            body.len(),
+            n * 4
+        ));
     }
-    let data = body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let data = body
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     Ok(Matrix { rows, cols, data })
 }

@@ -87,7 +87,10 @@ pub struct PluginError {
 
 impl PluginError {
     pub fn new(code: u32, message: impl Into<RString>) -> Self {
-        PluginError { code, message: message.into() }
+        PluginError {
+            code,
+            message: message.into(),
+        }
     }
 }
 

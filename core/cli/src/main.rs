@@ -12,7 +12,11 @@ use zooaudit_manifest::ModelManifest;
 use zooaudit_reports::{EmbeddingsSidecar, PluginRecord, SkippedImage};
 
 #[derive(Parser, Debug)]
-#[command(name = "zooaudit", version, about = "Audit face-embedding models for backdoors by model pairing")]
+#[command(
+    name = "zooaudit",
+    version,
+    about = "Audit face-embedding models for backdoors by model pairing"
+)]
 struct Cli {
     /// Extra directory to search for plugins (repeatable; searched before
     /// ZOOAUDIT_PLUGIN_PATH and the directory beside the binary).
@@ -78,9 +82,13 @@ fn plugins(cli_dirs: &[PathBuf]) -> PluginSet {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Plugins { json } => list_plugins(&cli.plugin_dirs, json),
-        Command::Embed { model, out, skip_bad, batch, inputs } => {
-            embed(&cli.plugin_dirs, &model, &out, skip_bad, batch, &inputs)
-        }
+        Command::Embed {
+            model,
+            out,
+            skip_bad,
+            batch,
+            inputs,
+        } => embed(&cli.plugin_dirs, &model, &out, skip_bad, batch, &inputs),
         Command::Inspect { model } => inspect(&cli.plugin_dirs, &model),
     }
 }
@@ -93,7 +101,10 @@ fn list_plugins(dirs: &[PathBuf], json: bool) -> Result<()> {
         return Ok(());
     }
     println!("host plugin ABI {}", zooaudit_host::host_abi_version());
-    println!("{:<10} {:<18} {:<8} {:<6} {:<64} PATH", "NAME", "KIND", "VERSION", "ABI", "SHA256");
+    println!(
+        "{:<10} {:<18} {:<8} {:<6} {:<64} PATH",
+        "NAME", "KIND", "VERSION", "ABI", "SHA256"
+    );
     for p in &set.plugins {
         let i = p.info();
         println!(
@@ -110,7 +121,10 @@ fn list_plugins(dirs: &[PathBuf], json: bool) -> Result<()> {
         println!("(shadowed) {} {} {}", s.name, s.version, s.path.display());
     }
     if set.plugins.is_empty() {
-        eprintln!("no plugins found; pass --plugin-dir or set {}", zooaudit_host::PLUGIN_PATH_ENV);
+        eprintln!(
+            "no plugins found; pass --plugin-dir or set {}",
+            zooaudit_host::PLUGIN_PATH_ENV
+        );
     }
     Ok(())
 }
@@ -124,9 +138,18 @@ fn open(dirs: &[PathBuf], manifest: &Path) -> Result<Embedder> {
 fn inspect(dirs: &[PathBuf], manifest: &Path) -> Result<()> {
     let e = open(dirs, manifest)?;
     let s = e.model().summary();
-    println!("model     {} ({})", e.manifest().model.name, e.resolved().path.display());
+    println!(
+        "model     {} ({})",
+        e.manifest().model.name,
+        e.resolved().path.display()
+    );
     println!("sha256    {}", e.resolved().sha256);
-    println!("adapter   {} {} (ABI {})", e.model().plugin().name, e.model().plugin().version, e.model().plugin().abi_version);
+    println!(
+        "adapter   {} {} (ABI {})",
+        e.model().plugin().name,
+        e.model().plugin().version,
+        e.model().plugin().abi_version
+    );
     for (i, t) in s.inputs.iter().enumerate() {
         let mark = if i == s.input_index { "*" } else { " " };
         println!("input  {mark}  {} {:?} {}", t.name, t.shape, t.elem_type);
@@ -160,7 +183,11 @@ fn embed(
     if files.is_empty() {
         bail!(
             "no images (.png/.jpg/.jpeg) found in {}",
-            inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            inputs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let bar = indicatif::ProgressBar::new(files.len() as u64);
@@ -171,7 +198,9 @@ fn embed(
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_message(e.manifest().model.name.clone());
-    let result = e.embed_images(&files, skip_bad, &mut |done, _| bar.set_position(done as u64));
+    let result = e.embed_images(&files, skip_bad, &mut |done, _| {
+        bar.set_position(done as u64)
+    });
     bar.finish_and_clear();
     let emb = result?;
     for (path, reason) in &emb.skipped {
@@ -203,7 +232,10 @@ fn embed(
         skipped: emb
             .skipped
             .iter()
-            .map(|(p, r)| SkippedImage { path: p.display().to_string(), reason: r.clone() })
+            .map(|(p, r)| SkippedImage {
+                path: p.display().to_string(),
+                reason: r.clone(),
+            })
             .collect(),
     };
     sidecar.write(&zooaudit_reports::sidecar_path(out))?;
@@ -213,7 +245,11 @@ fn embed(
         emb.rows,
         emb.dim,
         zooaudit_reports::sidecar_path(out).display(),
-        if emb.skipped.is_empty() { String::new() } else { format!("; skipped {}", emb.skipped.len()) }
+        if emb.skipped.is_empty() {
+            String::new()
+        } else {
+            format!("; skipped {}", emb.skipped.len())
+        }
     );
     Ok(())
 }

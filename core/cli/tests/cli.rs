@@ -1,0 +1,311 @@
+//! The `zooaudit` binary as a user runs it: outputs, and one-line errors that
+//! name the file (and field) for every kind of bad input.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use zooaudit_testsupport as support;
+
+fn zooaudit(args: &[&str]) -> Output {
+    support::require_ort();
+    Command::new(env!("CARGO_BIN_EXE_zooaudit"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs and expects exit 2 with one `error:` line containing every needle.
+fn fails_with(args: &[&str], needles: &[&str]) -> String {
+    let o = zooaudit(args);
+    let err = stderr(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "expected exit 2, got {:?}; stderr: {err}",
+        o.status
+    );
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "expected one error line: {err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "'{n}' missing from: {}", lines[0]);
+    }
+    assert!(!err.contains("panicked"), "{err}");
+    lines[0].to_string()
+}
+
+fn manifest_text(name: &str) -> String {
+    std::fs::read_to_string(support::example_manifest(name)).unwrap()
+}
+
+/// Writes a variant of an example manifest into `dir`, with its source made absolute.
+fn variant(dir: &Path, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
+    let text = manifest_text(name);
+    let shared = support::shared_zoo().join("models");
+    let text = text.replace("../../../shared/zoo/models", shared.to_str().unwrap());
+    let path = dir.join(name);
+    std::fs::write(&path, edit(text)).unwrap();
+    path
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn plugins_lists_adapter_and_detector_with_abi_and_sha256() {
+    let o = zooaudit(&["plugins"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let onnx = out.lines().find(|l| l.starts_with("onnx ")).unwrap();
+    assert!(
+        onnx.contains("model-adapter") && onnx.contains(" 1.0.0 "),
+        "{onnx}"
+    );
+    assert!(
+        onnx.split_whitespace()
+            .any(|w| w.len() == 64 && w.chars().all(|c| c.is_ascii_hexdigit()))
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("cosine ") && l.contains("detector-strategy")),
+        "{out}"
+    );
+    let o = zooaudit(&["plugins", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "onnx" && p["abi_version"] == "1.0.0")
+    );
+}
+
+#[test]
+fn embed_writes_npy_and_sidecar_in_row_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("emb.npy");
+    let faces = support::shared_zoo().join("faces/aligned112/labeled");
+    let m = support::example_manifest("faceplugin.toml");
+    let o = zooaudit(&["embed", "--model", s(&m), "--out", s(&out), s(&faces)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let npy = zooaudit_reports::npy::read(&out).unwrap();
+    let side = zooaudit_reports::EmbeddingsSidecar::read(&tmp.path().join("emb.npy.json")).unwrap();
+    let expected: Vec<PathBuf> = support::labelled_faces()
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    assert_eq!(npy.rows, expected.len());
+    assert_eq!(npy.cols, 512);
+    assert_eq!(side.rows, npy.rows);
+    assert_eq!(
+        side.model_sha256,
+        "87aacdfe57510db2af90c0251df680e8eec88f122ee94712121d09bcaaaf3581"
+    );
+    let got: Vec<PathBuf> = side
+        .images
+        .iter()
+        .map(|p| PathBuf::from(p).canonicalize().unwrap())
+        .collect();
+    let want: Vec<PathBuf> = expected.iter().map(|p| p.canonicalize().unwrap()).collect();
+    assert_eq!(got, want, "rows are not in sorted path order");
+    assert!(!side.normalized);
+    // Raw output: rows are not unit vectors.
+    let norm: f32 = npy.data[..512].iter().map(|v| v * v).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() > 1e-3, "{norm}");
+}
+
+#[test]
+fn wrong_sha256_is_refused_before_loading() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = variant(tmp.path(), "sface.toml", |t| {
+        t.replace("fb143eea", "00000000")
+    });
+    let faces = support::shared_zoo().join("faces/aligned112/labeled/joe_biden");
+    fails_with(
+        &[
+            "embed",
+            "--model",
+            s(&m),
+            "--out",
+            s(&tmp.path().join("o.npy")),
+            s(&faces),
+        ],
+        &["sface.toml", "sha256", "fb143eea07838aa5", "00000000"],
+    );
+    assert!(!tmp.path().join("o.npy").exists());
+}
+
+#[test]
+fn corrupt_and_non_image_files_are_named_or_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("faces");
+    std::fs::create_dir(&dir).unwrap();
+    let good = support::shared_zoo().join("faces/aligned112/labeled/joe_biden/biden.png");
+    std::fs::copy(&good, dir.join("a_good.png")).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    std::fs::write(dir.join("b_truncated.png"), &bytes[..bytes.len() / 3]).unwrap();
+    std::fs::write(dir.join("c_text.jpg"), b"this is not a jpeg").unwrap();
+    let m = support::example_manifest("sface.toml");
+    let out = tmp.path().join("o.npy");
+    fails_with(
+        &["embed", "--model", s(&m), "--out", s(&out), s(&dir)],
+        &["b_truncated.png"],
+    );
+    assert!(!out.exists());
+    let o = zooaudit(&[
+        "embed",
+        "--model",
+        s(&m),
+        "--out",
+        s(&out),
+        "--skip-bad",
+        s(&dir),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let side = zooaudit_reports::EmbeddingsSidecar::read(&tmp.path().join("o.npy.json")).unwrap();
+    assert_eq!(side.rows, 1);
+    assert_eq!(side.skipped.len(), 2);
+    assert!(
+        side.skipped[1].reason.contains("c_text.jpg"),
+        "{:?}",
+        side.skipped
+    );
+}
+
+#[test]
+fn wrong_image_size_names_the_image_and_the_manifest_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = support::shared_zoo().join("faces/raw");
+    let photo = support::collect(&raw).into_iter().next().unwrap();
+    let m = support::example_manifest("sface.toml");
+    fails_with(
+        &[
+            "embed",
+            "--model",
+            s(&m),
+            "--out",
+            s(&tmp.path().join("o.npy")),
+            s(&photo),
+        ],
+        &[
+            photo.file_name().unwrap().to_str().unwrap(),
+            "112×112",
+            "input.size",
+        ],
+    );
+}
+
+#[test]
+fn manifest_size_that_the_model_does_not_have_names_the_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = variant(tmp.path(), "sface.toml", |t| {
+        t.replace("size = [112, 112]", "size = [128, 128]")
+    });
+    fails_with(
+        &["inspect", "--model", s(&m)],
+        &["sface.toml: input.size:", "[1, 3, 112, 112]"],
+    );
+    let m = variant(tmp.path(), "faceplugin.toml", |t| {
+        t.replace("layout = \"NCHW\"", "layout = \"NHWC\"")
+    });
+    fails_with(
+        &["inspect", "--model", s(&m)],
+        &["faceplugin.toml: input.layout:"],
+    );
+}
+
+#[test]
+fn bad_manifests_are_one_line_errors_with_file_and_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = variant(tmp.path(), "sface.toml", |t| {
+        t.replace("channels = \"BGR\"", "chanels = \"BGR\"")
+    });
+    fails_with(&["inspect", "--model", s(&m)], &["sface.toml:", "chanels"]);
+    let m = variant(tmp.path(), "sface.toml", |t| t.replace("[input]", "[input"));
+    fails_with(&["inspect", "--model", s(&m)], &["sface.toml:"]);
+    let m = variant(tmp.path(), "sface.toml", |t| {
+        t.replace("format_version = \"1.0\"", "format_version = \"2.0\"")
+    });
+    fails_with(
+        &["inspect", "--model", s(&m)],
+        &["sface.toml: format_version:", "newer zooaudit"],
+    );
+    let m = variant(tmp.path(), "sface.toml", |t| {
+        t.replace("std = [1.0, 1.0, 1.0]", "std = [1.0, 0.0, 1.0]")
+    });
+    fails_with(&["inspect", "--model", s(&m)], &["sface.toml: input.std:"]);
+    let m = variant(tmp.path(), "sface.toml", |t| {
+        t.replace("adapter = \"onnx\"", "adapter = \"tflite\"")
+    });
+    fails_with(
+        &["inspect", "--model", s(&m)],
+        &["sface.toml: model.adapter:", "tflite"],
+    );
+    let m = variant(tmp.path(), "sface.toml", |t| {
+        t.replace("sface_2021dec_int8bq.onnx", "missing.onnx")
+    });
+    fails_with(
+        &["inspect", "--model", s(&m)],
+        &["sface.toml", "missing.onnx"],
+    );
+    fails_with(
+        &["inspect", "--model", "/nonexistent/m.toml"],
+        &["/nonexistent/m.toml"],
+    );
+}
+
+#[test]
+fn malformed_model_files_are_errors_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bogus = tmp.path().join("bogus.onnx");
+    std::fs::write(
+        &bogus,
+        b"\x08\x07garbage that is not protobuf \xff\xff\xff\xff",
+    )
+    .unwrap();
+    let truncated = tmp.path().join("truncated.onnx");
+    let real =
+        std::fs::read(support::shared_zoo().join("models/faceplugin_fr_feature.onnx")).unwrap();
+    std::fs::write(&truncated, &real[..real.len() / 2]).unwrap();
+    for model in [&bogus, &truncated] {
+        let name = model.file_name().unwrap().to_str().unwrap().to_string();
+        let m = variant(tmp.path(), "faceplugin.toml", |t| {
+            let start = t.find("source = ").unwrap();
+            let end = start + t[start..].find('\n').unwrap();
+            let t = format!(
+                "{}source = \"{}\"{}",
+                &t[..start],
+                model.display(),
+                &t[end..]
+            );
+            t.lines()
+                .filter(|l| !l.starts_with("sha256"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        });
+        fails_with(&["inspect", "--model", s(&m)], &["faceplugin.toml", &name]);
+    }
+}
+
+#[test]
+fn remote_sources_are_a_clear_not_available_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = variant(tmp.path(), "sface.toml", |t| {
+        let start = t.find("source = ").unwrap();
+        let end = start + t[start..].find('\n').unwrap();
+        format!(
+            "{}source = \"hf://opencv/face_recognition_sface/model.onnx\"{}",
+            &t[..start],
+            &t[end..]
+        )
+    });
+    fails_with(
+        &["inspect", "--model", s(&m)],
+        &["sface.toml", "hf sources are not available"],
+    );
+}

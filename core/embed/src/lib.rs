@@ -24,22 +24,25 @@ pub enum EmbedError {
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error("{manifest}: {field}: {message}")]
-    Field { manifest: PathBuf, field: String, message: String },
-    #[error("{manifest}: opening {model}: {source}")]
+    Field {
+        manifest: PathBuf,
+        field: String,
+        message: String,
+    },
+    #[error("{manifest}: opening {model}: {error}")]
     Open {
         manifest: PathBuf,
         model: PathBuf,
-        #[source]
-        source: HostError,
+        error: Box<HostError>,
     },
     #[error("{image}: model '{model}' produced {what}")]
-    BadEmbedding { image: PathBuf, model: String, what: String },
-    #[error("model '{model}': {source}")]
-    Run {
+    BadEmbedding {
+        image: PathBuf,
         model: String,
-        #[source]
-        source: HostError,
+        what: String,
     },
+    #[error("model '{model}': {error}")]
+    Run { model: String, error: HostError },
     #[error("no images found in {0}")]
     NoImages(String),
 }
@@ -58,7 +61,9 @@ pub struct Embedder {
 
 impl std::fmt::Debug for Embedder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Embedder").field("model", &self.manifest.model.name).finish()
+        f.debug_struct("Embedder")
+            .field("model", &self.manifest.model.name)
+            .finish()
     }
 }
 
@@ -107,8 +112,9 @@ impl Embedder {
             field: field.to_string(),
             message,
         };
-        let adapter =
-            plugins.model_adapter(&manifest.model.adapter).map_err(|e| field("model.adapter", e.to_string()))?;
+        let adapter = plugins
+            .model_adapter(&manifest.model.adapter)
+            .map_err(|e| field("model.adapter", e.to_string()))?;
         let model = match adapter.open_model(&resolved.path, &manifest.adapter_options()) {
             Ok(m) => m,
             Err(HostError::Plugin { message, .. }) if option_field(&message).is_some() => {
@@ -119,20 +125,24 @@ impl Embedder {
                 return Err(EmbedError::Open {
                     manifest: manifest.path.clone(),
                     model: resolved.path.clone(),
-                    source,
+                    error: Box::new(source),
                 });
             }
         };
         let pre = Preprocess::from_input(&manifest.input);
         let summary = model.summary();
-        let input = summary.input().cloned().unwrap_or_else(|| zooaudit_host::TensorSummary {
-            name: String::new(),
-            shape: Vec::new(),
-            elem_type: String::new(),
-        });
+        let input = summary
+            .input()
+            .cloned()
+            .unwrap_or_else(|| zooaudit_host::TensorSummary {
+                name: String::new(),
+                shape: Vec::new(),
+                elem_type: String::new(),
+            });
         let want = pre.sample_shape();
         let have: Vec<i64> = input.shape.iter().skip(1).copied().collect();
-        let matches = have.len() == 3 && have.iter().zip(want.iter()).all(|(h, w)| *h < 0 || h == w);
+        let matches =
+            have.len() == 3 && have.iter().zip(want.iter()).all(|(h, w)| *h < 0 || h == w);
         if !matches {
             let mut sorted_have = have.clone();
             sorted_have.sort_unstable();
@@ -153,7 +163,14 @@ impl Embedder {
                 ),
             ));
         }
-        Ok(Embedder { manifest, resolved, model, pre, batch: 32, limits: Limits::default() })
+        Ok(Embedder {
+            manifest,
+            resolved,
+            model,
+            pre,
+            batch: 32,
+            limits: Limits::default(),
+        })
     }
 
     pub fn manifest(&self) -> &ModelManifest {
@@ -181,7 +198,10 @@ impl Embedder {
     pub fn embed_tensors(&self, input: &[f32], batch: usize) -> Result<Vec<f32>, EmbedError> {
         self.model
             .embed(input, batch)
-            .map_err(|source| EmbedError::Run { model: self.manifest.model.name.clone(), source })
+            .map_err(|error| EmbedError::Run {
+                model: self.manifest.model.name.clone(),
+                error,
+            })
     }
 
     /// Decodes and preprocesses one image into `out`.
@@ -217,7 +237,10 @@ impl Embedder {
     ) -> Result<Embeddings, EmbedError> {
         let dim = self.dim();
         let n = self.pre.sample_len();
-        let mut out = Embeddings { dim, ..Default::default() };
+        let mut out = Embeddings {
+            dim,
+            ..Default::default()
+        };
         out.data.reserve(files.len() * dim);
         let mut buf = vec![0f32; self.batch.max(1) * n];
         for (ci, chunk) in files.chunks(self.batch.max(1)).enumerate() {
@@ -239,7 +262,10 @@ impl Embedder {
                 out.rows += kept.len();
                 out.images.extend(kept);
             }
-            progress((ci * self.batch.max(1) + chunk.len()).min(files.len()), files.len());
+            progress(
+                (ci * self.batch.max(1) + chunk.len()).min(files.len()),
+                files.len(),
+            );
         }
         Ok(out)
     }

@@ -32,11 +32,10 @@ pub const PLUGIN_PATH_ENV: &str = "ZOOAUDIT_PLUGIN_PATH";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HostError {
-    #[error("{path}: cannot read plugin file: {source}")]
+    #[error("{path}: cannot read plugin file: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: cannot load plugin: {reason}")]
     Open { path: PathBuf, reason: String },
@@ -45,25 +44,55 @@ pub enum HostError {
     #[error(
         "{path}: plugin was built for zooaudit plugin ABI {plugin_abi}, not compatible with this host's ABI {host_abi}"
     )]
-    IncompatibleAbi { path: PathBuf, plugin_abi: String, host_abi: String },
+    IncompatibleAbi {
+        path: PathBuf,
+        plugin_abi: String,
+        host_abi: String,
+    },
     #[error(
         "{path}: plugin's root-module layout differs from this host's (plugin ABI {plugin_abi}, host ABI {host_abi}): {detail}"
     )]
-    LayoutMismatch { path: PathBuf, plugin_abi: String, host_abi: String, detail: String },
+    LayoutMismatch {
+        path: PathBuf,
+        plugin_abi: String,
+        host_abi: String,
+        detail: String,
+    },
     #[error("{path}: plugin uses an incompatible abi_stable runtime: {detail}")]
     AbiStableMismatch { path: PathBuf, detail: String },
     #[error("{path}: plugin failed to initialise: {detail}")]
     InitFailed { path: PathBuf, detail: String },
     #[error("{path}: sha256 is {actual}, expected {expected}")]
-    Sha256Mismatch { path: PathBuf, expected: String, actual: String },
+    Sha256Mismatch {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
     #[error("no {kind} plugin named '{name}' (found: {available})")]
-    NotFound { kind: &'static str, name: String, available: String },
+    NotFound {
+        kind: &'static str,
+        name: String,
+        available: String,
+    },
     #[error("plugin '{plugin}' ({path}): {message}")]
-    Plugin { plugin: String, path: PathBuf, code: u32, message: String },
+    Plugin {
+        plugin: String,
+        path: PathBuf,
+        code: u32,
+        message: String,
+    },
     #[error("plugin '{plugin}' ({path}) panicked: {message}")]
-    Panicked { plugin: String, path: PathBuf, message: String },
+    Panicked {
+        plugin: String,
+        path: PathBuf,
+        message: String,
+    },
     #[error("plugin '{plugin}' ({path}) broke its contract: {message}")]
-    Contract { plugin: String, path: PathBuf, message: String },
+    Contract {
+        plugin: String,
+        path: PathBuf,
+        message: String,
+    },
 }
 
 impl HostError {
@@ -120,23 +149,30 @@ impl fmt::Debug for Plugin {
 pub use zooaudit_registry::sha256_file;
 
 fn first_line(s: &str) -> String {
-    s.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("").to_string()
+    s.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
+        .to_string()
 }
 
 fn map_library_error(path: &Path, plugin_abi: &str, err: LibraryError) -> HostError {
     let path = path.to_path_buf();
     match err {
-        LibraryError::OpenError { err, .. } => {
-            HostError::Open { path, reason: first_line(&err.to_string()) }
-        }
+        LibraryError::OpenError { err, .. } => HostError::Open {
+            path,
+            reason: first_line(&err.to_string()),
+        },
         LibraryError::GetSymbolError { .. } => HostError::NotAPlugin { path },
-        LibraryError::IncompatibleVersionNumber { expected_version, actual_version, .. } => {
-            HostError::IncompatibleAbi {
-                path,
-                plugin_abi: actual_version.to_string(),
-                host_abi: expected_version.to_string(),
-            }
-        }
+        LibraryError::IncompatibleVersionNumber {
+            expected_version,
+            actual_version,
+            ..
+        } => HostError::IncompatibleAbi {
+            path,
+            plugin_abi: actual_version.to_string(),
+            host_abi: expected_version.to_string(),
+        },
         LibraryError::ParseVersionError(e) => HostError::IncompatibleAbi {
             path,
             plugin_abi: format!("unparseable ({e})"),
@@ -148,19 +184,24 @@ fn map_library_error(path: &Path, plugin_abi: &str, err: LibraryError) -> HostEr
             host_abi: ABI_VERSION.to_string(),
             detail: summarize_layout_error(&e.to_string()),
         },
-        LibraryError::InvalidAbiHeader(h) => {
-            HostError::AbiStableMismatch { path, detail: format!("{h:?}") }
-        }
+        LibraryError::InvalidAbiHeader(h) => HostError::AbiStableMismatch {
+            path,
+            detail: format!("{h:?}"),
+        },
         LibraryError::InvalidCAbi { .. } => HostError::AbiStableMismatch {
             path,
             detail: "the C ABI of the compiler that built it differs".to_string(),
         },
-        LibraryError::RootModule { err, .. } => {
-            HostError::InitFailed { path, detail: first_line(&err.to_string()) }
-        }
+        LibraryError::RootModule { err, .. } => HostError::InitFailed {
+            path,
+            detail: first_line(&err.to_string()),
+        },
         LibraryError::Many(errs) => match errs.into_iter().next() {
             Some(e) => map_library_error(&path, plugin_abi, e),
-            None => HostError::InitFailed { path, detail: "unknown error".to_string() },
+            None => HostError::InitFailed {
+                path,
+                detail: "unknown error".to_string(),
+            },
         },
     }
 }
@@ -192,9 +233,9 @@ impl Plugin {
     ///
     /// `expected_sha256`, when given, must match the file before it is loaded.
     pub fn load(path: &Path, expected_sha256: Option<&str>) -> Result<Plugin, HostError> {
-        let sha256 = sha256_file(path).map_err(|source| HostError::Io {
+        let sha256 = sha256_file(path).map_err(|error| HostError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         if let Some(expected) = expected_sha256
             && !expected.eq_ignore_ascii_case(&sha256)
@@ -242,9 +283,18 @@ impl Plugin {
         let path = self.info.path.clone();
         let message = e.message.into_string();
         if e.code == error_code::PANIC {
-            HostError::Panicked { plugin, path, message }
+            HostError::Panicked {
+                plugin,
+                path,
+                message,
+            }
         } else {
-            HostError::Plugin { plugin, path, code: e.code, message }
+            HostError::Plugin {
+                plugin,
+                path,
+                code: e.code,
+                message,
+            }
         }
     }
 
@@ -261,7 +311,11 @@ impl Plugin {
         match (self.module.open_model())(req) {
             RResult::ROk(inner) => {
                 let info = ModelSummary::from_abi(inner.info());
-                let model = LoadedModel { inner, info, plugin: self.clone() };
+                let model = LoadedModel {
+                    inner,
+                    info,
+                    plugin: self.clone(),
+                };
                 model.check_info()?;
                 Ok(model)
             }
@@ -272,7 +326,10 @@ impl Plugin {
     /// Creates a detector with this (detector-strategy) plugin.
     pub fn new_detector(&self, options: &serde_json::Value) -> Result<LoadedDetector, HostError> {
         match (self.module.new_detector())(options.to_string().into()) {
-            RResult::ROk(inner) => Ok(LoadedDetector { inner, plugin: self.clone() }),
+            RResult::ROk(inner) => Ok(LoadedDetector {
+                inner,
+                plugin: self.clone(),
+            }),
             RResult::RErr(e) => Err(self.error(e)),
         }
     }
@@ -332,7 +389,10 @@ impl ModelSummary {
     pub fn sample_len(&self) -> Option<usize> {
         let shape = &self.input()?.shape;
         shape.iter().skip(1).try_fold(1usize, |acc, &d| {
-            usize::try_from(d).ok().filter(|d| *d > 0).and_then(|d| acc.checked_mul(d))
+            usize::try_from(d)
+                .ok()
+                .filter(|d| *d > 0)
+                .and_then(|d| acc.checked_mul(d))
         })
     }
 }
@@ -346,7 +406,9 @@ pub struct LoadedModel {
 
 impl fmt::Debug for LoadedModel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LoadedModel").field("info", &self.info).finish()
+        f.debug_struct("LoadedModel")
+            .field("info", &self.info)
+            .finish()
     }
 }
 
@@ -405,13 +467,19 @@ pub struct LoadedDetector {
 
 impl fmt::Debug for LoadedDetector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LoadedDetector").field("plugin", &self.plugin.info.name).finish()
+        f.debug_struct("LoadedDetector")
+            .field("plugin", &self.plugin.info.name)
+            .finish()
     }
 }
 
 fn eref(data: &[f32], dim: usize) -> EmbeddingsRef<'_> {
-    let rows = if dim == 0 { 0 } else { data.len() / dim };
-    EmbeddingsRef { data: RSlice::from_slice(data), rows: rows as u64, dim: dim as u64 }
+    let rows = data.len().checked_div(dim).unwrap_or(0);
+    EmbeddingsRef {
+        data: RSlice::from_slice(data),
+        rows: rows as u64,
+        dim: dim as u64,
+    }
 }
 
 impl LoadedDetector {
@@ -427,14 +495,17 @@ impl LoadedDetector {
         reference: &[f32],
         reference_dim: usize,
     ) -> Result<serde_json::Value, HostError> {
-        match self.inner.fit(eref(probe, probe_dim), eref(reference, reference_dim)) {
-            RResult::ROk(report) => serde_json::from_str(report.as_str()).map_err(|e| {
-                HostError::Contract {
+        match self
+            .inner
+            .fit(eref(probe, probe_dim), eref(reference, reference_dim))
+        {
+            RResult::ROk(report) => {
+                serde_json::from_str(report.as_str()).map_err(|e| HostError::Contract {
                     plugin: self.plugin.info.name.clone(),
                     path: self.plugin.info.path.clone(),
                     message: format!("fit report is not JSON: {e}"),
-                }
-            }),
+                })
+            }
             RResult::RErr(e) => Err(self.plugin.error(e)),
         }
     }
@@ -447,7 +518,10 @@ impl LoadedDetector {
         reference: &[f32],
         reference_dim: usize,
     ) -> Result<Vec<f32>, HostError> {
-        match self.inner.score(eref(probe, probe_dim), eref(reference, reference_dim)) {
+        match self
+            .inner
+            .score(eref(probe, probe_dim), eref(reference, reference_dim))
+        {
             RResult::ROk(v) => Ok(v.into_vec()),
             RResult::RErr(e) => Err(self.plugin.error(e)),
         }
@@ -468,7 +542,9 @@ impl SearchPath {
         if let Some(v) = std::env::var_os(PLUGIN_PATH_ENV) {
             dirs.extend(std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()));
         }
-        if let Some(dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf))
+        if let Some(dir) = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
         {
             dirs.push(dir);
         }
@@ -480,7 +556,9 @@ impl SearchPath {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
         for dir in &self.dirs {
-            let Ok(entries) = std::fs::read_dir(dir) else { continue };
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
             let mut files: Vec<PathBuf> = entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| is_plugin_file_name(p))
@@ -499,10 +577,14 @@ impl SearchPath {
 
 /// True for `libzooaudit_plugin_*.{so,dylib}` and `zooaudit_plugin_*.dll`.
 pub fn is_plugin_file_name(path: &Path) -> bool {
-    let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return false };
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
     let stem = name.strip_prefix("lib").unwrap_or(name);
     stem.starts_with("zooaudit_plugin_")
-        && [".so", ".dylib", ".dll"].iter().any(|ext| stem.ends_with(ext))
+        && [".so", ".dylib", ".dll"]
+            .iter()
+            .any(|ext| stem.ends_with(ext))
 }
 
 /// Every plugin found on a search path, and every file that was refused.
@@ -535,26 +617,29 @@ impl PluginSet {
     }
 
     fn find(&self, kind: Kind, name: &str) -> Result<&Plugin, HostError> {
-        self.plugins.iter().find(|p| p.info.kind == kind && p.info.name == name).ok_or_else(|| {
-            let available: Vec<&str> = self
-                .plugins
-                .iter()
-                .filter(|p| p.info.kind == kind)
-                .map(|p| p.info.name.as_str())
-                .collect();
-            HostError::NotFound {
-                kind: match kind {
-                    Kind::ModelAdapter => "model-adapter",
-                    Kind::DetectorStrategy => "detector-strategy",
-                },
-                name: name.to_string(),
-                available: if available.is_empty() {
-                    "none; see `zooaudit plugins`".to_string()
-                } else {
-                    available.join(", ")
-                },
-            }
-        })
+        self.plugins
+            .iter()
+            .find(|p| p.info.kind == kind && p.info.name == name)
+            .ok_or_else(|| {
+                let available: Vec<&str> = self
+                    .plugins
+                    .iter()
+                    .filter(|p| p.info.kind == kind)
+                    .map(|p| p.info.name.as_str())
+                    .collect();
+                HostError::NotFound {
+                    kind: match kind {
+                        Kind::ModelAdapter => "model-adapter",
+                        Kind::DetectorStrategy => "detector-strategy",
+                    },
+                    name: name.to_string(),
+                    available: if available.is_empty() {
+                        "none; see `zooaudit plugins`".to_string()
+                    } else {
+                        available.join(", ")
+                    },
+                }
+            })
     }
 
     /// The model-adapter plugin named `name`.

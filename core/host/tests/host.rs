@@ -6,7 +6,9 @@
 use std::path::Path;
 
 use serde_json::json;
-use zooaudit_host::{HostError, Kind, Plugin, PluginSet, SearchPath, host_abi_version, sha256_file};
+use zooaudit_host::{
+    HostError, Kind, Plugin, PluginSet, SearchPath, host_abi_version, sha256_file,
+};
 use zooaudit_testsupport as support;
 
 #[test]
@@ -21,21 +23,34 @@ fn discovers_the_product_plugins_with_versions_and_digests() {
     assert_eq!(cosine.kind, Kind::DetectorStrategy);
     // Kinds are not interchangeable.
     let err = set.detector("onnx").unwrap_err().to_string();
-    assert!(err.contains("no detector-strategy plugin named 'onnx'"), "{err}");
+    assert!(
+        err.contains("no detector-strategy plugin named 'onnx'"),
+        "{err}"
+    );
 }
 
 #[test]
 fn search_path_order_env_and_dedup() {
     let dir = support::target_profile_dir();
     // The same directory twice yields each plugin once.
-    let set = PluginSet::discover(&SearchPath { dirs: vec![dir.clone(), dir.clone()] });
-    assert_eq!(set.plugins.iter().filter(|p| p.info().name == "onnx").count(), 1);
+    let set = PluginSet::discover(&SearchPath {
+        dirs: vec![dir.clone(), dir.clone()],
+    });
+    assert_eq!(
+        set.plugins
+            .iter()
+            .filter(|p| p.info().name == "onnx")
+            .count(),
+        1
+    );
     assert!(set.shadowed.is_empty());
     // A copy of a plugin in an earlier directory shadows the later one.
     let tmp = tempfile::tempdir().unwrap();
     let src = set.model_adapter("onnx").unwrap().info().path.clone();
     std::fs::copy(&src, tmp.path().join(src.file_name().unwrap())).unwrap();
-    let set = PluginSet::discover(&SearchPath { dirs: vec![tmp.path().to_path_buf(), dir] });
+    let set = PluginSet::discover(&SearchPath {
+        dirs: vec![tmp.path().to_path_buf(), dir],
+    });
     let onnx = set.model_adapter("onnx").unwrap().info();
     assert!(onnx.path.starts_with(tmp.path()), "{}", onnx.path.display());
     assert_eq!(set.shadowed.len(), 1);
@@ -70,27 +85,45 @@ fn discovery_lists_refused_plugins_and_keeps_the_good_ones() {
     assert!(set.model_adapter("onnx").is_ok());
     assert!(set.model_adapter("fixture-panics").is_ok());
     let refused: Vec<String> = set.refused.iter().map(|e| e.to_string()).collect();
-    assert!(refused.iter().any(|e| e.contains("fixture_abi2")), "{refused:?}");
-    assert!(refused.iter().any(|e| e.contains("fixture_layout")), "{refused:?}");
+    assert!(
+        refused.iter().any(|e| e.contains("fixture_abi2")),
+        "{refused:?}"
+    );
+    assert!(
+        refused.iter().any(|e| e.contains("fixture_layout")),
+        "{refused:?}"
+    );
 }
 
 #[test]
 fn a_panicking_plugin_is_an_error_and_the_host_lives_on() {
     let plugin = Plugin::load(&support::fixture_plugin("panics"), None).unwrap();
     let some_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-    let err = plugin.open_model(&some_file, &json!({"panic_in": "open"})).unwrap_err();
+    let err = plugin
+        .open_model(&some_file, &json!({"panic_in": "open"}))
+        .unwrap_err();
     assert!(err.is_panic(), "{err:?}");
-    assert!(err.to_string().contains("deliberate panic in open"), "{err}");
+    assert!(
+        err.to_string().contains("deliberate panic in open"),
+        "{err}"
+    );
     let model = plugin.open_model(&some_file, &json!({})).unwrap();
     let input = vec![0f32; 3 * 112 * 112];
     for _ in 0..3 {
         let err = model.embed(&input, 1).unwrap_err();
         assert!(err.is_panic(), "{err:?}");
-        assert!(err.to_string().contains("deliberate panic in embed"), "{err}");
+        assert!(
+            err.to_string().contains("deliberate panic in embed"),
+            "{err}"
+        );
     }
     // Still alive: another plugin works after the panics.
     let set = support::plugins();
-    let mut det = set.detector("cosine").unwrap().new_detector(&json!({})).unwrap();
+    let mut det = set
+        .detector("cosine")
+        .unwrap()
+        .new_detector(&json!({}))
+        .unwrap();
     det.fit(&[1.0, 0.0], 2, &[1.0, 0.0], 2).unwrap();
 }
 
@@ -130,11 +163,23 @@ fn cosine_detector_end_to_end_through_the_abi() {
     let report = det.fit(&probe, 2, &reference, 2).unwrap();
     assert_eq!(report["samples"], 3);
     let s = det.score(&probe, 2, &reference, 2).unwrap();
-    assert!((s[0] - 1.0).abs() < 1e-6 && (s[1] + 1.0).abs() < 1e-6 && (s[2] - 0.96).abs() < 1e-6, "{s:?}");
-    let err = det.score(&probe, 2, &reference[..4], 4).unwrap_err().to_string();
+    assert!(
+        (s[0] - 1.0).abs() < 1e-6 && (s[1] + 1.0).abs() < 1e-6 && (s[2] - 0.96).abs() < 1e-6,
+        "{s:?}"
+    );
+    let err = det
+        .score(&probe, 2, &reference[..4], 4)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("equal dimensions"), "{err}");
-    let err = plugin.new_detector(&json!({"bogus": 1})).unwrap_err().to_string();
+    let err = plugin
+        .new_detector(&json!({"bogus": 1}))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("option bogus"), "{err}");
-    let err = det.score(&[0.0, 0.0], 2, &[1.0, 0.0], 2).unwrap_err().to_string();
+    let err = det
+        .score(&[0.0, 0.0], 2, &[1.0, 0.0], 2)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("zero-norm"), "{err}");
 }

@@ -16,18 +16,31 @@ use zooaudit_manifest::{Channels, InputSection, Layout};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ImageError {
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: not a decodable image: {message}")]
     Decode { path: PathBuf, message: String },
     #[error("{path}: image is {width}×{height}, over the limit of {max_width}×{max_height}")]
-    TooLarge { path: PathBuf, width: u32, height: u32, max_width: u32, max_height: u32 },
-    #[error("{path}: image is {width}×{height} but the model expects {expected_width}×{expected_height} (input.size); align/crop faces first")]
-    WrongSize { path: PathBuf, width: u32, height: u32, expected_width: u32, expected_height: u32 },
+    TooLarge {
+        path: PathBuf,
+        width: u32,
+        height: u32,
+        max_width: u32,
+        max_height: u32,
+    },
+    #[error(
+        "{path}: image is {width}×{height} but the model expects {expected_width}×{expected_height} (input.size); align/crop faces first"
+    )]
+    WrongSize {
+        path: PathBuf,
+        width: u32,
+        height: u32,
+        expected_width: u32,
+        expected_height: u32,
+    },
 }
 
 /// Decoding limits.
@@ -41,7 +54,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_width: 12_000, max_height: 12_000, max_alloc: 512 << 20 }
+        Limits {
+            max_width: 12_000,
+            max_height: 12_000,
+            max_alloc: 512 << 20,
+        }
     }
 }
 
@@ -59,9 +76,14 @@ fn has_image_extension(p: &Path) -> bool {
 /// non-image named on the command line is reported rather than ignored.
 pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, ImageError> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ImageError> {
-        let io = |source| ImageError::Io { path: dir.to_path_buf(), source };
-        let mut entries: Vec<PathBuf> =
-            std::fs::read_dir(dir).map_err(io)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        let io = |error| ImageError::Io {
+            path: dir.to_path_buf(),
+            error,
+        };
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(io)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
         entries.sort();
         for p in entries {
             if p.is_dir() {
@@ -74,8 +96,10 @@ pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, ImageError> {
     }
     let mut out = Vec::new();
     for input in inputs {
-        let meta = std::fs::metadata(input)
-            .map_err(|source| ImageError::Io { path: input.clone(), source })?;
+        let meta = std::fs::metadata(input).map_err(|error| ImageError::Io {
+            path: input.clone(),
+            error,
+        })?;
         if meta.is_dir() {
             let mut found = Vec::new();
             walk(input, &mut found)?;
@@ -89,7 +113,10 @@ pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, ImageError> {
 
 /// Decodes an image file to 8-bit RGB within `limits`.
 pub fn decode(path: &Path, limits: &Limits) -> Result<RgbImage, ImageError> {
-    let bytes = std::fs::read(path).map_err(|source| ImageError::Io { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|error| ImageError::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
     decode_bytes(&bytes, path, limits)
 }
 
@@ -98,16 +125,20 @@ pub fn decode_bytes(bytes: &[u8], name: &Path, limits: &Limits) -> Result<RgbIma
     let path = name.to_path_buf();
     let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| ImageError::Decode { path: path.clone(), message: e.to_string() })?;
+        .map_err(|e| ImageError::Decode {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
     if reader.format().is_none() {
         return Err(ImageError::Decode {
             path,
             message: "unknown format (PNG and JPEG are supported)".into(),
         });
     }
-    let (width, height) = reader
-        .into_dimensions()
-        .map_err(|e| ImageError::Decode { path: path.clone(), message: one_line(&e) })?;
+    let (width, height) = reader.into_dimensions().map_err(|e| ImageError::Decode {
+        path: path.clone(),
+        message: one_line(&e),
+    })?;
     if width > limits.max_width || height > limits.max_height {
         return Err(ImageError::TooLarge {
             path,
@@ -119,13 +150,19 @@ pub fn decode_bytes(bytes: &[u8], name: &Path, limits: &Limits) -> Result<RgbIma
     }
     reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| ImageError::Decode { path: path.clone(), message: e.to_string() })?;
+        .map_err(|e| ImageError::Decode {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
     let mut l = image::Limits::default();
     l.max_image_width = Some(limits.max_width);
     l.max_image_height = Some(limits.max_height);
     l.max_alloc = Some(limits.max_alloc);
     reader.limits(l);
-    let img = reader.decode().map_err(|e| ImageError::Decode { path, message: one_line(&e) })?;
+    let img = reader.decode().map_err(|e| ImageError::Decode {
+        path,
+        message: one_line(&e),
+    })?;
     Ok(img.to_rgb8())
 }
 

@@ -61,9 +61,17 @@ impl fmt::Display for FormatVersion {
 impl std::str::FromStr for FormatVersion {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (a, b) = s.split_once('.').ok_or_else(|| format!("'{s}' is not MAJOR.MINOR"))?;
-        let major = a.trim().parse().map_err(|_| format!("'{s}' is not MAJOR.MINOR"))?;
-        let minor = b.trim().parse().map_err(|_| format!("'{s}' is not MAJOR.MINOR"))?;
+        let (a, b) = s
+            .split_once('.')
+            .ok_or_else(|| format!("'{s}' is not MAJOR.MINOR"))?;
+        let major = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{s}' is not MAJOR.MINOR"))?;
+        let minor = b
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{s}' is not MAJOR.MINOR"))?;
         Ok(FormatVersion { major, minor })
     }
 }
@@ -91,16 +99,23 @@ impl FormatVersion {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ManifestError {
-    #[error("{path}: cannot read manifest: {source}")]
+    #[error("{path}: cannot read manifest: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}:{line}: {message}")]
-    Syntax { path: PathBuf, line: usize, message: String },
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
     #[error("{path}: {field}: {message}")]
-    Field { path: PathBuf, field: String, message: String },
+    Field {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
 }
 
 impl ManifestError {
@@ -207,14 +222,29 @@ pub struct ModelManifest {
 
 /// 1-based line of byte `offset` in `text`.
 pub fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes().iter().take(offset).filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()
+        .iter()
+        .take(offset)
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// Turns a TOML error into one line: `file:line: message`.
 pub fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> ManifestError {
     let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
-    let message = e.message().lines().next().unwrap_or("invalid TOML").trim().to_string();
-    ManifestError::Syntax { path: path.to_path_buf(), line, message }
+    let message = e
+        .message()
+        .lines()
+        .next()
+        .unwrap_or("invalid TOML")
+        .trim()
+        .to_string();
+    ManifestError::Syntax {
+        path: path.to_path_buf(),
+        line,
+        message,
+    }
 }
 
 fn is_sha256_hex(s: &str) -> bool {
@@ -224,8 +254,10 @@ fn is_sha256_hex(s: &str) -> bool {
 impl ModelManifest {
     /// Reads and validates the manifest at `path`.
     pub fn load(path: &Path) -> Result<ModelManifest, ManifestError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ManifestError::Io { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|error| ManifestError::Io {
+            path: path.to_path_buf(),
+            error,
+        })?;
         Self::parse(path, &text)
     }
 
@@ -234,11 +266,17 @@ impl ModelManifest {
         let raw: RawManifest = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
         let f = |field: &str, msg: String| ManifestError::field(path, field, msg);
         let version_text = raw.format_version.ok_or_else(|| {
-            f("format_version", format!("missing; add `format_version = \"{FORMAT_VERSION}\"` at the top"))
+            f(
+                "format_version",
+                format!("missing; add `format_version = \"{FORMAT_VERSION}\"` at the top"),
+            )
         })?;
-        let version: FormatVersion =
-            version_text.parse().map_err(|e: String| f("format_version", e))?;
-        version.check_readable_by(FORMAT_VERSION).map_err(|e| f("format_version", e))?;
+        let version: FormatVersion = version_text
+            .parse()
+            .map_err(|e: String| f("format_version", e))?;
+        version
+            .check_readable_by(FORMAT_VERSION)
+            .map_err(|e| f("format_version", e))?;
 
         let m = &raw.model;
         if m.name.trim().is_empty() {
@@ -253,11 +291,17 @@ impl ModelManifest {
         if let Some(h) = &m.sha256
             && !is_sha256_hex(h)
         {
-            return Err(f("model.sha256", format!("'{h}' is not 64 hexadecimal digits")));
+            return Err(f(
+                "model.sha256",
+                format!("'{h}' is not 64 hexadecimal digits"),
+            ));
         }
         let i = &raw.input;
         if i.size[0] == 0 || i.size[1] == 0 || i.size[0] > 8192 || i.size[1] > 8192 {
-            return Err(f("input.size", format!("{:?} must be within 1..=8192", i.size)));
+            return Err(f(
+                "input.size",
+                format!("{:?} must be within 1..=8192", i.size),
+            ));
         }
         if i.mean.iter().any(|v| !v.is_finite()) {
             return Err(f("input.mean", "values must be finite".into()));
@@ -287,7 +331,10 @@ impl ModelManifest {
 
     /// The directory relative sources are resolved against.
     pub fn base_dir(&self) -> &Path {
-        self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+        self.path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
     }
 
     /// The JSON options for the adapter: `[model.options]` plus the input and
@@ -312,12 +359,16 @@ fn toml_to_json(v: &toml::Value) -> serde_json::Value {
     match v {
         toml::Value::String(s) => J::String(s.clone()),
         toml::Value::Integer(i) => J::from(*i),
-        toml::Value::Float(x) => serde_json::Number::from_f64(*x).map(J::Number).unwrap_or(J::Null),
+        toml::Value::Float(x) => serde_json::Number::from_f64(*x)
+            .map(J::Number)
+            .unwrap_or(J::Null),
         toml::Value::Boolean(b) => J::Bool(*b),
         toml::Value::Datetime(d) => J::String(d.to_string()),
         toml::Value::Array(a) => J::Array(a.iter().map(toml_to_json).collect()),
-        toml::Value::Table(t) => {
-            J::Object(t.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect())
-        }
+        toml::Value::Table(t) => J::Object(
+            t.iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect(),
+        ),
     }
 }

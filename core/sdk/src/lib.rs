@@ -29,7 +29,7 @@ pub use abi_stable;
 pub use zooaudit_plugin_abi as abi;
 
 use abi::{
-    DetectorBox, Detector_TO, EmbeddingsRef, ModelBox, Model_TO, OpenRequest, PluginDescriptor,
+    Detector_TO, DetectorBox, EmbeddingsRef, Model_TO, ModelBox, OpenRequest, PluginDescriptor,
     PluginKind, PluginMod, PluginModRef, error_code,
 };
 pub use abi::{ModelInfo, PluginError};
@@ -149,7 +149,10 @@ pub fn guard<R>(what: &str, f: impl FnOnce() -> Result<R, PluginError>) -> Resul
         Ok(r) => r,
         Err(payload) => Err(PluginError::new(
             error_code::PANIC,
-            format!("plugin panicked in {what}: {}", panic_message(payload.as_ref())),
+            format!(
+                "plugin panicked in {what}: {}",
+                panic_message(payload.as_ref())
+            ),
         )),
     }
 }
@@ -178,8 +181,11 @@ fn describe_guarded(f: impl FnOnce() -> Descriptor, kind: PluginKind) -> PluginD
             name: RString::new(),
             version: RString::new(),
             kind,
-            description: format!("plugin panicked in describe: {}", panic_message(payload.as_ref()))
-                .into(),
+            description: format!(
+                "plugin panicked in describe: {}",
+                panic_message(payload.as_ref())
+            )
+            .into(),
             formats: RVec::new(),
         },
     }
@@ -243,8 +249,9 @@ impl abi::Detector for DetectorShim {
         reference: EmbeddingsRef<'_>,
     ) -> RResult<RString, PluginError> {
         to_rresult(guard("fit", || {
-            let report =
-                self.0.fit(Matrix::from_abi(probe)?, Matrix::from_abi(reference)?)?;
+            let report = self
+                .0
+                .fit(Matrix::from_abi(probe)?, Matrix::from_abi(reference)?)?;
             Ok(RString::from(report.to_string()))
         }))
     }
@@ -255,14 +262,19 @@ impl abi::Detector for DetectorShim {
         reference: EmbeddingsRef<'_>,
     ) -> RResult<RVec<f32>, PluginError> {
         to_rresult(guard("score", || {
-            let scores = self.0.score(Matrix::from_abi(probe)?, Matrix::from_abi(reference)?)?;
+            let scores = self
+                .0
+                .score(Matrix::from_abi(probe)?, Matrix::from_abi(reference)?)?;
             Ok(RVec::from(scores))
         }))
     }
 }
 
 fn unsupported(what: &str) -> PluginError {
-    PluginError::new(error_code::UNSUPPORTED, format!("this plugin is not a {what}"))
+    PluginError::new(
+        error_code::UNSUPPORTED,
+        format!("this plugin is not a {what}"),
+    )
 }
 
 extern "C" fn adapter_describe<T: ModelAdapter>() -> PluginDescriptor {

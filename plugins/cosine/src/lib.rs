@@ -31,7 +31,9 @@ impl DetectorStrategy for Cosine {
 
     fn create(options: &Options) -> Result<Box<dyn PairDetector>, PluginError> {
         if let Some(k) = options.keys().next() {
-            return Err(invalid(format!("option {k}: the cosine detector takes no options")));
+            return Err(invalid(format!(
+                "option {k}: the cosine detector takes no options"
+            )));
         }
         Ok(Box::new(CosineDetector))
     }
@@ -89,7 +91,11 @@ impl PairDetector for CosineDetector {
         reference: Matrix<'_>,
     ) -> Result<serde_json::Value, PluginError> {
         let s = scores(&probe, &reference)?;
-        let mean = if s.is_empty() { 0.0 } else { s.iter().map(|v| f64::from(*v)).sum::<f64>() / s.len() as f64 };
+        let mean = if s.is_empty() {
+            0.0
+        } else {
+            s.iter().map(|v| f64::from(*v)).sum::<f64>() / s.len() as f64
+        };
         Ok(serde_json::json!({ "method": "cosine", "samples": s.len(), "mean_cosine": mean }))
     }
 

@@ -66,7 +66,9 @@ struct Field<'a> {
 fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, GraphError> {
     let mut v: u64 = 0;
     for shift in (0..64).step_by(7) {
-        let Some(&b) = buf.get(*pos) else { return err("truncated varint") };
+        let Some(&b) = buf.get(*pos) else {
+            return err("truncated varint");
+        };
         *pos += 1;
         v |= u64::from(b & 0x7f) << shift;
         if b & 0x80 == 0 {
@@ -89,26 +91,39 @@ fn fields(buf: &[u8]) -> Result<Vec<Field<'_>>, GraphError> {
         let value = match tag & 7 {
             0 => Value::Varint(read_varint(buf, &mut pos)?),
             1 => {
-                pos = pos.checked_add(8).filter(|&p| p <= buf.len()).ok_or(GraphError("truncated fixed64".into()))?;
+                pos = pos
+                    .checked_add(8)
+                    .filter(|&p| p <= buf.len())
+                    .ok_or(GraphError("truncated fixed64".into()))?;
                 Value::Fixed
             }
             2 => {
                 let len = usize::try_from(read_varint(buf, &mut pos)?)
                     .map_err(|_| GraphError("length overflows".into()))?;
-                let end = pos.checked_add(len).filter(|&e| e <= buf.len()).ok_or(GraphError(
-                    format!("field {number} claims {len} bytes past the end of its message"),
-                ))?;
+                let end = pos
+                    .checked_add(len)
+                    .filter(|&e| e <= buf.len())
+                    .ok_or(GraphError(format!(
+                        "field {number} claims {len} bytes past the end of its message"
+                    )))?;
                 let v = Value::Bytes(&buf[pos..end]);
                 pos = end;
                 v
             }
             5 => {
-                pos = pos.checked_add(4).filter(|&p| p <= buf.len()).ok_or(GraphError("truncated fixed32".into()))?;
+                pos = pos
+                    .checked_add(4)
+                    .filter(|&p| p <= buf.len())
+                    .ok_or(GraphError("truncated fixed32".into()))?;
                 Value::Fixed
             }
             w => return err(format!("unsupported wire type {w} in field {number}")),
         };
-        out.push(Field { number, value, raw: &buf[start..pos] });
+        out.push(Field {
+            number,
+            value,
+            raw: &buf[start..pos],
+        });
     }
     Ok(out)
 }
@@ -153,7 +168,11 @@ fn name_in(msg: &[u8], name_field: u32) -> Result<Option<String>, GraphError> {
 }
 
 /// Adds every name read by a node of `graph` (and of its subgraphs).
-fn collect_node_inputs(graph: &[u8], used: &mut HashSet<String>, depth: u32) -> Result<(), GraphError> {
+fn collect_node_inputs(
+    graph: &[u8],
+    used: &mut HashSet<String>,
+    depth: u32,
+) -> Result<(), GraphError> {
     if depth > 64 {
         return err("subgraphs nested too deeply");
     }
@@ -276,23 +295,27 @@ pub fn repair(model: &[u8]) -> Result<Repair, GraphError> {
 
 /// Rewrites a ValueInfoProto so that its tensor's first dimension is `N`.
 /// Returns `None` when it has no tensor shape.
+/// A rewrite of one nested message: `Some(new bytes)` or `None` (unchanged).
+type Rewrite<'f> = &'f dyn Fn(&[u8]) -> Result<Option<Vec<u8>>, GraphError>;
+
 fn value_info_with_free_batch(vi: &[u8]) -> Result<Option<Vec<u8>>, GraphError> {
     // Each level: rewrite exactly one nested field, copy the rest.
     fn rewrite(
         msg: &[u8],
         number: u32,
         first_only: bool,
-        inner: &dyn Fn(&[u8]) -> Result<Option<Vec<u8>>, GraphError>,
+        inner: Rewrite<'_>,
     ) -> Result<Option<Vec<u8>>, GraphError> {
         let mut out = Vec::with_capacity(msg.len() + 4);
         let mut changed = false;
         for f in fields(msg)? {
-            if f.number == number && !(first_only && changed) {
-                if let Some(new) = inner(bytes_of(&f)?)? {
-                    write_bytes_field(&mut out, number, &new);
-                    changed = true;
-                    continue;
-                }
+            if f.number == number
+                && !(first_only && changed)
+                && let Some(new) = inner(bytes_of(&f)?)?
+            {
+                write_bytes_field(&mut out, number, &new);
+                changed = true;
+                continue;
             }
             out.extend_from_slice(f.raw);
         }

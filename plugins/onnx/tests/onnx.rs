@@ -10,12 +10,17 @@ use zooaudit_embed::{Embedder, Embeddings};
 use zooaudit_manifest::ModelManifest;
 use zooaudit_testsupport as support;
 
-fn embedder(manifest: &str, options: &[(&str, &str)]) -> Result<Embedder, zooaudit_embed::EmbedError> {
+fn embedder(
+    manifest: &str,
+    options: &[(&str, &str)],
+) -> Result<Embedder, zooaudit_embed::EmbedError> {
     support::require_ort();
     let path = support::example_manifest(manifest);
     let mut m = ModelManifest::load(&path).unwrap();
     for (k, v) in options {
-        m.model.options.insert(k.to_string(), toml::Value::String(v.to_string()));
+        m.model
+            .options
+            .insert(k.to_string(), toml::Value::String(v.to_string()));
     }
     Embedder::open(m, &support::plugins())
 }
@@ -24,15 +29,26 @@ fn embedder(manifest: &str, options: &[(&str, &str)]) -> Result<Embedder, zooaud
 fn all_faces(manifest: &'static str) -> &'static Embeddings {
     static SFACE: OnceLock<Embeddings> = OnceLock::new();
     static FACEPLUGIN: OnceLock<Embeddings> = OnceLock::new();
-    let cell = if manifest == "sface.toml" { &SFACE } else { &FACEPLUGIN };
+    let cell = if manifest == "sface.toml" {
+        &SFACE
+    } else {
+        &FACEPLUGIN
+    };
     cell.get_or_init(|| {
         let e = embedder(manifest, &[]).unwrap();
-        e.embed_images(&support::aligned_faces(), false, &mut |_, _| {}).unwrap()
+        e.embed_images(&support::aligned_faces(), false, &mut |_, _| {})
+            .unwrap()
     })
 }
 
 /// The Python onnxruntime reference on the same images (tests/reference).
-fn python_reference(model: &Path, channels: &str, mean: f32, std: f32, images: &[PathBuf]) -> Vec<f32> {
+fn python_reference(
+    model: &Path,
+    channels: &str,
+    mean: f32,
+    std: f32,
+    images: &[PathBuf],
+) -> Vec<f32> {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("ref.npy");
     let status = Command::new(support::python())
@@ -53,8 +69,15 @@ fn matches_python(manifest: &'static str, model_file: &str, channels: &str, mean
     let model = support::shared_zoo().join("models").join(model_file);
     let reference = python_reference(&model, channels, mean, std, &ours.images);
     assert_eq!(reference.len(), ours.data.len());
-    let worst = ours.data.iter().zip(&reference).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    eprintln!("{manifest}: {} faces, max |zooaudit - python onnxruntime| = {worst:e}", ours.rows);
+    let worst = ours
+        .data
+        .iter()
+        .zip(&reference)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    eprintln!(
+        "{manifest}: {} faces, max |zooaudit - python onnxruntime| = {worst:e}",
+        ours.rows
+    );
     assert!(worst <= 1e-4, "max abs difference {worst} > 1e-4");
 }
 
@@ -65,7 +88,13 @@ fn sface_embeddings_match_python_onnxruntime_on_every_face() {
 
 #[test]
 fn faceplugin_embeddings_match_python_onnxruntime_on_every_face() {
-    matches_python("faceplugin.toml", "faceplugin_fr_feature.onnx", "RGB", 127.0, 128.0);
+    matches_python(
+        "faceplugin.toml",
+        "faceplugin_fr_feature.onnx",
+        "RGB",
+        127.0,
+        128.0,
+    );
 }
 
 fn genuine_beats_every_impostor(manifest: &'static str) {
@@ -82,7 +111,11 @@ fn genuine_beats_every_impostor(manifest: &'static str) {
     for i in 0..rows.len() {
         for j in i + 1..rows.len() {
             let s = support::cosine(rows[i].1, rows[j].1);
-            if rows[i].0 == rows[j].0 { genuine.push(s) } else { impostor.push(s) }
+            if rows[i].0 == rows[j].0 {
+                genuine.push(s)
+            } else {
+                impostor.push(s)
+            }
         }
     }
     let min_genuine = genuine.iter().copied().fold(f32::INFINITY, f32::min);
@@ -93,7 +126,10 @@ fn genuine_beats_every_impostor(manifest: &'static str) {
         impostor.len()
     );
     assert!(genuine.len() >= 100 && impostor.len() >= 1000);
-    assert!(min_genuine > max_impostor, "a genuine pair scores {min_genuine} ≤ an impostor pair {max_impostor}");
+    assert!(
+        min_genuine > max_impostor,
+        "a genuine pair scores {min_genuine} ≤ an impostor pair {max_impostor}"
+    );
 }
 
 #[test]
@@ -115,11 +151,26 @@ fn native_batching_agrees_with_per_sample(manifest: &str) {
     let per_sample = embedder(manifest, &[("batching", "per-sample")]).unwrap();
     let native = embedder(manifest, &[("batching", "native")]).unwrap();
     let summary = native.model().summary();
-    assert!(summary.batching.starts_with("native"), "{}", summary.batching);
-    assert!(summary.notes.iter().any(|n| n.contains("freed the batch dimension")));
-    let a = per_sample.embed_images(&faces, false, &mut |_, _| {}).unwrap();
+    assert!(
+        summary.batching.starts_with("native"),
+        "{}",
+        summary.batching
+    );
+    assert!(
+        summary
+            .notes
+            .iter()
+            .any(|n| n.contains("freed the batch dimension"))
+    );
+    let a = per_sample
+        .embed_images(&faces, false, &mut |_, _| {})
+        .unwrap();
     let b = native.embed_images(&faces, false, &mut |_, _| {}).unwrap();
-    let worst = a.data.iter().zip(&b.data).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    let worst = a
+        .data
+        .iter()
+        .zip(&b.data)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
     assert!(worst <= 1e-4, "native batches differ by {worst}");
 }
 
@@ -138,8 +189,13 @@ fn faceplugin_native_batching_agrees_with_per_sample() {
 
 #[test]
 fn unknown_batching_mode_names_the_option() {
-    let err = embedder("faceplugin.toml", &[("batching", "turbo")]).unwrap_err().to_string();
-    assert!(err.contains("faceplugin.toml: model.options.batching: 'turbo' is not one of"), "{err}");
+    let err = embedder("faceplugin.toml", &[("batching", "turbo")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("faceplugin.toml: model.options.batching: 'turbo' is not one of"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -147,25 +203,39 @@ fn several_sessions_agree_with_one() {
     let faces = first_faces(7);
     let one = embedder("faceplugin.toml", &[]).unwrap();
     let mut m = ModelManifest::load(&support::example_manifest("faceplugin.toml")).unwrap();
-    m.model.options.insert("batching".into(), toml::Value::String("per-sample".into()));
-    m.model.options.insert("sessions".into(), toml::Value::Integer(3));
+    m.model
+        .options
+        .insert("batching".into(), toml::Value::String("per-sample".into()));
+    m.model
+        .options
+        .insert("sessions".into(), toml::Value::Integer(3));
     let three = Embedder::open(m, &support::plugins()).unwrap();
-    assert!(three.model().summary().batching.contains("3 session"), "{}", three.model().summary().batching);
+    assert!(
+        three.model().summary().batching.contains("3 session"),
+        "{}",
+        three.model().summary().batching
+    );
     let a = one.embed_images(&faces, false, &mut |_, _| {}).unwrap();
     let b = three.embed_images(&faces, false, &mut |_, _| {}).unwrap();
     assert_eq!(a.images, b.images);
-    let worst = a.data.iter().zip(&b.data).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    let worst = a
+        .data
+        .iter()
+        .zip(&b.data)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
     assert!(worst <= 1e-5, "{worst}");
 }
 
 #[test]
 fn sface_as_shipped_is_repaired_in_memory() {
-    let bytes = std::fs::read(support::shared_zoo().join("models/sface_2021dec_int8bq.onnx")).unwrap();
+    let bytes =
+        std::fs::read(support::shared_zoo().join("models/sface_2021dec_int8bq.onnx")).unwrap();
     let rep = zooaudit_plugin_onnx::graph::repair(&bytes).unwrap();
     assert_eq!(rep.dropped_unused.len(), 29);
     assert_eq!(rep.dropped_initializer_duplicates.len(), 145);
     // faceplugin needs nothing.
-    let bytes = std::fs::read(support::shared_zoo().join("models/faceplugin_fr_feature.onnx")).unwrap();
+    let bytes =
+        std::fs::read(support::shared_zoo().join("models/faceplugin_fr_feature.onnx")).unwrap();
     let rep = zooaudit_plugin_onnx::graph::repair(&bytes).unwrap();
     assert!(rep.dropped_unused.is_empty() && rep.dropped_initializer_duplicates.is_empty());
 }
@@ -175,7 +245,9 @@ fn cuda_without_the_feature_is_a_typed_not_compiled_in_error() {
     if cfg!(feature = "cuda") {
         return;
     }
-    let err = embedder("faceplugin.toml", &[("execution_provider", "cuda")]).unwrap_err().to_string();
+    let err = embedder("faceplugin.toml", &[("execution_provider", "cuda")])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("model.options.execution_provider"), "{err}");
     assert!(err.contains("compiled without CUDA"), "{err}");
 }
@@ -186,10 +258,20 @@ fn wrong_input_and_output_names_name_the_manifest_field() {
     let path = support::example_manifest("sface.toml");
     let mut m = ModelManifest::load(&path).unwrap();
     m.input.name = Some("pixels".into());
-    let err = Embedder::open(m, &support::plugins()).unwrap_err().to_string();
-    assert!(err.contains("sface.toml: input.name:") && err.contains("'pixels'") && err.contains("data"), "{err}");
+    let err = Embedder::open(m, &support::plugins())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sface.toml: input.name:") && err.contains("'pixels'") && err.contains("data"),
+        "{err}"
+    );
     let mut m = ModelManifest::load(&path).unwrap();
     m.output.name = Some("fc9".into());
-    let err = Embedder::open(m, &support::plugins()).unwrap_err().to_string();
-    assert!(err.contains("sface.toml: output.name:") && err.contains("fc1"), "{err}");
+    let err = Embedder::open(m, &support::plugins())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sface.toml: output.name:") && err.contains("fc1"),
+        "{err}"
+    );
 }

@@ -16,7 +16,10 @@ use zooaudit_host::{PluginSet, SearchPath};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// `../shared/zoo` (or `$ZOOAUDIT_SHARED/zoo`).
@@ -25,7 +28,11 @@ pub fn shared_zoo() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("../shared"));
     let zoo = base.join("zoo");
-    assert!(zoo.is_dir(), "real test data not found at {} (set ZOOAUDIT_SHARED)", zoo.display());
+    assert!(
+        zoo.is_dir(),
+        "real test data not found at {} (set ZOOAUDIT_SHARED)",
+        zoo.display()
+    );
     zoo
 }
 
@@ -39,7 +46,10 @@ pub fn target_profile_dir() -> PathBuf {
 /// Panics with instructions unless ONNX Runtime is configured.
 pub fn require_ort() {
     let ok = std::env::var_os("ORT_DYLIB_PATH").is_some_and(|p| Path::new(&p).is_file());
-    assert!(ok, "ORT_DYLIB_PATH is not set to an existing file: run `eval \"$(scripts/setup.sh --env)\"` (scripts/test.sh does)");
+    assert!(
+        ok,
+        "ORT_DYLIB_PATH is not set to an existing file: run `eval \"$(scripts/setup.sh --env)\"` (scripts/test.sh does)"
+    );
 }
 
 /// The Python of the reference venv.
@@ -47,7 +57,9 @@ pub fn python() -> PathBuf {
     let p = std::env::var_os("ZOOAUDIT_PYTHON").map(PathBuf::from);
     match p {
         Some(p) if p.is_file() => p,
-        _ => panic!("ZOOAUDIT_PYTHON is not set: run `eval \"$(scripts/setup.sh --env)\"` (scripts/test.sh does)"),
+        _ => panic!(
+            "ZOOAUDIT_PYTHON is not set: run `eval \"$(scripts/setup.sh --env)\"` (scripts/test.sh does)"
+        ),
     }
 }
 
@@ -55,7 +67,9 @@ pub fn python() -> PathBuf {
 /// target directory only.
 pub fn plugins() -> PluginSet {
     let dir = target_profile_dir();
-    let set = PluginSet::discover(&SearchPath { dirs: vec![dir.clone()] });
+    let set = PluginSet::discover(&SearchPath {
+        dirs: vec![dir.clone()],
+    });
     assert!(
         set.model_adapter("onnx").is_ok(),
         "the onnx plugin is not built in {}: run `cargo build --workspace` first (scripts/test.sh does); refused: {:?}",
@@ -138,4 +152,12 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
     let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
     dot / (na * nb)
+}
+
+/// Image files under `dir`, sorted.
+pub fn collect(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out.sort();
+    out
 }
