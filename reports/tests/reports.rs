@@ -1,1 +1,58 @@
+//! The .npy writer/reader and the versioned sidecar.
+#![allow(clippy::unwrap_used)]
 
+use zooaudit_reports::{EmbeddingsSidecar, PluginRecord, npy};
+
+#[test]
+fn npy_round_trips_and_has_an_aligned_v1_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("m.npy");
+    let data: Vec<f32> = (0..15).map(|i| i as f32 * 0.5 - 3.0).collect();
+    npy::write(&p, 3, 5, &data).unwrap();
+    let bytes = std::fs::read(&p).unwrap();
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    assert_eq!((10 + header_len) % 64, 0);
+    assert_eq!(bytes.len(), 10 + header_len + 15 * 4);
+    let m = npy::read(&p).unwrap();
+    assert_eq!((m.rows, m.cols), (3, 5));
+    assert_eq!(m.data, data);
+    assert!(npy::write(&p, 4, 5, &data).is_err());
+    std::fs::write(&p, &bytes[..bytes.len() - 3]).unwrap();
+    assert!(npy::read(&p).unwrap_err().to_string().contains("m.npy"));
+}
+
+#[test]
+fn sidecar_refuses_a_newer_major_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("e.npy.json");
+    let s = EmbeddingsSidecar {
+        format_version: "1.0".into(),
+        tool: "t".into(),
+        model_name: "m".into(),
+        model_sha256: "0".repeat(64),
+        manifest: "m.toml".into(),
+        adapter: PluginRecord {
+            name: "onnx".into(),
+            version: "0.1.0".into(),
+            abi_version: "1.0.0".into(),
+            sha256: "1".repeat(64),
+        },
+        rows: 1,
+        dim: 2,
+        normalized: false,
+        images: vec!["a.png".into()],
+        skipped: vec![],
+    };
+    s.write(&p).unwrap();
+    assert_eq!(EmbeddingsSidecar::read(&p).unwrap(), s);
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("\"1.0\"", "\"2.0\"");
+    std::fs::write(&p, text).unwrap();
+    let err = EmbeddingsSidecar::read(&p).unwrap_err().to_string();
+    assert!(
+        err.contains("e.npy.json") && err.contains("newer zooaudit"),
+        "{err}"
+    );
+}

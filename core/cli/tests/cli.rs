@@ -52,6 +52,13 @@ fn variant(dir: &Path, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
     path
 }
 
+/// Replaces the manifest's `source = ...` line.
+fn with_source(t: &str, source: &str) -> String {
+    let start = t.find("source = ").unwrap();
+    let end = start + t[start..].find('\n').unwrap();
+    format!("{}source = \"{source}\"{}", &t[..start], &t[end..])
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -275,14 +282,7 @@ fn malformed_model_files_are_errors_naming_the_file() {
     for model in [&bogus, &truncated] {
         let name = model.file_name().unwrap().to_str().unwrap().to_string();
         let m = variant(tmp.path(), "faceplugin.toml", |t| {
-            let start = t.find("source = ").unwrap();
-            let end = start + t[start..].find('\n').unwrap();
-            let t = format!(
-                "{}source = \"{}\"{}",
-                &t[..start],
-                model.display(),
-                &t[end..]
-            );
+            let t = with_source(&t, s(model));
             t.lines()
                 .filter(|l| !l.starts_with("sha256"))
                 .collect::<Vec<_>>()
@@ -296,13 +296,7 @@ fn malformed_model_files_are_errors_naming_the_file() {
 fn remote_sources_are_a_clear_not_available_error() {
     let tmp = tempfile::tempdir().unwrap();
     let m = variant(tmp.path(), "sface.toml", |t| {
-        let start = t.find("source = ").unwrap();
-        let end = start + t[start..].find('\n').unwrap();
-        format!(
-            "{}source = \"hf://opencv/face_recognition_sface/model.onnx\"{}",
-            &t[..start],
-            &t[end..]
-        )
+        with_source(&t, "hf://opencv/face_recognition_sface/model.onnx")
     });
     fails_with(
         &["inspect", "--model", s(&m)],

@@ -1,1 +1,81 @@
+//! Manifest parsing and validation.
+#![allow(clippy::unwrap_used)]
 
+use std::path::Path;
+
+use zooaudit_manifest::{Channels, FormatVersion, Layout, ModelManifest};
+
+const GOOD: &str = r#"
+format_version = "1.3"
+[model]
+name = "m"
+source = "m.onnx"
+adapter = "onnx"
+[model.options]
+threads = 2
+[input]
+size = [112, 96]
+layout = "NHWC"
+channels = "RGB"
+mean = [1.0, 2.0, 3.0]
+std = [4.0, 5.0, 6.0]
+"#;
+
+#[test]
+fn a_newer_minor_reads_and_options_become_json() {
+    let m = ModelManifest::parse(Path::new("d/m.toml"), GOOD).unwrap();
+    assert_eq!(m.input.size, [112, 96]);
+    assert_eq!(
+        (m.input.layout, m.input.channels),
+        (Layout::NHWC, Channels::RGB)
+    );
+    assert_eq!(m.base_dir(), Path::new("d"));
+    assert_eq!(m.adapter_options(), serde_json::json!({"threads": 2}));
+}
+
+#[test]
+fn errors_name_the_file_line_or_field() {
+    let p = Path::new("m.toml");
+    let cases = [
+        (
+            GOOD.replace("1.3", "0.9"),
+            "m.toml: format_version: format_version 0.9 is older",
+        ),
+        (
+            GOOD.replace("format_version = \"1.3\"", ""),
+            "m.toml: format_version: missing",
+        ),
+        (GOOD.replace("[112, 96]", "[0, 96]"), "m.toml: input.size:"),
+        (GOOD.replace("NHWC", "CHW"), "m.toml:11:"),
+        (
+            GOOD.replace("adapter = \"onnx\"", "adapter = \"onnx\"\nsha256 = \"xyz\""),
+            "m.toml: model.sha256:",
+        ),
+        (
+            GOOD.replace("name = \"m\"", "name = \"\""),
+            "m.toml: model.name:",
+        ),
+    ];
+    for (text, want) in cases {
+        let err = ModelManifest::parse(p, &text).unwrap_err().to_string();
+        assert!(err.starts_with(want), "{err} (wanted {want})");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
+
+#[test]
+fn readable_by_follows_the_major() {
+    let v1 = FormatVersion { major: 1, minor: 0 };
+    assert!(
+        FormatVersion { major: 1, minor: 9 }
+            .check_readable_by(v1)
+            .is_ok()
+    );
+    assert!(
+        FormatVersion { major: 2, minor: 0 }
+            .check_readable_by(v1)
+            .unwrap_err()
+            .contains("newer")
+    );
+    assert!("1".parse::<FormatVersion>().is_err());
+}
