@@ -207,59 +207,66 @@ fn wrong_image_size_names_the_image_and_the_manifest_field() {
     );
 }
 
+/// `inspect` on an example manifest with `from` replaced by `to` fails with
+/// one error line containing every needle.
+fn inspect_fails(manifest: &str, from: &str, to: &str, needles: &[&str]) {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = variant(tmp.path(), manifest, |t| {
+        assert!(t.contains(from), "{manifest} has no '{from}'");
+        t.replace(from, to)
+    });
+    fails_with(&["inspect", "--model", s(&m)], needles);
+}
+
 #[test]
 fn manifest_size_that_the_model_does_not_have_names_the_field() {
-    let tmp = tempfile::tempdir().unwrap();
-    let m = variant(tmp.path(), "sface.toml", |t| {
-        t.replace("size = [112, 112]", "size = [128, 128]")
-    });
-    fails_with(
-        &["inspect", "--model", s(&m)],
+    inspect_fails(
+        "sface.toml",
+        "size = [112, 112]",
+        "size = [128, 128]",
         &["sface.toml: input.size:", "[1, 3, 112, 112]"],
     );
-    let m = variant(tmp.path(), "faceplugin.toml", |t| {
-        t.replace("layout = \"NCHW\"", "layout = \"NHWC\"")
-    });
-    fails_with(
-        &["inspect", "--model", s(&m)],
+    inspect_fails(
+        "faceplugin.toml",
+        "layout = \"NCHW\"",
+        "layout = \"NHWC\"",
         &["faceplugin.toml: input.layout:"],
     );
 }
 
 #[test]
 fn bad_manifests_are_one_line_errors_with_file_and_field() {
-    let tmp = tempfile::tempdir().unwrap();
-    let m = variant(tmp.path(), "sface.toml", |t| {
-        t.replace("channels = \"BGR\"", "chanels = \"BGR\"")
-    });
-    fails_with(&["inspect", "--model", s(&m)], &["sface.toml:", "chanels"]);
-    let m = variant(tmp.path(), "sface.toml", |t| t.replace("[input]", "[input"));
-    fails_with(&["inspect", "--model", s(&m)], &["sface.toml:"]);
-    let m = variant(tmp.path(), "sface.toml", |t| {
-        t.replace("format_version = \"1.0\"", "format_version = \"2.0\"")
-    });
-    fails_with(
-        &["inspect", "--model", s(&m)],
-        &["sface.toml: format_version:", "newer zooaudit"],
-    );
-    let m = variant(tmp.path(), "sface.toml", |t| {
-        t.replace("std = [1.0, 1.0, 1.0]", "std = [1.0, 0.0, 1.0]")
-    });
-    fails_with(&["inspect", "--model", s(&m)], &["sface.toml: input.std:"]);
-    let m = variant(tmp.path(), "sface.toml", |t| {
-        t.replace("adapter = \"onnx\"", "adapter = \"tflite\"")
-    });
-    fails_with(
-        &["inspect", "--model", s(&m)],
-        &["sface.toml: model.adapter:", "tflite"],
-    );
-    let m = variant(tmp.path(), "sface.toml", |t| {
-        t.replace("sface_2021dec_int8bq.onnx", "missing.onnx")
-    });
-    fails_with(
-        &["inspect", "--model", s(&m)],
-        &["sface.toml", "missing.onnx"],
-    );
+    let cases: [(&str, &str, &[&str]); 6] = [
+        (
+            "channels = \"BGR\"",
+            "chanels = \"BGR\"",
+            &["sface.toml:", "chanels"],
+        ),
+        ("[input]", "[input", &["sface.toml:"]),
+        (
+            "format_version = \"1.0\"",
+            "format_version = \"2.0\"",
+            &["sface.toml: format_version:", "newer zooaudit"],
+        ),
+        (
+            "std = [1.0, 1.0, 1.0]",
+            "std = [1.0, 0.0, 1.0]",
+            &["sface.toml: input.std:"],
+        ),
+        (
+            "adapter = \"onnx\"",
+            "adapter = \"tflite\"",
+            &["sface.toml: model.adapter:", "tflite"],
+        ),
+        (
+            "sface_2021dec_int8bq.onnx",
+            "missing.onnx",
+            &["sface.toml", "missing.onnx"],
+        ),
+    ];
+    for (from, to, needles) in cases {
+        inspect_fails("sface.toml", from, to, needles);
+    }
     fails_with(
         &["inspect", "--model", "/nonexistent/m.toml"],
         &["/nonexistent/m.toml"],
