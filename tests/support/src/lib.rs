@@ -161,3 +161,31 @@ pub fn collect(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// Real embeddings of every aligned face by an example model, computed once
+/// through the real pipeline and cached under target/test-cache (keyed by
+/// the model's sha256 and the face list).
+pub fn real_embeddings(manifest: &str) -> zooaudit_embed::Embeddings {
+    use std::hash::{Hash, Hasher};
+    require_ort();
+    let m = zooaudit_manifest::ModelManifest::load(&example_manifest(manifest)).unwrap();
+    let faces = aligned_faces();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (m.model.sha256.clone(), &faces).hash(&mut h);
+    let dir = repo_root().join("target/test-cache");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{}-{:016x}.npy", m.model.name, h.finish()));
+    if let Ok(mat) = zooaudit_reports::npy::read(&path) {
+        return zooaudit_embed::Embeddings {
+            rows: mat.rows,
+            dim: mat.cols,
+            data: mat.data,
+            images: faces,
+            skipped: vec![],
+        };
+    }
+    let e = zooaudit_embed::Embedder::open(m, &plugins()).unwrap();
+    let emb = e.embed_images(&faces, false, &mut |_, _| {}).unwrap();
+    zooaudit_reports::npy::write(&path, emb.rows, emb.dim, &emb.data).unwrap();
+    emb
+}
