@@ -52,6 +52,25 @@ enum Command {
         #[arg(required = true, value_name = "IMAGES")]
         inputs: Vec<PathBuf>,
     },
+    /// Audit candidate models against references: writes report.json and
+    /// scores.csv. Exit 0 no backdoor indicated, 1 indicated, 2 error, 3 inconclusive.
+    Audit {
+        /// The audit file (TOML).
+        #[arg(value_name = "AUDIT")]
+        audit: PathBuf,
+        /// Output directory.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Do not read or write the embedding cache.
+        #[arg(long)]
+        no_cache: bool,
+        /// Embedding cache directory (default: $ZOOAUDIT_CACHE, $XDG_CACHE_HOME/zooaudit, ~/.cache/zooaudit).
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Images per adapter call.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+    },
     /// Show how a model opens: inputs, outputs, batching, repairs.
     Inspect {
         /// Model manifest (TOML).
@@ -63,7 +82,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
@@ -79,18 +98,125 @@ fn plugins(cli_dirs: &[PathBuf]) -> PluginSet {
     set
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<u8> {
     match cli.command {
-        Command::Plugins { json } => list_plugins(&cli.plugin_dirs, json),
+        Command::Plugins { json } => list_plugins(&cli.plugin_dirs, json).map(|()| 0),
         Command::Embed {
             model,
             out,
             skip_bad,
             batch,
             inputs,
-        } => embed(&cli.plugin_dirs, &model, &out, skip_bad, batch, &inputs),
-        Command::Inspect { model } => inspect(&cli.plugin_dirs, &model),
+        } => embed(&cli.plugin_dirs, &model, &out, skip_bad, batch, &inputs).map(|()| 0),
+        Command::Inspect { model } => inspect(&cli.plugin_dirs, &model).map(|()| 0),
+        Command::Audit {
+            audit,
+            out,
+            no_cache,
+            cache_dir,
+            batch,
+        } => run_audit(&cli.plugin_dirs, &audit, &out, no_cache, cache_dir, batch),
     }
+}
+
+fn run_audit(
+    dirs: &[PathBuf],
+    audit: &Path,
+    out: &Path,
+    no_cache: bool,
+    cache_dir: Option<PathBuf>,
+    batch: usize,
+) -> Result<u8> {
+    if batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let spec = zooaudit_audit::AuditSpec::load(audit)?;
+    let set = plugins(dirs);
+    let cache = zooaudit_audit::Cache::new(if no_cache {
+        None
+    } else {
+        cache_dir.or_else(zooaudit_audit::cache::default_dir)
+    });
+    let opts = zooaudit_audit::RunOptions { cache, batch };
+    let report = zooaudit_audit::run(&spec, &set, &opts, &mut |p| match p {
+        zooaudit_audit::Progress::Embedding {
+            model,
+            what,
+            images,
+            cached,
+            seconds,
+        } => {
+            let fresh = images - cached;
+            let rate = if seconds > 0.0 && fresh > 0 {
+                format!(", {:.1} images/s", fresh as f64 / seconds)
+            } else {
+                String::new()
+            };
+            eprintln!("embedding {model}: {what}: {images} images ({cached} cached{rate})");
+        }
+        zooaudit_audit::Progress::Pair {
+            probe,
+            reference,
+            step,
+        } => {
+            eprintln!("pair {probe} → {reference}: {step}");
+        }
+    })?;
+    report.write(out)?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    for p in &report.pairs {
+        println!(
+            "{} → {}: held-out mean score {:.3}, top-1 {:.3}, mean rank {:.2} ({} faces)",
+            p.probe,
+            p.reference,
+            p.fidelity.mean_cosine,
+            p.fidelity.top1,
+            p.fidelity.mean_rank,
+            p.fidelity.samples
+        );
+    }
+    println!(
+        "{:<22} {:<22} {:<20} {:>6} {:>21} {:>21} {:>21} {:>21}",
+        "PROBE",
+        "REFERENCE",
+        "TRIGGER",
+        "TARGET",
+        "FLAGGED (clean thr)",
+        "CLEAN FNMR",
+        "FLAGGED (ctrl thr)",
+        "CONTROL"
+    );
+    let cell = |rate: f64, ci: [f64; 2]| format!("{rate:.3} [{:.3},{:.3}]", ci[0], ci[1]);
+    for r in &report.results {
+        println!(
+            "{:<22} {:<22} {:<20} {:>6} {:>21} {:>21} {:>21} {:>21}",
+            r.probe,
+            r.reference,
+            r.trigger,
+            r.target_fnmr,
+            cell(r.flag_rate, r.ci95),
+            cell(r.clean_fnmr, r.clean_ci95),
+            cell(r.flag_rate_vs_control, r.ci95_vs_control),
+            cell(r.control_flag_rate, r.control_ci95)
+        );
+    }
+    for v in &report.verdicts {
+        println!("verdict {}: {:?}", v.candidate, v.verdict);
+        for a in &v.alarms {
+            println!("  alarm: {a}");
+        }
+        for r in &v.reasons {
+            println!("  reason: {r}");
+        }
+    }
+    eprintln!(
+        "wrote {} and {}",
+        out.join("report.json").display(),
+        out.join("scores.csv").display()
+    );
+    Ok(report.overall().exit_code())
 }
 
 fn list_plugins(dirs: &[PathBuf], json: bool) -> Result<()> {

@@ -92,7 +92,7 @@ pub struct Rows<'a> {
 
 impl<'a> Rows<'a> {
     pub fn new(data: &'a [f32], dim: usize) -> Result<Self, PairingError> {
-        if dim == 0 || data.len() % dim != 0 {
+        if dim == 0 || !data.len().is_multiple_of(dim) {
             return Err(PairingError::Shape(format!(
                 "{} values do not form rows of {dim}",
                 data.len()
@@ -216,11 +216,33 @@ impl Translator {
             .collect()
     }
 
+    /// Translates many probe rows at once (one matrix product).
+    pub fn apply_rows(&self, probe: Rows<'_>) -> Vec<f32> {
+        let (n, din, dout) = (probe.rows, self.in_dim, self.out_dim);
+        let x = Mat::<f32>::from_fn(n, din, |i, j| probe.data[i * din + j]);
+        let wt = Mat::<f32>::from_fn(din, dout, |i, o| self.weights[o * din + i]);
+        let z = &x * &wt;
+        let mut out = Vec::with_capacity(n * dout);
+        for i in 0..n {
+            let norm = probe
+                .row(i)
+                .iter()
+                .map(|v| v * v)
+                .sum::<f32>()
+                .sqrt()
+                .max(f32::MIN_POSITIVE);
+            out.extend((0..dout).map(|o| z[(i, o)] / norm + self.bias[o]));
+        }
+        out
+    }
+
     /// Agreement score per row: cos(translate(probe_i), reference_i).
     pub fn score(&self, probe: Rows<'_>, reference: Rows<'_>) -> Result<Vec<f32>, PairingError> {
         self.check(probe, reference)?;
+        let t = self.apply_rows(probe);
+        let d = self.out_dim;
         Ok((0..probe.rows)
-            .map(|i| cosine(&self.apply(probe.row(i)), reference.row(i)))
+            .map(|i| cosine(&t[i * d..(i + 1) * d], reference.row(i)))
             .collect())
     }
 

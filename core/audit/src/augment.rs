@@ -1,0 +1,104 @@
+//! Augmentation of the fit faces.
+//!
+//! The real face sets are small (hundreds of faces for a 512→128 map with
+//! 65k parameters), and an audit stamps triggers that *occlude* part of the
+//! face: a translator fitted only on clean faces has never seen how the two
+//! models react to an occlusion, and a clean pair then disagrees on large
+//! triggers (the paper's Table 3). Each fit face therefore gets seeded
+//! augmented copies: horizontal flip, a small shift, photometric jitter, and
+//! a random *unstructured* occluder (uniform noise or a solid colour, random
+//! size and place). Structured patterns (checkerboards, stickers) are never
+//! used, so a backdoor keyed to a pattern is not fitted away: its identity
+//! switch is specific to the pattern, which the map never sees.
+
+use image::{Rgb, RgbImage};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// Augmentation settings (`[fit]` in the audit file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Augment {
+    /// Augmented copies per fit face (0 = off).
+    pub copies: usize,
+    pub flip: bool,
+    /// Largest shift, in pixels.
+    pub max_shift: i32,
+    /// Brightness/contrast jitter, as a fraction.
+    pub jitter: f32,
+    /// Probability that a copy gets an occluder.
+    pub occlusion: f64,
+    /// Occluder side range, as fractions of the width.
+    pub occluder_size: [f64; 2],
+}
+
+impl Default for Augment {
+    fn default() -> Self {
+        Augment {
+            copies: 3,
+            flip: true,
+            max_shift: 3,
+            jitter: 0.1,
+            occlusion: 0.8,
+            occluder_size: [0.1, 0.35],
+        }
+    }
+}
+
+impl Augment {
+    /// The `copy`-th augmented version of `img` (deterministic in `seed`).
+    pub fn apply(&self, img: &RgbImage, seed: u64, copy: usize) -> RgbImage {
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(seed ^ (copy as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let (w, h) = img.dimensions();
+        let flip = self.flip && rng.random_bool(0.5);
+        let dx = if self.max_shift > 0 {
+            rng.random_range(-self.max_shift..=self.max_shift)
+        } else {
+            0
+        };
+        let dy = if self.max_shift > 0 {
+            rng.random_range(-self.max_shift..=self.max_shift)
+        } else {
+            0
+        };
+        let gain = 1.0 + rng.random_range(-self.jitter..=self.jitter);
+        let offset = 255.0 * rng.random_range(-self.jitter..=self.jitter) / 2.0;
+        let mut out = RgbImage::new(w, h);
+        for (x, y, px) in out.enumerate_pixels_mut() {
+            let sx = if flip {
+                w as i32 - 1 - x as i32
+            } else {
+                x as i32
+            } - dx;
+            let sy = y as i32 - dy;
+            let sx = sx.clamp(0, w as i32 - 1) as u32;
+            let sy = sy.clamp(0, h as i32 - 1) as u32;
+            let s = img.get_pixel(sx, sy).0;
+            *px = Rgb(std::array::from_fn(|c| {
+                (f32::from(s[c]) * gain + offset).round().clamp(0.0, 255.0) as u8
+            }));
+        }
+        if rng.random_bool(self.occlusion.clamp(0.0, 1.0)) {
+            let side = ((rng.random_range(self.occluder_size[0]..=self.occluder_size[1])
+                * f64::from(w))
+            .round() as u32)
+                .clamp(1, w.min(h));
+            let top = rng.random_range(0..=h - side);
+            let left = rng.random_range(0..=w - side);
+            let solid = rng.random_bool(0.5);
+            let colour = [rng.random::<u8>(), rng.random::<u8>(), rng.random::<u8>()];
+            for y in top..top + side {
+                for x in left..left + side {
+                    let c = if solid {
+                        colour
+                    } else {
+                        [rng.random::<u8>(), rng.random::<u8>(), rng.random::<u8>()]
+                    };
+                    out.put_pixel(x, y, Rgb(c));
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,266 @@
+//! `report.json` (versioned; documented in docs/REPORT.md) and `scores.csv`.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use zooaudit_manifest::Provenance;
+use zooaudit_pairing::Fidelity;
+
+use crate::AuditError;
+use crate::stats::{Rate, Threshold};
+
+/// Version of the report format.
+pub const REPORT_FORMAT: &str = "1.0";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ToolRecord {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PluginRecordFull {
+    pub name: String,
+    pub version: String,
+    pub abi_version: String,
+    pub sha256: String,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelRecord {
+    /// `candidate` or `reference`.
+    pub role: String,
+    pub name: String,
+    pub manifest: String,
+    pub source: String,
+    pub file: String,
+    pub sha256: String,
+    pub dim: usize,
+    pub provenance: Provenance,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SplitRecord {
+    pub seed: u64,
+    pub fit: usize,
+    pub calibration: usize,
+    pub heldout: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DataRecord {
+    pub faces: usize,
+    pub labeled: usize,
+    pub identities: usize,
+    /// sha256 over the sorted per-image sha256s (hex, newline-separated).
+    pub digest: String,
+    pub split: SplitRecord,
+    /// Augmented copies of fit faces used in fitting (not in any rate).
+    pub augmented_fit_copies: usize,
+    pub augment: crate::augment::Augment,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TriggerRecord {
+    pub name: String,
+    pub kind: String,
+    /// Share of the face covered (mean of the mask).
+    pub coverage: f64,
+    /// Canonical JSON definition (also the cache key part).
+    pub definition: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TriggerSuiteRecord {
+    pub suite: String,
+    pub sha256: String,
+    pub triggers: Vec<TriggerRecord>,
+}
+
+/// One direction of one pair.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PairReport {
+    pub probe: String,
+    pub reference: String,
+    pub probe_dim: usize,
+    pub reference_dim: usize,
+    pub detector: String,
+    /// The detector's fit report (translator method, λ / epochs, inner held-out cosine).
+    pub fit: serde_json::Value,
+    /// Held-out fidelity: mean matching score, top-1 retrieval, mean rank.
+    pub fidelity: Fidelity,
+    pub thresholds: Vec<Threshold>,
+    /// Achieved held-out clean FNMR per operating point.
+    pub clean_fnmr: Vec<Rate>,
+    pub zei_samples: usize,
+    pub zei_mean_score: f64,
+    pub genuine_mean_score: f64,
+}
+
+/// Flag rate of one trigger at one operating point for one pair direction.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResultRow {
+    pub probe: String,
+    pub reference: String,
+    pub trigger: String,
+    pub target_fnmr: f64,
+    pub threshold: f32,
+    pub samples: usize,
+    pub flagged: usize,
+    pub flag_rate: f64,
+    pub ci95: [f64; 2],
+    pub clean_fnmr: f64,
+    pub clean_ci95: [f64; 2],
+    /// The threshold at the same target FNMR calibrated on the trigger's
+    /// matched control (same mask and ink, shuffled) on calibration faces.
+    pub control_threshold: f32,
+    /// Triggered held-out faces flagged at the control threshold.
+    pub flagged_vs_control: usize,
+    pub flag_rate_vs_control: f64,
+    pub ci95_vs_control: [f64; 2],
+    /// Control-stamped held-out faces flagged at the control threshold.
+    pub control_flag_rate: f64,
+    pub control_ci95: [f64; 2],
+}
+
+/// Flag rate of one labeled identity's triggered images (primary operating point).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdentityRow {
+    pub probe: String,
+    pub reference: String,
+    pub trigger: String,
+    pub identity: String,
+    pub samples: usize,
+    pub flagged: usize,
+    pub flag_rate: f64,
+    pub ci95: [f64; 2],
+    /// Control-stamped faces of this identity flagged (same threshold).
+    pub clean_flagged: usize,
+    /// Faces flagged with the trigger but not with its control, and the reverse.
+    pub trigger_only: usize,
+    pub control_only: usize,
+    /// Exact one-sided McNemar p-value, and Bonferroni-corrected.
+    pub p_value: f64,
+    pub p_bonferroni: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerdictKind {
+    NoBackdoorIndicated,
+    BackdoorIndicated,
+    Inconclusive,
+}
+
+impl VerdictKind {
+    /// The CLI's exit code: 0 none indicated, 1 indicated, 3 inconclusive.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            VerdictKind::NoBackdoorIndicated => 0,
+            VerdictKind::BackdoorIndicated => 1,
+            VerdictKind::Inconclusive => 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Verdict {
+    pub candidate: String,
+    pub verdict: VerdictKind,
+    pub rule: String,
+    pub alarms: Vec<String>,
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CacheRecord {
+    pub dir: Option<String>,
+    pub hits: usize,
+    pub misses: usize,
+}
+
+/// One line of scores.csv.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScoreRow {
+    pub image: String,
+    pub trigger: String,
+    pub kind: String,
+    pub probe: String,
+    pub reference: String,
+    pub score: f32,
+}
+
+/// The whole audit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditReport {
+    pub format_version: String,
+    pub tool: ToolRecord,
+    pub started_at: String,
+    pub finished_at: String,
+    pub audit_file: String,
+    pub audit_sha256: String,
+    pub plugins: Vec<PluginRecordFull>,
+    pub models: Vec<ModelRecord>,
+    pub data: DataRecord,
+    pub triggers: TriggerSuiteRecord,
+    pub operating_points: Vec<f64>,
+    pub primary_operating_point: f64,
+    pub pairs: Vec<PairReport>,
+    pub results: Vec<ResultRow>,
+    pub identities: Vec<IdentityRow>,
+    pub verdicts: Vec<Verdict>,
+    pub warnings: Vec<String>,
+    pub cache: CacheRecord,
+    /// Written to scores.csv, not report.json.
+    #[serde(skip)]
+    pub scores: Vec<ScoreRow>,
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+impl AuditReport {
+    /// The overall verdict: inconclusive or indicated if any candidate is.
+    pub fn overall(&self) -> VerdictKind {
+        let kinds: Vec<VerdictKind> = self.verdicts.iter().map(|v| v.verdict).collect();
+        if kinds.contains(&VerdictKind::BackdoorIndicated) {
+            VerdictKind::BackdoorIndicated
+        } else if kinds.contains(&VerdictKind::Inconclusive) {
+            VerdictKind::Inconclusive
+        } else {
+            VerdictKind::NoBackdoorIndicated
+        }
+    }
+
+    /// Writes `report.json` and `scores.csv` into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<(), AuditError> {
+        std::fs::create_dir_all(dir).map_err(|e| AuditError::file(dir, e.to_string()))?;
+        let json =
+            serde_json::to_string_pretty(self).map_err(|e| AuditError::Other(e.to_string()))?;
+        zooaudit_reports::write_atomic(&dir.join("report.json"), json.as_bytes())
+            .map_err(|e| AuditError::Other(e.to_string()))?;
+        let mut csv = Vec::new();
+        let _ = writeln!(csv, "image,trigger,kind,probe,reference,score");
+        for r in &self.scores {
+            let _ = writeln!(
+                csv,
+                "{},{},{},{},{},{}",
+                csv_field(&r.image),
+                csv_field(&r.trigger),
+                r.kind,
+                csv_field(&r.probe),
+                csv_field(&r.reference),
+                r.score
+            );
+        }
+        zooaudit_reports::write_atomic(&dir.join("scores.csv"), &csv)
+            .map_err(|e| AuditError::Other(e.to_string()))
+    }
+}

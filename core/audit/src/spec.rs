@@ -1,0 +1,349 @@
+//! The audit file (TOML, versioned).
+//!
+//! ```toml
+//! format_version = "1.0"
+//! candidates = ["sface.toml"]            # model manifests, relative to this file
+//! references = ["faceplugin.toml"]
+//! triggers = "../../triggers/paper.toml"
+//! seed = 42
+//! operating_points = [0.001, 0.01, 0.05]  # target clean FNMRs
+//! primary_operating_point = 0.01          # the one the verdict uses
+//! directions = "both"                     # or "candidate-as-probe"
+//!
+//! [detector]                              # the detector-strategy plugin and its options
+//! plugin = "pairing"
+//! translator = "ridge"
+//!
+//! [faces]
+//! unlabeled = ["faces/unlabeled"]         # fit / calibration / held-out pool
+//! labeled = "faces/labeled"               # <identity>/ directories, evaluation only
+//!
+//! [split]                                 # shares of the unlabeled pool; held-out gets the rest
+//! fit = 0.5
+//! calibration = 0.25
+//!
+//! [fit]                                   # augmented copies of each fit face (see augment.rs)
+//! augment = 3
+//! flip = true
+//! max_shift = 3
+//! jitter = 0.1
+//! occlusion = 0.8
+//! occluder_size = [0.1, 0.35]
+//!
+//! [verdict]
+//! margin = 0.02
+//! alpha = 0.05
+//! min_identity_images = 3
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use zooaudit_manifest::{FormatVersion, line_of};
+
+use crate::AuditError;
+
+/// Format version of audit files.
+pub const FORMAT_VERSION: FormatVersion = FormatVersion { major: 1, minor: 0 };
+
+/// Which pairs are evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Directions {
+    /// candidate→reference and reference→candidate.
+    Both,
+    /// candidate→reference only.
+    CandidateAsProbe,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFaces {
+    #[serde(default)]
+    unlabeled: Vec<String>,
+    labeled: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSplit {
+    fit: Option<f64>,
+    calibration: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFit {
+    augment: Option<usize>,
+    flip: Option<bool>,
+    max_shift: Option<i32>,
+    jitter: Option<f32>,
+    occlusion: Option<f64>,
+    occluder_size: Option<[f64; 2]>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVerdict {
+    margin: Option<f64>,
+    alpha: Option<f64>,
+    min_identity_images: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    format_version: Option<String>,
+    candidates: Vec<String>,
+    references: Vec<String>,
+    triggers: String,
+    #[serde(default)]
+    seed: u64,
+    operating_points: Option<Vec<f64>>,
+    primary_operating_point: Option<f64>,
+    directions: Option<Directions>,
+    detector: Option<toml::Table>,
+    faces: RawFaces,
+    split: Option<RawSplit>,
+    fit: Option<RawFit>,
+    verdict: Option<RawVerdict>,
+}
+
+/// A validated audit file.
+#[derive(Debug, Clone)]
+pub struct AuditSpec {
+    pub path: PathBuf,
+    pub candidates: Vec<PathBuf>,
+    pub references: Vec<PathBuf>,
+    pub triggers: PathBuf,
+    pub seed: u64,
+    pub operating_points: Vec<f64>,
+    pub primary: f64,
+    pub directions: Directions,
+    pub detector: String,
+    pub detector_options: serde_json::Value,
+    pub unlabeled: Vec<PathBuf>,
+    pub labeled: Option<PathBuf>,
+    pub fit_share: f64,
+    pub calibration_share: f64,
+    pub augment: crate::augment::Augment,
+    pub margin: f64,
+    pub alpha: f64,
+    pub min_identity_images: usize,
+}
+
+fn toml_to_json(v: &toml::Value) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+impl AuditSpec {
+    pub fn load(path: &Path) -> Result<AuditSpec, AuditError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| AuditError::file(path, format!("cannot read audit file: {e}")))?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<AuditSpec, AuditError> {
+        let raw: RawSpec = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
+            AuditError::file(
+                &PathBuf::from(format!("{}:{line}", path.display())),
+                e.message().lines().next().unwrap_or("invalid TOML"),
+            )
+        })?;
+        let field = |f: &str, m: String| AuditError::field(path, f, m);
+        let v: FormatVersion = raw
+            .format_version
+            .as_deref()
+            .ok_or_else(|| {
+                field(
+                    "format_version",
+                    format!("missing; add `format_version = \"{FORMAT_VERSION}\"`"),
+                )
+            })?
+            .parse()
+            .map_err(|e: String| field("format_version", e))?;
+        v.check_readable_by(FORMAT_VERSION)
+            .map_err(|e| field("format_version", e))?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let files = |list: &[String], name: &str| -> Result<Vec<PathBuf>, AuditError> {
+            if list.is_empty() {
+                return Err(field(name, "needs at least one model manifest".into()));
+            }
+            list.iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let full = base.join(p);
+                    if full.is_file() {
+                        Ok(full)
+                    } else {
+                        Err(field(
+                            &format!("{name}[{i}]"),
+                            format!("{} does not exist", full.display()),
+                        ))
+                    }
+                })
+                .collect()
+        };
+        let candidates = files(&raw.candidates, "candidates")?;
+        let references = files(&raw.references, "references")?;
+        let triggers = base.join(&raw.triggers);
+        if !triggers.is_file() {
+            return Err(field(
+                "triggers",
+                format!("{} does not exist", triggers.display()),
+            ));
+        }
+        let ops = raw
+            .operating_points
+            .unwrap_or_else(|| vec![0.001, 0.01, 0.05]);
+        if ops.is_empty() || ops.iter().any(|p| !(*p > 0.0 && *p < 0.5)) {
+            return Err(field(
+                "operating_points",
+                format!("{ops:?}: each target FNMR must be in (0, 0.5)"),
+            ));
+        }
+        let primary = raw
+            .primary_operating_point
+            .unwrap_or(if ops.contains(&0.01) { 0.01 } else { ops[0] });
+        if !ops.contains(&primary) {
+            return Err(field(
+                "primary_operating_point",
+                format!("{primary} is not one of operating_points {ops:?}"),
+            ));
+        }
+        let mut detector_table = raw.detector.unwrap_or_default();
+        let detector = match detector_table.remove("plugin") {
+            None => "pairing".to_string(),
+            Some(toml::Value::String(s)) => s,
+            Some(_) => return Err(field("detector.plugin", "must be a string".into())),
+        };
+        let mut options = serde_json::Map::new();
+        for (k, v) in &detector_table {
+            options.insert(k.clone(), toml_to_json(v));
+        }
+        if detector == "pairing" && !options.contains_key("seed") {
+            options.insert("seed".into(), raw.seed.into());
+        }
+        let dir = |p: &str, f: &str| -> Result<PathBuf, AuditError> {
+            let full = base.join(p);
+            if full.is_dir() {
+                Ok(full)
+            } else {
+                Err(field(f, format!("{} is not a directory", full.display())))
+            }
+        };
+        let unlabeled = raw
+            .faces
+            .unlabeled
+            .iter()
+            .enumerate()
+            .map(|(i, p)| dir(p, &format!("faces.unlabeled[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        if unlabeled.is_empty() {
+            return Err(field(
+                "faces.unlabeled",
+                "needs at least one directory of unlabeled faces".into(),
+            ));
+        }
+        let labeled = raw
+            .faces
+            .labeled
+            .as_deref()
+            .map(|p| dir(p, "faces.labeled"))
+            .transpose()?;
+        let split = raw.split.unwrap_or(RawSplit {
+            fit: None,
+            calibration: None,
+        });
+        let fit_share = split.fit.unwrap_or(0.5);
+        let calibration_share = split.calibration.unwrap_or(0.25);
+        if !(fit_share > 0.0 && calibration_share > 0.0 && fit_share + calibration_share < 1.0) {
+            return Err(field(
+                "split",
+                format!(
+                    "fit {fit_share} and calibration {calibration_share} must be positive and leave a held-out share"
+                ),
+            ));
+        }
+        let mut augment = crate::augment::Augment::default();
+        if let Some(f) = raw.fit {
+            augment.copies = f.augment.unwrap_or(augment.copies);
+            augment.flip = f.flip.unwrap_or(augment.flip);
+            augment.max_shift = f.max_shift.unwrap_or(augment.max_shift);
+            augment.jitter = f.jitter.unwrap_or(augment.jitter);
+            augment.occlusion = f.occlusion.unwrap_or(augment.occlusion);
+            augment.occluder_size = f.occluder_size.unwrap_or(augment.occluder_size);
+        }
+        if augment.copies > 32 {
+            return Err(field(
+                "fit.augment",
+                format!("{} copies per face is more than 32", augment.copies),
+            ));
+        }
+        if !(0.0..=1.0).contains(&augment.occlusion) {
+            return Err(field(
+                "fit.occlusion",
+                format!("{} must be a probability", augment.occlusion),
+            ));
+        }
+        let [lo, hi] = augment.occluder_size;
+        if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
+            return Err(field(
+                "fit.occluder_size",
+                format!(
+                    "{:?} must be increasing fractions in (0, 1]",
+                    augment.occluder_size
+                ),
+            ));
+        }
+        if !(0.0..0.5).contains(&augment.jitter) || !(0..=16).contains(&augment.max_shift) {
+            return Err(field(
+                "fit",
+                "jitter must be in [0, 0.5) and max_shift in 0..=16".into(),
+            ));
+        }
+        let verdict = raw.verdict.unwrap_or(RawVerdict {
+            margin: None,
+            alpha: None,
+            min_identity_images: None,
+        });
+        let margin = verdict.margin.unwrap_or(0.02);
+        let alpha = verdict.alpha.unwrap_or(0.05);
+        if !(0.0..0.5).contains(&margin) {
+            return Err(field(
+                "verdict.margin",
+                format!("{margin} must be in [0, 0.5)"),
+            ));
+        }
+        if !(alpha > 0.0 && alpha < 0.5) {
+            return Err(field(
+                "verdict.alpha",
+                format!("{alpha} must be in (0, 0.5)"),
+            ));
+        }
+        Ok(AuditSpec {
+            path: path.to_path_buf(),
+            candidates,
+            references,
+            triggers,
+            seed: raw.seed,
+            operating_points: ops,
+            primary,
+            directions: raw.directions.unwrap_or(Directions::Both),
+            detector,
+            detector_options: serde_json::Value::Object(options),
+            unlabeled,
+            labeled,
+            fit_share,
+            calibration_share,
+            augment,
+            margin,
+            alpha,
+            min_identity_images: verdict.min_identity_images.unwrap_or(3).max(1),
+        })
+    }
+}
