@@ -37,8 +37,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use image::RgbImage;
-use rand::SeedableRng;
 use rand::seq::SliceRandom;
+use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use zooaudit_embed::Embedder;
 use zooaudit_host::PluginSet;
@@ -352,6 +352,48 @@ pub fn run(
         .enumerate()
         .map(|(i, s)| s.control(spec.seed ^ (i as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d)))
         .collect();
+    let detector_plugin = plugins
+        .detector(&spec.detector)
+        .map_err(|e| AuditError::field(&spec.path, "detector.plugin", e.to_string()))?;
+    // Preflight: fit each pair's detector on a few random rows of the right
+    // dimensions, so incompatible settings (e.g. procrustes across 512 and 128
+    // dims) fail before any embedding is computed.
+    {
+        let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
+        let dims: Vec<(String, usize, &str)> = models
+            .iter()
+            .map(|m| {
+                (
+                    m.embedder.manifest().model.name.clone(),
+                    m.embedder.dim(),
+                    m.role,
+                )
+            })
+            .collect();
+        for (cn, cd, _) in dims.iter().filter(|d| d.2 == "candidate") {
+            for (rn, rd, _) in dims.iter().filter(|d| d.2 == "reference") {
+                for ((pn, pd), (qn, qd)) in [((cn, *cd), (rn, *rd)), ((rn, *rd), (cn, *cd))] {
+                    let rows = 32;
+                    let mut rand_rows = |d: usize| -> Vec<f32> {
+                        (0..rows * d)
+                            .map(|_| rng.random_range(-1.0f32..1.0))
+                            .collect()
+                    };
+                    let (a, b) = (rand_rows(pd), rand_rows(qd));
+                    let mut det = detector_plugin
+                        .new_detector(&spec.detector_options)
+                        .map_err(|e| AuditError::field(&spec.path, "detector", e.to_string()))?;
+                    det.fit(&a, pd, &b, qd).map_err(|e| {
+                        AuditError::field(
+                            &spec.path,
+                            "detector",
+                            format!("pair {pn} ({pd}-d) → {qn} ({qd}-d): {e}"),
+                        )
+                    })?;
+                }
+            }
+        }
+    }
     let mut faces = load_faces(spec, size)?;
     let originals = faces.len();
     for fi in 0..originals {
@@ -446,10 +488,6 @@ pub fn run(
             misses += images - cached;
         }
     }
-    let detector_plugin = plugins
-        .detector(&spec.detector)
-        .map_err(|e| AuditError::field(&spec.path, "detector.plugin", e.to_string()))?;
-
     // Pairs: (probe index, reference index).
     let mut pairs = Vec::new();
     for (ci, c) in models

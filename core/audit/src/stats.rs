@@ -143,16 +143,16 @@ mod tests {
 
     #[test]
     fn threshold_is_the_empirical_order_statistic() {
-        let scores: Vec<f32> = (1..=200).map(|i| i as f32 / 200.0).collect();
+        let scores: Vec<f32> = (1..=400).rev().map(|i| i as f32 / 400.0).collect();
         let t = threshold_at(&scores, 0.01).expect("threshold");
-        // ⌊0.01·200⌋ = 2 → the third smallest score; two scores lie below it.
-        assert_eq!(t.threshold, 3.0 / 200.0);
+        // ⌊0.01·400⌋ = 4 → the fifth smallest score; four scores lie below it.
+        assert_eq!(t.threshold, 5.0 / 400.0);
         assert_eq!(t.calibration_fnmr, 0.01);
-        assert!(t.supported);
+        assert!(t.supported, "400 ≥ 3/0.01");
         let t = threshold_at(&scores, 0.001).expect("threshold");
         assert_eq!(
             (t.threshold, t.calibration_fnmr, t.supported),
-            (1.0 / 200.0, 0.0, false)
+            (1.0 / 400.0, 0.0, false)
         );
         assert!(threshold_at(&[0.5, f32::NAN], 0.01).is_none());
     }

@@ -1,1 +1,215 @@
+//! The audit on the real shared models and faces.
+#![allow(clippy::unwrap_used)]
 
+use std::path::{Path, PathBuf};
+
+use zooaudit_audit::{AuditSpec, Cache, RunOptions, VerdictKind, run};
+use zooaudit_testsupport as support;
+
+fn spec_with(edit: impl Fn(String) -> String, dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(support::example_manifest("audit.toml")).unwrap();
+    let examples = support::repo_root().join("examples/shared-zoo");
+    // Make the relative paths absolute so the copy can live anywhere.
+    let text = text
+        .replace(
+            "\"sface.toml\"",
+            &format!("\"{}\"", examples.join("sface.toml").display()),
+        )
+        .replace(
+            "\"faceplugin.toml\"",
+            &format!("\"{}\"", examples.join("faceplugin.toml").display()),
+        )
+        .replace(
+            "../../triggers/",
+            &format!("{}/triggers/", support::repo_root().display()),
+        )
+        .replace(
+            "../../../shared/zoo",
+            support::shared_zoo().to_str().unwrap(),
+        );
+    let path = dir.join("audit.toml");
+    std::fs::write(&path, edit(text)).unwrap();
+    path
+}
+
+fn opts(cache: &Path) -> RunOptions {
+    RunOptions {
+        cache: Cache::new(Some(cache.to_path_buf())),
+        batch: 32,
+    }
+}
+
+#[test]
+fn a_clean_pair_is_not_flagged_and_a_second_audit_is_served_from_the_cache() {
+    support::require_ort();
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = AuditSpec::load(&support::example_manifest("audit.toml")).unwrap();
+    let plugins = support::plugins();
+    let report = run(&spec, &plugins, &opts(tmp.path()), &mut |_| {}).unwrap();
+    assert_eq!(report.verdicts.len(), 1);
+    let v = &report.verdicts[0];
+    assert_eq!(
+        v.verdict,
+        VerdictKind::NoBackdoorIndicated,
+        "alarms: {:?}; reasons: {:?}",
+        v.alarms,
+        v.reasons
+    );
+    assert_eq!(report.overall().exit_code(), 0);
+    assert_eq!(report.pairs.len(), 2, "both directions");
+    for p in &report.pairs {
+        eprintln!(
+            "{} → {}: fidelity {:?}, fit {}",
+            p.probe, p.reference, p.fidelity, p.fit
+        );
+        assert!(
+            p.fidelity.top1 > 0.8 && p.fidelity.mean_cosine > 0.5,
+            "{:?}",
+            p.fidelity
+        );
+        assert!(p.genuine_mean_score > p.zei_mean_score + 0.3);
+    }
+    for r in report.results.iter().filter(|r| r.target_fnmr == 0.01) {
+        eprintln!(
+            "{} → {} {}: {:.3} {:?} (clean {:.3} {:?}); vs control {:.3} {:?} (control {:.3} {:?})",
+            r.probe,
+            r.reference,
+            r.trigger,
+            r.flag_rate,
+            r.ci95,
+            r.clean_fnmr,
+            r.clean_ci95,
+            r.flag_rate_vs_control,
+            r.ci95_vs_control,
+            r.control_flag_rate,
+            r.control_ci95
+        );
+        // Calibrated on its matched control, no trigger stands out on a clean pair.
+        assert!(r.ci95_vs_control[0] <= r.control_ci95[1] + 0.02);
+        if r.trigger == "small-square" {
+            // The small trigger leaves agreement alone: within the clean FNMR's interval.
+            assert!(
+                r.flag_rate <= r.clean_ci95[1] && r.flag_rate >= r.clean_ci95[0],
+                "{r:?}"
+            );
+        }
+    }
+    assert_eq!(
+        report.data.split.fit + report.data.split.calibration + report.data.split.heldout,
+        report.data.faces
+    );
+    assert!(report.cache.misses > 0);
+    // Outputs.
+    let out = tmp.path().join("out");
+    report.write(&out).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["format_version"], "1.0");
+    let row = &json["results"][0];
+    for key in [
+        "probe",
+        "reference",
+        "trigger",
+        "target_fnmr",
+        "threshold",
+        "samples",
+        "flagged",
+        "flag_rate",
+        "ci95",
+    ] {
+        assert!(!row[key].is_null(), "results[0].{key} missing");
+    }
+    let csv = std::fs::read_to_string(out.join("scores.csv")).unwrap();
+    assert!(csv.starts_with("image,trigger,kind,probe,reference,score\n"));
+    let held = report.data.split.heldout;
+    // Per pair: genuine + (poisoned + control) per trigger, per held-out face.
+    assert_eq!(csv.lines().count() - 1, 2 * held * (1 + 2 * 2));
+    // Second audit: everything from the cache, same numbers.
+    let again = run(&spec, &plugins, &opts(tmp.path()), &mut |_| {}).unwrap();
+    assert_eq!(again.cache.misses, 0);
+    assert_eq!(again.cache.hits, report.cache.hits + report.cache.misses);
+    let counts = |r: &zooaudit_audit::AuditReport| {
+        r.results
+            .iter()
+            .map(|x| (x.flagged, x.flagged_vs_control))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(counts(&report), counts(&again));
+}
+
+fn fails(edit: impl Fn(String) -> String, needles: &[&str]) {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = spec_with(edit, tmp.path());
+    let err = match AuditSpec::load(&path) {
+        Err(e) => e.to_string(),
+        Ok(spec) => {
+            support::require_ort();
+            run(
+                &spec,
+                &support::plugins(),
+                &opts(&tmp.path().join("cache")),
+                &mut |_| {},
+            )
+            .unwrap_err()
+            .to_string()
+        }
+    };
+    for n in needles {
+        assert!(err.contains(n), "'{n}' not in: {err}");
+    }
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn bad_audit_files_are_one_line_errors_naming_file_and_field() {
+    fails(
+        |t| t.replace("aligned112/unlabeled", "aligned112/nowhere"),
+        &["audit.toml: faces.unlabeled[0]:", "not a directory"],
+    );
+    fails(
+        |t| t.replace("seed = 42", "seed = \"forty\""),
+        &["audit.toml:"],
+    );
+    fails(
+        |t| {
+            t.replace(
+                "primary_operating_point = 0.01",
+                "primary_operating_point = 0.02",
+            )
+        },
+        &["audit.toml: primary_operating_point:"],
+    );
+    fails(
+        |t| t.replace("format_version = \"1.0\"", "format_version = \"3.1\""),
+        &["audit.toml: format_version:", "newer"],
+    );
+    fails(
+        |t| t.replace("fit = 0.5", "fit = 0.9"),
+        &["audit.toml: split:"],
+    );
+}
+
+#[test]
+fn procrustes_across_different_dimensions_and_oversized_triggers_are_named() {
+    fails(
+        |t| t.replace("translator = \"ridge\"", "translator = \"procrustes\""),
+        &["procrustes needs equal dimensions", "512", "128"],
+    );
+    fails(
+        |t| t.replace("translator = \"ridge\"", "translator = \"lasso\""),
+        &["audit.toml: detector:", "unknown translator 'lasso'"],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let suite = tmp.path().join("big.toml");
+    std::fs::write(&suite, "format_version = \"1.0\"\n[[trigger]]\nname = \"huge\"\nkind = \"checkerboard\"\ncenter = [0.2, 0.2]\nsize = 0.9\n").unwrap();
+    let s = suite.display().to_string();
+    fails(
+        move |t| {
+            t.replace(
+                &t[t.find("triggers = ").unwrap()..t.find("paper.toml\"").unwrap() + 11],
+                &format!("triggers = \"{s}\""),
+            )
+        },
+        &["big.toml: trigger[0].center:", "does not fit"],
+    );
+}

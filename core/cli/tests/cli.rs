@@ -310,3 +310,43 @@ fn remote_sources_are_a_clear_not_available_error() {
         &["sface.toml", "hf sources are not available"],
     );
 }
+
+#[test]
+fn audit_of_the_clean_example_pair_exits_0_and_writes_report_and_scores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let cache = support::repo_root().join("target/test-cache/cli-audit");
+    let audit = support::example_manifest("audit.toml");
+    let o = zooaudit(&[
+        "audit",
+        s(&audit),
+        "--out",
+        s(&out),
+        "--cache-dir",
+        s(&cache),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "stdout: {stdout}\nstderr: {}",
+        stderr(&o)
+    );
+    assert!(
+        stdout.contains("verdict sface-2021dec-int8: NoBackdoorIndicated"),
+        "{stdout}"
+    );
+    assert!(
+        stderr(&o).contains("embedding faceplugin-fr-feature: clean: "),
+        "{}",
+        stderr(&o)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["verdicts"][0]["verdict"], "no-backdoor-indicated");
+    assert!(out.join("scores.csv").is_file());
+    // A bad audit file is exit 2 with one line.
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "format_version = \"1.0\"\ncandidates = []\n").unwrap();
+    fails_with(&["audit", s(&bad), "--out", s(&out)], &["bad.toml"]);
+}

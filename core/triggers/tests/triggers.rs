@@ -1,1 +1,147 @@
+//! Trigger suites: parsing, sweeps, stamping, controls, and bad input.
+#![allow(clippy::unwrap_used)]
 
+use std::path::{Path, PathBuf};
+
+use image::{Rgb, RgbImage};
+use zooaudit_triggers::{Kind, Suite};
+
+fn shipped(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../triggers")
+        .join(name)
+}
+
+fn grey() -> RgbImage {
+    RgbImage::from_pixel(112, 112, Rgb([128, 128, 128]))
+}
+
+#[test]
+fn the_paper_suite_places_its_triggers_where_the_paper_says() {
+    let suite = Suite::load(&shipped("paper.toml")).unwrap();
+    assert_eq!(suite.triggers.len(), 2);
+    let stamps = suite.stamps(112, 112).unwrap();
+    let board = stamps[0].apply(&grey()).unwrap();
+    // The checkerboard is centred at 60 % of the height and 40 % of the width.
+    let changed: Vec<(u32, u32)> = board
+        .enumerate_pixels()
+        .filter(|(_, _, p)| p.0 != [128, 128, 128])
+        .map(|(x, y, _)| (x, y))
+        .collect();
+    let (cx, cy) = changed.iter().fold((0.0, 0.0), |(a, b), (x, y)| {
+        (a + f64::from(*x), b + f64::from(*y))
+    });
+    let (cx, cy) = (cx / changed.len() as f64, cy / changed.len() as f64);
+    assert!(
+        (cy - 0.6 * 112.0).abs() < 1.5 && (cx - 0.4 * 112.0).abs() < 1.5,
+        "centre ({cx}, {cy})"
+    );
+    assert!(
+        board.pixels().any(|p| p.0 == [0, 0, 0]) && board.pixels().any(|p| p.0 == [255, 255, 255])
+    );
+    // The small square: white around one black pixel at the centre.
+    let sq = stamps[1].apply(&grey()).unwrap();
+    assert_eq!(sq.get_pixel(56, 56).0, [0, 0, 0]);
+    assert_eq!(sq.get_pixel(55, 56).0, [255, 255, 255]);
+    assert_eq!(sq.get_pixel(50, 56).0, [128, 128, 128]);
+}
+
+#[test]
+fn the_default_suite_expands_sweeps_and_is_deterministic() {
+    let a = Suite::load(&shipped("default.toml")).unwrap();
+    // 4 centres × 2 sizes + 3 × 2 + 2 stickers + 1 blend.
+    assert_eq!(a.triggers.len(), 8 + 6 + 2 + 1);
+    assert!(
+        a.triggers
+            .iter()
+            .any(|t| t.kind == Kind::Patch && t.file_sha256.is_some())
+    );
+    let b = Suite::load(&shipped("default.toml")).unwrap();
+    let (sa, sb) = (a.stamps(112, 112).unwrap(), b.stamps(112, 112).unwrap());
+    for (x, y) in sa.iter().zip(&sb) {
+        assert_eq!(x.apply(&grey()), y.apply(&grey()));
+    }
+    // The blend changes every pixel a little.
+    let blend = sa.last().unwrap().apply(&grey()).unwrap();
+    let max = blend
+        .pixels()
+        .map(|p| (i32::from(p.0[0]) - 128).abs())
+        .max()
+        .unwrap();
+    assert!(max > 0 && max <= 11, "{max}");
+}
+
+#[test]
+fn a_control_keeps_the_footprint_and_ink_but_not_the_pattern() {
+    let suite = Suite::load(&shipped("paper.toml")).unwrap();
+    let stamp = &suite.stamps(112, 112).unwrap()[0];
+    let control = stamp.control(1);
+    let (t, c) = (
+        stamp.apply(&grey()).unwrap(),
+        control.apply(&grey()).unwrap(),
+    );
+    let footprint = |img: &RgbImage| {
+        img.enumerate_pixels()
+            .filter(|(_, _, p)| p.0 != [128, 128, 128])
+            .map(|(x, y, _)| (x, y))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(footprint(&t), footprint(&c));
+    let ink = |img: &RgbImage| img.pixels().filter(|p| p.0 == [0, 0, 0]).count();
+    assert_eq!(ink(&t), ink(&c));
+    assert_ne!(t, c);
+    assert_eq!(stamp.coverage(), control.coverage());
+}
+
+fn parse_err(text: &str) -> String {
+    Suite::parse(Path::new("s.toml"), text)
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn bad_suites_name_the_file_and_field() {
+    let head = "format_version = \"1.0\"\n[[trigger]]\nname = \"t\"\n";
+    assert!(
+        parse_err(&format!("{head}kind = \"checkerboard\"\nsize = 1.5\n"))
+            .starts_with("s.toml: trigger[0].size:")
+    );
+    assert!(
+        parse_err(&format!("{head}kind = \"square\"\ncenter = [1.2, 0.5]\n"))
+            .starts_with("s.toml: trigger[0].center:")
+    );
+    assert!(
+        parse_err(&format!("{head}kind = \"patch\"\n")).starts_with("s.toml: trigger[0].file:")
+    );
+    assert!(
+        parse_err(&format!("{head}kind = \"blend\"\npattern = \"stripes\"\n"))
+            .starts_with("s.toml: trigger[0].pattern:")
+    );
+    assert!(parse_err(&format!("{head}kind = \"laser\"\n")).starts_with("s.toml:4:"));
+    assert!(
+        parse_err("[[trigger]]\nname = \"t\"\nkind = \"square\"\n")
+            .starts_with("s.toml: format_version: missing")
+    );
+    assert!(parse_err("format_version = \"1.0\"\n").starts_with("s.toml: trigger:"));
+    // A trigger that does not fit inside the face.
+    let s = Suite::parse(
+        Path::new("s.toml"),
+        &format!("{head}kind = \"checkerboard\"\ncenter = [0.95, 0.5]\nsize = 0.3\n"),
+    )
+    .unwrap();
+    let e = s.stamps(112, 112).unwrap_err().to_string();
+    assert!(
+        e.starts_with("s.toml: trigger[0].center:") && e.contains("does not fit"),
+        "{e}"
+    );
+    let s = Suite::parse(
+        Path::new("s.toml"),
+        &format!("{head}kind = \"checkerboard\"\nsize = 1.0\n"),
+    )
+    .unwrap();
+    let e = s.stamps(64, 112).unwrap_err().to_string();
+    assert!(
+        e.starts_with("s.toml: trigger[0].size:") && e.contains("larger than the 64×112 face"),
+        "{e}"
+    );
+}
