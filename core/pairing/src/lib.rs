@@ -163,7 +163,7 @@ impl Default for FitOptions {
             method: Method::Ridge,
             seed: 0,
             inner_holdout: 0.2,
-            ridge_grid: vec![1e-4, 1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0],
+            ridge_grid: vec![1e-3, 1e-2, 0.1, 0.3, 1.0, 3.0],
             learning_rate: 1e-3,
             batch_size: 128,
             max_epochs: 400,
@@ -335,6 +335,27 @@ fn rows_of(m: MatRef<'_, f64>, idx: &[usize]) -> Mat<f64> {
     Mat::from_fn(idx.len(), m.ncols(), |i, j| m[(idx[i], j)])
 }
 
+/// The lower triangle (with the diagonal) of `xᵀx`; the strict upper
+/// triangle is left zero. Only the lower side is ever read (Cholesky with
+/// `Side::Lower`), and computing half the product halves the dominant cost.
+fn gram_lower(x: MatRef<'_, f64>) -> Mat<f64> {
+    use faer::linalg::matmul::triangular::{BlockStructure, matmul};
+    let d = x.ncols();
+    let mut g = Mat::<f64>::zeros(d, d);
+    matmul(
+        g.as_mut(),
+        BlockStructure::TriangularLower,
+        faer::Accum::Replace,
+        x.transpose(),
+        BlockStructure::Rectangular,
+        x,
+        BlockStructure::Rectangular,
+        1.0,
+        faer::get_global_parallelism(),
+    );
+    g
+}
+
 /// Solves `(G + λ·D) Wa = C`, D = identity except 0 for the bias row.
 fn ridge_solve(
     g: MatRef<'_, f64>,
@@ -413,19 +434,25 @@ fn fit_ridge(
     opts: &FitOptions,
 ) -> Result<(Translator, FitReport), PairingError> {
     let xa = augmented(x.as_ref());
-    let g = xa.transpose() * &xa;
+    let g = gram_lower(xa.as_ref());
     let c = xa.transpose() * y;
     let xv = rows_of(xa.as_ref(), val);
     let yv = rows_of(y.as_ref(), val);
-    let g_tr = &g - xv.transpose() * &xv;
+    let g_tr = &g - gram_lower(xv.as_ref());
     let c_tr = &c - xv.transpose() * &yv;
     let d = x.ncols();
     let scale = (0..d).map(|i| g[(i, i)]).sum::<f64>() / d as f64;
     let mut best: Option<(f64, f64)> = None;
+    // λ is chosen on f32 predictions (selection only; the final solve is f64).
+    let xv32 = Mat::<f32>::from_fn(xv.nrows(), xv.ncols(), |i, j| xv[(i, j)] as f32);
     for rel in &opts.ridge_grid {
         let lambda = rel * scale;
         let wa = ridge_solve(g_tr.as_ref(), c_tr.as_ref(), lambda)?;
-        let pred = &xv * &wa;
+        let wa32 = Mat::<f32>::from_fn(wa.nrows(), wa.ncols(), |i, j| wa[(i, j)] as f32);
+        let pred32 = &xv32 * &wa32;
+        let pred = Mat::<f64>::from_fn(pred32.nrows(), pred32.ncols(), |i, j| {
+            f64::from(pred32[(i, j)])
+        });
         let cos = mean_row_cosine(pred.as_ref(), yv.as_ref());
         if cos.is_finite() && best.is_none_or(|(_, b)| cos > b) {
             best = Some((lambda, cos));
