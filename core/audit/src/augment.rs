@@ -6,10 +6,11 @@
 //! models react to an occlusion, and a clean pair then disagrees on large
 //! triggers (the paper's Table 3). Each fit face therefore gets seeded
 //! augmented copies: horizontal flip, a small shift, photometric jitter, and
-//! a random *unstructured* occluder (uniform noise or a solid colour, random
-//! size and place). Structured patterns (checkerboards, stickers) are never
-//! used, so a backdoor keyed to a pattern is not fitted away: its identity
-//! switch is specific to the pattern, which the map never sees.
+//! a random *unstructured* occluder (a solid colour, pixel noise, or random
+//! black/white blocks; random size and place). Regular patterns
+//! (checkerboards, stickers) are never used, so a backdoor keyed to a pattern
+//! is not fitted away: its identity switch is specific to the pattern, which
+//! the map never sees.
 
 use image::{Rgb, RgbImage};
 use rand::{RngExt, SeedableRng};
@@ -86,14 +87,23 @@ impl Augment {
                 .clamp(1, w.min(h));
             let top = rng.random_range(0..=h - side);
             let left = rng.random_range(0..=w - side);
-            let solid = rng.random_bool(0.5);
+            // Solid colour, pixel noise, or random black/white blocks (the
+            // contrast of a printed pattern, without any regular arrangement).
+            let kind = rng.random_range(0..3u8);
             let colour = [rng.random::<u8>(), rng.random::<u8>(), rng.random::<u8>()];
+            let block = rng.random_range(2..=10u32);
+            let cols = side.div_ceil(block) as usize;
+            let blocks: Vec<bool> = (0..cols * cols).map(|_| rng.random_bool(0.5)).collect();
             for y in top..top + side {
                 for x in left..left + side {
-                    let c = if solid {
-                        colour
-                    } else {
-                        [rng.random::<u8>(), rng.random::<u8>(), rng.random::<u8>()]
+                    let c = match kind {
+                        0 => colour,
+                        1 => [rng.random::<u8>(), rng.random::<u8>(), rng.random::<u8>()],
+                        _ => {
+                            let b = blocks[((y - top) / block) as usize * cols
+                                + ((x - left) / block) as usize];
+                            if b { [255; 3] } else { [0; 3] }
+                        }
                     };
                     out.put_pixel(x, y, Rgb(c));
                 }

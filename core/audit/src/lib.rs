@@ -602,6 +602,25 @@ pub fn run(
                 reference: rname.clone(),
                 score: genuine[k],
             });
+            // One zero-effort impostor row per face: its probe embedding against
+            // the reference embedding of the next held-out face of another person.
+            if let Some(j) = (1..n).map(|s| (k + s) % n).find(|&j| {
+                let (a, b) = (&faces[fi], &faces[eval[j]]);
+                !(a.identity.is_some() && a.identity == b.identity)
+            }) {
+                scores_rows.push(ScoreRow {
+                    image: format!(
+                        "{}|{}",
+                        faces[fi].path.display(),
+                        faces[eval[j]].path.display()
+                    ),
+                    trigger: "clean".into(),
+                    kind: "zei".into(),
+                    probe: pname.clone(),
+                    reference: rname.clone(),
+                    score: matrix[k][j],
+                });
+            }
         }
         for (ti, t) in suite.triggers.iter().enumerate() {
             let poisoned = score(&p.triggered[ti], &r.triggered[ti])?;

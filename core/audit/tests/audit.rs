@@ -122,8 +122,9 @@ fn a_clean_pair_is_not_flagged_and_a_second_audit_is_served_from_the_cache() {
     let csv = std::fs::read_to_string(out.join("scores.csv")).unwrap();
     assert!(csv.starts_with("image,trigger,kind,probe,reference,score\n"));
     let held = report.data.split.heldout;
-    // Per pair: genuine + (poisoned + control) per trigger, per held-out face.
-    assert_eq!(csv.lines().count() - 1, 2 * held * (1 + 2 * 2));
+    // Per pair and held-out face: genuine, one ZEI, and (poisoned + control) per trigger.
+    assert_eq!(csv.lines().count() - 1, 2 * held * (2 + 2 * 2));
+    assert!(csv.lines().any(|l| l.contains(",zei,")));
     // Second audit: everything from the cache, same numbers.
     let again = run(&spec, &plugins, &opts(tmp.path()), &mut |_| {}).unwrap();
     assert_eq!(again.cache.misses, 0);

@@ -95,11 +95,15 @@ impl FormatVersion {
     }
 }
 
+/// Errors reading a zooaudit configuration file (manifest, trigger suite):
+/// one line, naming the file and the line or field.
+pub type ConfigError = ManifestError;
+
 /// Errors reading a manifest. One line, naming the file (and the field).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ManifestError {
-    #[error("{path}: cannot read manifest: {error}")]
+    #[error("{path}: cannot read: {error}")]
     Io {
         path: PathBuf,
         error: std::io::Error,

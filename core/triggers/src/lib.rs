@@ -35,33 +35,14 @@ use image::{Rgb, RgbImage, RgbaImage};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use zooaudit_manifest::{FormatVersion, line_of};
+use zooaudit_manifest::{ConfigError, FormatVersion, toml_error};
 
 /// Format version of trigger suites.
 pub const FORMAT_VERSION: FormatVersion = FormatVersion { major: 1, minor: 0 };
 
-/// Errors loading or applying a suite. One line, naming the file and field.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TriggerError {
-    #[error("{path}: cannot read trigger suite: {error}")]
-    Io {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-    #[error("{path}:{line}: {message}")]
-    Syntax {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
-    #[error("{path}: {field}: {message}")]
-    Field {
-        path: PathBuf,
-        field: String,
-        message: String,
-    },
-}
+/// Errors loading or applying a suite: the same one-line, file-and-field
+/// errors as every zooaudit configuration file.
+pub type TriggerError = ConfigError;
 
 /// Kinds of trigger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,7 +125,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 impl Suite {
     /// Loads and validates a suite file.
     pub fn load(path: &Path) -> Result<Suite, TriggerError> {
-        let text = std::fs::read_to_string(path).map_err(|error| TriggerError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
             path: path.to_path_buf(),
             error,
         })?;
@@ -153,19 +134,7 @@ impl Suite {
 
     /// Parses suite text; relative files resolve against `path`'s directory.
     pub fn parse(path: &Path, text: &str) -> Result<Suite, TriggerError> {
-        let raw: RawSuite = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
-            TriggerError::Syntax {
-                path: path.to_path_buf(),
-                line,
-                message: e
-                    .message()
-                    .lines()
-                    .next()
-                    .unwrap_or("invalid TOML")
-                    .to_string(),
-            }
-        })?;
+        let raw: RawSuite = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
         let field = |f: String, m: String| TriggerError::Field {
             path: path.to_path_buf(),
             field: f,
