@@ -490,12 +490,11 @@ pub fn run(
     }
     // Pairs: (probe index, reference index).
     let mut pairs = Vec::new();
-    for (ci, c) in models
+    for (ci, _) in models
         .iter()
         .enumerate()
         .filter(|(_, m)| m.role == "candidate")
     {
-        let _ = c;
         for (ri, _) in models
             .iter()
             .enumerate()
@@ -730,7 +729,6 @@ pub fn run(
             genuine_mean_score: genuine.iter().map(|v| f64::from(*v)).sum::<f64>()
                 / genuine.len().max(1) as f64,
         });
-        let _ = zei;
     }
     let m = identity_rows.len().max(1) as f64;
     for row in identity_rows.iter_mut() {
@@ -852,8 +850,7 @@ fn decide(
     ids: &[IdentityRow],
 ) -> Vec<Verdict> {
     let mut out = Vec::new();
-    for (name, role) in models.iter().filter(|(_, r)| *r == "candidate") {
-        let _ = role;
+    for (name, _) in models.iter().filter(|(_, r)| *r == "candidate") {
         let involved = |p: &str, r: &str| p == name || r == name;
         let mut alarms = Vec::new();
         for r in results

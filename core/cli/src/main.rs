@@ -329,9 +329,8 @@ fn embed(
     });
     bar.finish_and_clear();
     let emb = result?;
-    for (path, reason) in &emb.skipped {
+    for (_, reason) in &emb.skipped {
         eprintln!("skipped: {reason}");
-        let _ = path;
     }
     if emb.rows == 0 {
         bail!("every image was skipped; nothing written");

@@ -52,6 +52,11 @@ fn variant(dir: &Path, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
     path
 }
 
+/// `embed --model M --out OUT INPUT`.
+fn embed_args<'a>(m: &'a Path, out: &'a Path, input: &'a Path) -> [&'a str; 6] {
+    ["embed", "--model", s(m), "--out", s(out), s(input)]
+}
+
 /// Replaces the manifest's `source = ...` line.
 fn with_source(t: &str, source: &str) -> String {
     let start = t.find("source = ").unwrap();
@@ -134,14 +139,7 @@ fn wrong_sha256_is_refused_before_loading() {
     });
     let faces = support::shared_zoo().join("faces/aligned112/labeled/joe_biden");
     fails_with(
-        &[
-            "embed",
-            "--model",
-            s(&m),
-            "--out",
-            s(&tmp.path().join("o.npy")),
-            s(&faces),
-        ],
+        &embed_args(&m, &tmp.path().join("o.npy"), &faces),
         &["sface.toml", "sha256", "fb143eea07838aa5", "00000000"],
     );
     assert!(!tmp.path().join("o.npy").exists());
@@ -191,14 +189,7 @@ fn wrong_image_size_names_the_image_and_the_manifest_field() {
     let photo = support::collect(&raw).into_iter().next().unwrap();
     let m = support::example_manifest("sface.toml");
     fails_with(
-        &[
-            "embed",
-            "--model",
-            s(&m),
-            "--out",
-            s(&tmp.path().join("o.npy")),
-            s(&photo),
-        ],
+        &embed_args(&m, &tmp.path().join("o.npy"), &photo),
         &[
             photo.file_name().unwrap().to_str().unwrap(),
             "112×112",

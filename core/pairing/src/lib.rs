@@ -199,6 +199,21 @@ pub struct FitReport {
     pub inner_holdout_cosine: f64,
 }
 
+impl FitReport {
+    fn new(t: &Translator, samples: usize, inner_holdout_cosine: f64) -> Self {
+        FitReport {
+            method: t.method,
+            samples,
+            in_dim: t.in_dim,
+            out_dim: t.out_dim,
+            lambda: None,
+            epochs: None,
+            batches: None,
+            inner_holdout_cosine,
+        }
+    }
+}
+
 impl Translator {
     /// Translates one probe embedding (normalised first).
     pub fn apply(&self, x: &[f32]) -> Vec<f32> {
@@ -281,8 +296,9 @@ impl Translator {
     }
 }
 
-/// Cosine similarity (0 when a vector is zero).
-pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+/// Cosine similarity accumulated in f64; `None` when a vector has zero norm
+/// or a value is not finite.
+pub fn cosine_checked(a: &[f32], b: &[f32]) -> Option<f32> {
     let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
     for (x, y) in a.iter().zip(b) {
         let (x, y) = (f64::from(*x), f64::from(*y));
@@ -290,8 +306,13 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
         aa += x * x;
         bb += y * y;
     }
-    let d = (aa * bb).sqrt();
-    if d > 0.0 { (ab / d) as f32 } else { 0.0 }
+    let c = ab / (aa * bb).sqrt();
+    c.is_finite().then_some(c as f32)
+}
+
+/// Cosine similarity (0 when a vector is zero).
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    cosine_checked(a, b).unwrap_or(0.0)
 }
 
 /// Seeded split of `0..n` into (train, inner held-out).
@@ -464,14 +485,8 @@ fn fit_ridge(
     let (w, b) = split_wb(wa.as_ref());
     let t = Translator::from_mat(Method::Ridge, w.as_ref(), &b);
     let report = FitReport {
-        method: Method::Ridge,
-        samples: x.nrows(),
-        in_dim: t.in_dim,
-        out_dim: t.out_dim,
         lambda: Some(lambda),
-        epochs: None,
-        batches: None,
-        inner_holdout_cosine: cos,
+        ..FitReport::new(&t, x.nrows(), cos)
     };
     Ok((t, report))
 }
@@ -537,16 +552,7 @@ fn fit_procrustes(
     );
     let (w, b) = procrustes_map(x.as_ref(), y.as_ref())?;
     let t = Translator::from_mat(Method::Procrustes, w.as_ref(), &b);
-    let report = FitReport {
-        method: Method::Procrustes,
-        samples: x.nrows(),
-        in_dim: t.in_dim,
-        out_dim: t.out_dim,
-        lambda: None,
-        epochs: None,
-        batches: None,
-        inner_holdout_cosine: cos,
-    };
+    let report = FitReport::new(&t, x.nrows(), cos);
     Ok((t, report))
 }
 
@@ -651,14 +657,9 @@ fn fit_sgd(
     let t_out = Translator::from_mat(Method::SgdCosine, w.as_ref(), &b);
     let batches_per_epoch = train.len().div_ceil(batch);
     let report = FitReport {
-        method: Method::SgdCosine,
-        samples: x.nrows(),
-        in_dim: din,
-        out_dim: dout,
-        lambda: None,
         epochs: Some(epochs),
         batches: Some(best_epoch * batches_per_epoch),
-        inner_holdout_cosine: cos,
+        ..FitReport::new(&t_out, x.nrows(), cos)
     };
     Ok((t_out, report))
 }

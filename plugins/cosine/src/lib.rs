@@ -41,18 +41,7 @@ impl DetectorStrategy for Cosine {
 
 struct CosineDetector;
 
-/// Cosine similarity; `None` when a vector has zero norm or is not finite.
-pub fn cosine(a: &[f32], b: &[f32]) -> Option<f32> {
-    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-    for (x, y) in a.iter().zip(b) {
-        let (x, y) = (f64::from(*x), f64::from(*y));
-        ab += x * y;
-        aa += x * x;
-        bb += y * y;
-    }
-    let c = ab / (aa.sqrt() * bb.sqrt());
-    c.is_finite().then_some(c as f32)
-}
+pub use zooaudit_pairing::cosine_checked as cosine;
 
 fn check(probe: &Matrix<'_>, reference: &Matrix<'_>) -> Result<(), PluginError> {
     if probe.dim != reference.dim {
