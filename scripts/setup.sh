@@ -43,10 +43,11 @@ PY
   log "ONNX Runtime library at $dir/lib/$ORT_LIB"
 fi
 
-if [ ! -x "$dir/venv/bin/python" ] || ! "$dir/venv/bin/python" -c "import onnxruntime, numpy, PIL" 2>/dev/null; then
+if [ ! -x "$dir/venv/bin/python" ] || ! "$dir/venv/bin/python" -c "import onnxruntime, numpy, PIL, securesystemslib, cryptography" 2>/dev/null; then
   log "creating the Python reference venv"
   python3 -m venv "$dir/venv"
-  "$dir/venv/bin/pip" install -q --disable-pip-version-check "$dir/wheels/$ORT_WHEEL" numpy pillow >&2
+  "$dir/venv/bin/pip" install -q --disable-pip-version-check "$dir/wheels/$ORT_WHEEL" numpy pillow \
+    securesystemslib==1.6.0 "cryptography>=44" >&2
 fi
 
 echo "export ORT_DYLIB_PATH='$dir/lib/$ORT_LIB'"
