@@ -67,10 +67,14 @@ translator = "ridge"
 unlabeled = ["$faces/unlabeled"]
 $labeled
 TOML
+# The auditor's signing key (made once; the private key stays 0600).
+key="$root/.zooaudit/demo/auditor"
+[ -f "$key.key" ] || $bin keygen --out "$key"
 set +e
-$bin audit "$audit" --out "$out"
+$bin audit "$audit" --out "$out" --sign-key "$key.key" --test-result
 code=$?
 set -e
 [ $code -eq 2 ] && exit 2
-echo "demo: report in $out/report.json (exit $code: 0 none indicated, 1 indicated, 3 inconclusive)" >&2
+$bin verify "$out/attestation.dsse.json" --key "$key.pub" --model "$models/sface_2021dec_int8bq.onnx"
+echo "demo: signed attestation $out/attestation.dsse.json (public key $key.pub), report $out/report.html, summary $out/summary.md (exit $code: 0 none indicated, 1 indicated, 3 inconclusive)" >&2
 exit 0

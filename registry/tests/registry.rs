@@ -52,3 +52,32 @@ fn remote_schemes_are_recognised() {
         );
     }
 }
+
+#[test]
+fn a_directory_model_digest_is_the_root_over_sorted_file_digests() {
+    use sha2::{Digest, Sha256};
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("model");
+    std::fs::create_dir_all(d.join("sub")).unwrap();
+    std::fs::write(d.join("b.bin"), b"bee").unwrap();
+    std::fs::write(d.join("sub/a.json"), b"{}").unwrap();
+    std::fs::write(d.join("a.txt"), b"ay").unwrap();
+    // Independent computation: sorted paths a.txt, b.bin, sub/a.json.
+    let mut root = Sha256::new();
+    for bytes in [&b"ay"[..], b"bee", b"{}"] {
+        root.update(Sha256::digest(bytes));
+    }
+    let expected = hex::encode(root.finalize());
+    assert_eq!(zooaudit_registry::model_digest(&d).unwrap(), expected);
+    // A single file is its own sha256.
+    assert_eq!(
+        zooaudit_registry::model_digest(&d.join("b.bin")).unwrap(),
+        hex::encode(Sha256::digest(b"bee"))
+    );
+    // Any change to any file changes the root.
+    std::fs::write(d.join("sub/a.json"), b"{ }").unwrap();
+    assert_ne!(zooaudit_registry::model_digest(&d).unwrap(), expected);
+    std::os::unix::fs::symlink(d.join("a.txt"), d.join("link")).unwrap();
+    let err = zooaudit_registry::model_digest(&d).unwrap_err().to_string();
+    assert!(err.contains("link"), "{err}");
+}

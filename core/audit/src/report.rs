@@ -226,7 +226,74 @@ fn csv_field(s: &str) -> String {
     }
 }
 
+/// Splits one CSV line (RFC 4180 quoting, no embedded newlines).
+fn csv_split(line: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            ('"', true) => quoted = false,
+            ('"', false) if cur.is_empty() => quoted = true,
+            (',', false) => fields.push(std::mem::take(&mut cur)),
+            (c, _) => cur.push(c),
+        }
+    }
+    fields.push(cur);
+    fields
+}
+
 impl AuditReport {
+    /// Reads `report.json` (any 1.x) and, when present beside it, `scores.csv`.
+    pub fn read(path: &Path) -> Result<AuditReport, AuditError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| AuditError::file(path, e.to_string()))?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| AuditError::file(path, format!("not JSON: {e}")))?;
+        let version = value
+            .get("format_version")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| {
+                AuditError::field(path, "format_version", "missing: not a zooaudit report")
+            })?;
+        zooaudit_reports::check_readable(path, version, REPORT_FORMAT)
+            .map_err(|e| AuditError::Other(e.to_string()))?;
+        let mut report: AuditReport = serde_json::from_value(value)
+            .map_err(|e| AuditError::file(path, format!("not a zooaudit report: {e}")))?;
+        let csv = path.with_file_name("scores.csv");
+        if let Ok(text) = std::fs::read_to_string(&csv) {
+            for (i, line) in text.lines().enumerate().skip(1) {
+                let f = csv_split(line);
+                let score = f.get(5).and_then(|s| s.parse::<f32>().ok());
+                let (Some(score), 6) = (score, f.len()) else {
+                    return Err(AuditError::file(
+                        &csv,
+                        format!(
+                            "line {}: expected image,trigger,kind,probe,reference,score",
+                            i + 1
+                        ),
+                    ));
+                };
+                let mut f = f.into_iter();
+                let mut next = || f.next().unwrap_or_default();
+                report.scores.push(ScoreRow {
+                    image: next(),
+                    trigger: next(),
+                    kind: next(),
+                    probe: next(),
+                    reference: next(),
+                    score,
+                });
+            }
+        }
+        Ok(report)
+    }
+
     /// The overall verdict: inconclusive or indicated if any candidate is.
     pub fn overall(&self) -> VerdictKind {
         let kinds: Vec<VerdictKind> = self.verdicts.iter().map(|v| v.verdict).collect();

@@ -70,6 +70,55 @@ enum Command {
         /// Images per adapter call.
         #[arg(long, default_value_t = 32)]
         batch: usize,
+        /// Sign the audit: write <out>/attestation.dsse.json with this private key.
+        #[arg(long, value_name = "KEY")]
+        sign_key: Option<PathBuf>,
+        /// With --sign-key, also write <out>/test-result.dsse.json (in-toto test-result v0.1).
+        #[arg(long, requires = "sign_key")]
+        test_result: bool,
+    },
+    /// Write an ed25519 key pair: NAME.key (private, 0600) and NAME.pub (public, PEM).
+    Keygen {
+        /// Path and base name of the key files.
+        #[arg(long, value_name = "NAME")]
+        out: PathBuf,
+        /// Overwrite existing key files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Sign an existing report.json: writes attestation.dsse.json beside it.
+    Sign {
+        /// The report.json of an audit.
+        #[arg(value_name = "REPORT")]
+        report: PathBuf,
+        /// Private key (from `zooaudit keygen`).
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
+        /// Also write test-result.dsse.json (in-toto test-result v0.1).
+        #[arg(long)]
+        test_result: bool,
+    },
+    /// Verify a signed attestation. Exit 0 valid, 1 invalid, 2 error.
+    Verify {
+        /// The DSSE envelope (attestation.dsse.json).
+        #[arg(value_name = "ATTESTATION")]
+        attestation: PathBuf,
+        /// Trusted public key(s) (PEM, from `zooaudit keygen`); repeatable.
+        #[arg(long = "key", value_name = "PUB", required = true)]
+        keys: Vec<PathBuf>,
+        /// Also check that this model file (or model directory) is a subject.
+        #[arg(long, value_name = "FILE")]
+        model: Option<PathBuf>,
+        /// Every signature in the envelope must verify (default: at least one
+        /// by a trusted key; the others are reported).
+        #[arg(long)]
+        require_all: bool,
+    },
+    /// Re-render report.html and summary.md from a report.json (and scores.csv).
+    Render {
+        /// The report.json of an audit.
+        #[arg(value_name = "REPORT")]
+        report: PathBuf,
     },
     /// Show how a model opens: inputs, outputs, batching, repairs.
     Inspect {
@@ -115,7 +164,60 @@ fn run(cli: Cli) -> Result<u8> {
             no_cache,
             cache_dir,
             batch,
-        } => run_audit(&cli.plugin_dirs, &audit, &out, no_cache, cache_dir, batch),
+            sign_key,
+            test_result,
+        } => {
+            // Read the key first: a bad key fails before an hour of audit.
+            let key = sign_key
+                .as_deref()
+                .map(zooaudit_attest::SecretKey::read)
+                .transpose()?;
+            let signing = key.map(|k| (k, test_result));
+            run_audit(
+                &cli.plugin_dirs,
+                &audit,
+                &out,
+                no_cache,
+                cache_dir,
+                batch,
+                signing.as_ref(),
+            )
+        }
+        Command::Keygen { out, force } => {
+            let public = zooaudit_attest::keys::keygen(&out, force)?;
+            let (private, public_path) = zooaudit_attest::keys::key_paths(&out);
+            println!("private key: {} (mode 0600)", private.display());
+            println!("public key:  {}", public_path.display());
+            println!("keyid:       {}", public.keyid());
+            Ok(0)
+        }
+        Command::Sign {
+            report,
+            key,
+            test_result,
+        } => {
+            let key = zooaudit_attest::SecretKey::read(&key)?;
+            let r = zooaudit_audit::AuditReport::read(&report)?;
+            let dir = report.parent().unwrap_or(Path::new("."));
+            for p in zooaudit_render::write_attestations(&r, dir, &key, test_result)? {
+                println!("wrote {}", p.display());
+            }
+            Ok(0)
+        }
+        Command::Verify {
+            attestation,
+            keys,
+            model,
+            require_all,
+        } => verify(&attestation, &keys, model.as_deref(), require_all),
+        Command::Render { report } => {
+            let r = zooaudit_audit::AuditReport::read(&report)?;
+            let dir = report.parent().unwrap_or(Path::new("."));
+            for p in zooaudit_render::write_human(&r, dir)? {
+                println!("wrote {}", p.display());
+            }
+            Ok(0)
+        }
     }
 }
 
@@ -126,6 +228,7 @@ fn run_audit(
     no_cache: bool,
     cache_dir: Option<PathBuf>,
     batch: usize,
+    signing: Option<&(zooaudit_attest::SecretKey, bool)>,
 ) -> Result<u8> {
     if batch == 0 {
         bail!("--batch must be at least 1");
@@ -163,6 +266,12 @@ fn run_audit(
         }
     })?;
     report.write(out)?;
+    zooaudit_render::write_human(&report, out)?;
+    if let Some((key, test_result)) = signing {
+        for p in zooaudit_render::write_attestations(&report, out, key, *test_result)? {
+            eprintln!("signed: {} (keyid {})", p.display(), key.public().keyid());
+        }
+    }
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }
@@ -377,4 +486,87 @@ fn embed(
         }
     );
     Ok(())
+}
+
+/// `zooaudit verify`: 0 valid, 1 invalid, errors (unreadable, malformed) 2.
+fn verify(
+    attestation: &Path,
+    key_paths: &[PathBuf],
+    model: Option<&Path>,
+    require_all: bool,
+) -> Result<u8> {
+    let keys = key_paths
+        .iter()
+        .map(|p| zooaudit_attest::PublicKey::read(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let bytes = std::fs::read(attestation)
+        .with_context(|| format!("{}: cannot read", attestation.display()))?;
+    let policy = if require_all {
+        zooaudit_attest::Policy::AllMustVerify
+    } else {
+        zooaudit_attest::Policy::AnyTrusted
+    };
+    let verified = match zooaudit_attest::verify_statement(&bytes, &keys, policy) {
+        Ok(v) => v,
+        Err(e) if e.is_invalid() => {
+            println!("INVALID: {}: {e}", attestation.display());
+            return Ok(1);
+        }
+        Err(e) => bail!("{}: {e}", attestation.display()),
+    };
+    let st = &verified.statement;
+    for c in &verified.verification.checks {
+        match c {
+            zooaudit_attest::SignatureCheck::Verified { .. } => println!("signature {c}"),
+            other => eprintln!("warning: signature {other} (ignored: another signature verified)"),
+        }
+    }
+    println!("statement: {}", st.statement_type);
+    println!("predicate: {}", st.predicate_type);
+    for s in &st.subject {
+        let digest: Vec<String> = s.digest.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+        println!("subject: {} {}", s.name, digest.join(" "));
+    }
+    let p = &st.predicate;
+    if let Some(verdicts) = p.get("verdicts").and_then(|v| v.as_array()) {
+        for v in verdicts {
+            println!(
+                "verdict: {}: {}",
+                v["candidate"].as_str().unwrap_or("?"),
+                v["verdict"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    if let Some(result) = p.get("result").and_then(|v| v.as_str()) {
+        println!("test result: {result}");
+    }
+    if let Some(t) = p.get("finishedOn").and_then(|v| v.as_str()) {
+        println!(
+            "audited: {} → {t} by {} {}",
+            p["startedOn"].as_str().unwrap_or("?"),
+            p["tool"]["name"].as_str().unwrap_or("?"),
+            p["tool"]["version"].as_str().unwrap_or("?")
+        );
+    }
+    if let Some(model) = model {
+        let digest = zooaudit_registry::model_digest(model)
+            .with_context(|| format!("{}: cannot hash", model.display()))?;
+        match st.subject_with_sha256(&digest) {
+            Some(s) => println!(
+                "model: {} (sha256 {digest}) is subject {}",
+                model.display(),
+                s.name
+            ),
+            None => {
+                println!(
+                    "INVALID: {} (sha256 {digest}) is not a subject of {}",
+                    model.display(),
+                    attestation.display()
+                );
+                return Ok(1);
+            }
+        }
+    }
+    println!("VALID");
+    Ok(0)
 }

@@ -306,7 +306,7 @@ fn remote_sources_are_a_clear_not_available_error() {
 fn audit_of_the_clean_example_pair_exits_0_and_writes_report_and_scores() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let cache = support::repo_root().join("target/test-cache/cli-audit");
+    let cache = support::repo_root().join("target/test-cache/example-audit");
     let audit = support::example_manifest("audit.toml");
     let o = zooaudit(&[
         "audit",
@@ -340,4 +340,224 @@ fn audit_of_the_clean_example_pair_exits_0_and_writes_report_and_scores() {
     let bad = tmp.path().join("bad.toml");
     std::fs::write(&bad, "format_version = \"1.0\"\ncandidates = []\n").unwrap();
     fails_with(&["audit", s(&bad), "--out", s(&out)], &["bad.toml"]);
+}
+
+/// Runs the example audit (embeddings cached) signed with a fresh key.
+fn signed_audit(tmp: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let key = tmp.join("auditor");
+    let o = zooaudit(&["keygen", "--out", s(&key)]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = tmp.join("out");
+    let cache = support::repo_root().join("target/test-cache/example-audit");
+    let audit = support::example_manifest("audit.toml");
+    let o = zooaudit(&[
+        "audit",
+        s(&audit),
+        "--out",
+        s(&out),
+        "--cache-dir",
+        s(&cache),
+        "--sign-key",
+        s(&tmp.join("auditor.key")),
+        "--test-result",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    (out, tmp.join("auditor.key"), tmp.join("auditor.pub"))
+}
+
+fn verify(args: &[&str]) -> (Option<i32>, String) {
+    let mut all = vec!["verify"];
+    all.extend_from_slice(args);
+    let o = zooaudit(&all);
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(!text.contains("panicked"), "{text}");
+    (o.status.code(), text)
+}
+
+#[test]
+fn a_signed_audit_verifies_and_any_tampering_or_wrong_key_fails() {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, key, public) = signed_audit(tmp.path());
+    let att = out.join("attestation.dsse.json");
+    let sface = support::shared_zoo().join("models/sface_2021dec_int8bq.onnx");
+    let faceplugin = support::shared_zoo().join("models/faceplugin_fr_feature.onnx");
+    let (code, text) = verify(&[s(&att), "--key", s(&public), "--model", s(&sface)]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("verdict: sface-2021dec-int8: no-backdoor-indicated"),
+        "{text}"
+    );
+    assert!(
+        text.contains("is subject sface-2021dec-int8") && text.contains("VALID"),
+        "{text}"
+    );
+    // The reference is not a subject.
+    let (code, text) = verify(&[s(&att), "--key", s(&public), "--model", s(&faceplugin)]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("is not a subject"), "{text}");
+    // The test-result statement.
+    let (code, text) = verify(&[s(&out.join("test-result.dsse.json")), "--key", s(&public)]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("test result: PASSED"), "{text}");
+    // A changed payload byte, signature, payload type; a wrong key.
+    let env: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&att).unwrap()).unwrap();
+    let tampered = tmp.path().join("t.json");
+    let write = |v: &serde_json::Value| std::fs::write(&tampered, v.to_string()).unwrap();
+    let mut payload = STANDARD.decode(env["payload"].as_str().unwrap()).unwrap();
+    let text_payload = String::from_utf8(payload.clone()).unwrap();
+    let at = text_payload.find("no-backdoor-indicated").unwrap();
+    payload[at] = b'N';
+    let mut v = env.clone();
+    v["payload"] = STANDARD.encode(&payload).into();
+    write(&v);
+    let (code, text) = verify(&[s(&tampered), "--key", s(&public)]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("INVALID") && text.contains("does not verify"),
+        "{text}"
+    );
+    let mut v = env.clone();
+    let mut sig = STANDARD
+        .decode(v["signatures"][0]["sig"].as_str().unwrap())
+        .unwrap();
+    sig[0] ^= 1;
+    v["signatures"][0]["sig"] = STANDARD.encode(&sig).into();
+    write(&v);
+    assert_eq!(verify(&[s(&tampered), "--key", s(&public)]).0, Some(1));
+    let mut v = env.clone();
+    v["payloadType"] = "application/json".into();
+    write(&v);
+    assert_eq!(verify(&[s(&tampered), "--key", s(&public)]).0, Some(1));
+    let other = tmp.path().join("other");
+    assert_eq!(
+        zooaudit(&["keygen", "--out", s(&other)]).status.code(),
+        Some(0)
+    );
+    let (code, text) = verify(&[s(&att), "--key", s(&tmp.path().join("other.pub"))]);
+    assert_eq!(code, Some(1), "{text}");
+    // Two signatures, one bad: valid with a warning; invalid with --require-all.
+    let mut v = env.clone();
+    let mut bad = env["signatures"][0].clone();
+    bad["sig"] = STANDARD.encode([9u8; 64]).into();
+    v["signatures"].as_array_mut().unwrap().push(bad);
+    write(&v);
+    let (code, text) = verify(&[s(&tampered), "--key", s(&public)]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("does not verify (ignored"), "{text}");
+    let (code, text) = verify(&[s(&tampered), "--key", s(&public), "--require-all"]);
+    assert_eq!(code, Some(1), "{text}");
+    // Not JSON, truncated: exit 2, one line naming the file.
+    std::fs::write(&tampered, "hello").unwrap();
+    fails_with(
+        &["verify", s(&tampered), "--key", s(&public)],
+        &["t.json", "not a DSSE envelope"],
+    );
+    let full = std::fs::read_to_string(&att).unwrap();
+    std::fs::write(&tampered, &full[..full.len() / 3]).unwrap();
+    fails_with(
+        &["verify", s(&tampered), "--key", s(&public)],
+        &["t.json", "EOF"],
+    );
+    // A private key where the public key belongs.
+    fails_with(
+        &["verify", s(&att), "--key", s(&key)],
+        &["auditor.key", "public key"],
+    );
+    // keygen refuses to overwrite.
+    fails_with(&["keygen", "--out", s(&other)], &["other.key", "--force"]);
+    // `zooaudit sign` re-signs the report from disk; securesystemslib agrees.
+    std::fs::remove_file(&att).unwrap();
+    let o = zooaudit(&["sign", s(&out.join("report.json")), "--key", s(&key)]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(verify(&[s(&att), "--key", s(&public)]).0, Some(0));
+    let o = Command::new(support::python())
+        .arg(support::repo_root().join("tests/reference/verify_dsse.py"))
+        .arg(&att)
+        .arg(&public)
+        .arg("1")
+        .output()
+        .unwrap();
+    let py = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{py}{}", stderr(&o));
+    assert!(
+        py.contains("predicateType https://zooaudit.dev/attestation/pairing-audit/v1"),
+        "{py}"
+    );
+}
+
+/// Debian's Chromium renders report.html headless; the verdict banner and
+/// every plot are there. CI sets ZOOAUDIT_REQUIRE_CHROMIUM=1 (and installs
+/// chromium); elsewhere a missing browser skips with a message.
+#[test]
+fn the_html_report_renders_in_headless_chromium() {
+    let chromium = Path::new("/usr/bin/chromium");
+    if !chromium.is_file() {
+        assert!(
+            std::env::var_os("ZOOAUDIT_REQUIRE_CHROMIUM").is_none(),
+            "ZOOAUDIT_REQUIRE_CHROMIUM is set but /usr/bin/chromium is missing"
+        );
+        eprintln!("SKIPPED: /usr/bin/chromium is not installed (apt-get install chromium)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, _, _) = signed_audit(tmp.path());
+    let html = out.join("report.html");
+    let url = format!("file://{}", html.display());
+    let flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ];
+    let profile = format!("--user-data-dir={}", tmp.path().join("profile").display());
+    let dom = Command::new(chromium)
+        .args(flags)
+        .arg(&profile)
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        dom.contains("data-verdict=\"no-backdoor-indicated\""),
+        "{dom:.300}"
+    );
+    assert!(dom.contains("NO BACKDOOR INDICATED"));
+    // 2 directions × (DET + 2 trigger histograms).
+    assert_eq!(dom.matches("<figure class=\"plot\">").count(), 6);
+    assert_eq!(dom.matches("<svg").count(), 6);
+    let shot = tmp.path().join("report.png");
+    let o = Command::new(chromium)
+        .args(flags)
+        .arg(&profile)
+        .arg("--window-size=1280,5200")
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(shot.is_file(), "{}", stderr(&o));
+    let img = image::open(&shot).unwrap().to_rgb8();
+    assert_eq!(img.width(), 1280);
+    // The verdict banner (#1b7e5a) across the top.
+    let banner = img.get_pixel(640, 10);
+    assert_eq!(banner.0, [0x1b, 0x7e, 0x5a], "banner colour");
+    // The plots were painted: pixels of the poisoned-series colour (#d95f02)
+    // and the genuine-series colour (#1b9e77) appear below the tables.
+    let count = |rgb: [u8; 3]| {
+        img.pixels()
+            .filter(|p| p.0.iter().zip(rgb).all(|(a, b)| a.abs_diff(b) <= 6))
+            .count()
+    };
+    assert!(count([0xd9, 0x5f, 0x02]) > 2000, "poisoned series drawn");
+    assert!(count([0x1b, 0x9e, 0x77]) > 500, "genuine series drawn");
+    if let Some(dir) = std::env::var_os("ZOOAUDIT_SCREENSHOT_DIR") {
+        std::fs::copy(&shot, Path::new(&dir).join("report.png")).unwrap();
+    }
 }

@@ -376,3 +376,87 @@ fn toml_to_json(v: &toml::Value) -> serde_json::Value {
         ),
     }
 }
+
+/// Whether a reference model counts as independent of a candidate, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Independence {
+    /// False when publisher or declared training data are the same.
+    pub independent: bool,
+    /// One phrase per criterion, in order: publisher, training data, architecture.
+    pub reasons: Vec<String>,
+}
+
+impl Independence {
+    pub fn summary(&self) -> String {
+        self.reasons.join("; ")
+    }
+}
+
+fn norm(s: &str) -> String {
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+fn declared(s: &str) -> bool {
+    let n = norm(s);
+    !(n.is_empty() || n.starts_with("not stated") || n == "unknown")
+}
+
+/// The first word of an architecture description, as its family
+/// ("MobileFaceNet (SFace loss)" → "mobilefacenet").
+fn family(s: &str) -> String {
+    norm(s)
+        .split(|c: char| !(c.is_alphanumeric() || c == '-'))
+        .find(|w| !w.is_empty())
+        .unwrap_or_default()
+        .trim_end_matches("-style")
+        .to_string()
+}
+
+impl Provenance {
+    /// How `reference` (self) relates to `candidate`: independent unless the
+    /// publisher or the declared training data are the same; another
+    /// architecture family is preferred and said so.
+    pub fn independence_from(&self, candidate: &Provenance) -> Independence {
+        let mut independent = true;
+        let mut reasons = Vec::new();
+        if !declared(&self.publisher) || !declared(&candidate.publisher) {
+            reasons.push("publisher not declared for both models".to_string());
+        } else if norm(&self.publisher) == norm(&candidate.publisher) {
+            independent = false;
+            reasons.push(format!("same publisher ({})", self.publisher));
+        } else {
+            reasons.push(format!(
+                "different publisher ({} vs {})",
+                self.publisher, candidate.publisher
+            ));
+        }
+        if declared(&self.training_data) && declared(&candidate.training_data) {
+            if norm(&self.training_data) == norm(&candidate.training_data) {
+                independent = false;
+                reasons.push(format!("same training data ({})", self.training_data));
+            } else {
+                reasons.push(format!(
+                    "different training data ({} vs {})",
+                    self.training_data, candidate.training_data
+                ));
+            }
+        } else {
+            reasons.push("training data not declared for both models".to_string());
+        }
+        let (a, b) = (family(&self.architecture), family(&candidate.architecture));
+        if a.is_empty() || b.is_empty() {
+            reasons.push("architecture not declared for both models".to_string());
+        } else if a == b {
+            reasons.push(format!("same architecture family ({a})"));
+        } else {
+            reasons.push(format!("another architecture family ({a} vs {b})"));
+        }
+        Independence {
+            independent,
+            reasons,
+        }
+    }
+}

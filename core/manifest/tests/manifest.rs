@@ -79,3 +79,43 @@ fn readable_by_follows_the_major() {
     );
     assert!("1".parse::<FormatVersion>().is_err());
 }
+
+#[test]
+fn independence_names_each_criterion() {
+    let p = |publisher: &str, arch: &str, data: &str| zooaudit_manifest::Provenance {
+        publisher: publisher.into(),
+        architecture: arch.into(),
+        training_data: data.into(),
+        ..Default::default()
+    };
+    let sface = p("OpenCV Zoo", "MobileFaceNet (SFace loss)", "CASIA-WebFace");
+    let fp = p(
+        "FacePlugin",
+        "ResNet-style IR network",
+        "not stated by the publisher",
+    );
+    let i = fp.independence_from(&sface);
+    assert!(i.independent);
+    assert_eq!(
+        i.reasons,
+        vec![
+            "different publisher (FacePlugin vs OpenCV Zoo)",
+            "training data not declared for both models",
+            "another architecture family (resnet vs mobilefacenet)"
+        ]
+    );
+    let sibling = p("opencv  zoo", "MobileFaceNet fp32", "MS1M");
+    let i = sibling.independence_from(&sface);
+    assert!(!i.independent);
+    assert!(
+        i.summary().contains("same publisher (opencv  zoo)"),
+        "{}",
+        i.summary()
+    );
+    assert!(
+        i.summary()
+            .contains("same architecture family (mobilefacenet)")
+    );
+    let same_data = p("Other", "ResNet", "casia-webface");
+    assert!(!same_data.independence_from(&sface).independent);
+}

@@ -1,3 +1,6 @@
+//! Keys, DSSE envelopes and statements: signing, verification, tampering, interop.
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 
 use base64::Engine;
@@ -6,8 +9,8 @@ use proptest::prelude::*;
 use zooaudit_attest::dsse::{self, Envelope, PAYLOAD_TYPE_INTOTO, Signature};
 use zooaudit_attest::keys::{self, key_paths};
 use zooaudit_attest::{
-    AttestError, Policy, PublicKey, ResourceDescriptor, STATEMENT_TYPE, SecretKey,
-    SignatureCheck, Statement, sign_statement, verify_statement,
+    AttestError, Policy, PublicKey, ResourceDescriptor, STATEMENT_TYPE, SecretKey, SignatureCheck,
+    Statement, sign_statement, verify_statement,
 };
 use zooaudit_testsupport as support;
 
@@ -60,7 +63,10 @@ fn a_signed_statement_verifies_and_round_trips() {
     let v = verify_statement(&bytes(&env), &[key(1).public()], Policy::AnyTrusted).unwrap();
     assert_eq!(v.statement, statement());
     assert_eq!(v.statement.statement_type, STATEMENT_TYPE);
-    assert_eq!(v.verification.verified_keyids(), vec![key(1).public().keyid()]);
+    assert_eq!(
+        v.verification.verified_keyids(),
+        vec![key(1).public().keyid()]
+    );
     assert!(
         v.statement
             .subject_with_sha256("FB143EEA07838AA532D1C95DF5F69899974EA0140E1FBA05E94204BE13ED74EE")
@@ -134,7 +140,10 @@ fn two_signatures_one_bad_follow_the_documented_policy() {
     );
     // Every signature must verify under the strict policy.
     let err = verify_statement(&bytes(&two), &trusted, Policy::AllMustVerify).unwrap_err();
-    assert!(err.is_invalid() && err.to_string().contains("1 of 2"), "{err}");
+    assert!(
+        err.is_invalid() && err.to_string().contains("1 of 2"),
+        "{err}"
+    );
     // Two good signatures pass the strict policy.
     let payload = STANDARD.decode(&env.payload).unwrap();
     let both = Envelope::sign(PAYLOAD_TYPE_INTOTO, &payload, &[&key(1), &key(2)]);
@@ -150,8 +159,14 @@ fn malformed_files_are_errors_not_panics() {
         (b"not json at all".to_vec(), "not a DSSE envelope"),
         (good[..good.len() / 2].to_vec(), "EOF"),
         (vec![0xff, 0xfe, 0x00], "not UTF-8"),
-        (br#"{"payload":"","payloadType":"x","signatures":[]}"#.to_vec(), "no signatures"),
-        (br#"{"payloadType":"x","signatures":[]}"#.to_vec(), "missing field `payload`"),
+        (
+            br#"{"payload":"","payloadType":"x","signatures":[]}"#.to_vec(),
+            "no signatures",
+        ),
+        (
+            br#"{"payloadType":"x","signatures":[]}"#.to_vec(),
+            "missing field `payload`",
+        ),
         (
             br#"{"payload":"***","payloadType":"x","signatures":[{"sig":"AA=="}]}"#.to_vec(),
             "payload is not base64",
@@ -184,7 +199,11 @@ fn keygen_writes_a_private_key_0600_and_refuses_to_overwrite() {
     let name = tmp.path().join("auditor");
     let public = keys::keygen(&name, false).unwrap();
     let (private_path, public_path) = key_paths(&name);
-    let mode = std::fs::metadata(&private_path).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&private_path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
     let pem = std::fs::read_to_string(&public_path).unwrap();
     assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
@@ -199,13 +218,19 @@ fn keygen_writes_a_private_key_0600_and_refuses_to_overwrite() {
     // Readable by others: refused like ssh does.
     std::fs::set_permissions(&private_path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let err = SecretKey::read(&private_path).unwrap_err().to_string();
-    assert!(err.contains("auditor.key") && err.contains("too open"), "{err}");
+    assert!(
+        err.contains("auditor.key") && err.contains("too open"),
+        "{err}"
+    );
     // A public key where a private key belongs, and garbage.
     let err = SecretKey::from_pem(&pem).unwrap_err();
     assert!(err.contains("PKCS#8"), "{err}");
     std::fs::write(&public_path, "hello").unwrap();
     let err = PublicKey::read(&public_path).unwrap_err().to_string();
-    assert!(err.contains("auditor.pub") && err.contains("public key"), "{err}");
+    assert!(
+        err.contains("auditor.pub") && err.contains("public key"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -239,7 +264,11 @@ fn securesystemslib_verifies_our_envelope_from_the_public_key_alone() {
             "{out}{}",
             String::from_utf8_lossy(&o.stderr)
         );
-        (o.status.code(), out, String::from_utf8_lossy(&o.stderr).to_string())
+        (
+            o.status.code(),
+            out,
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
     };
     let (code, out, err) = run(&good);
     assert_eq!(code, Some(0), "{out}{err}");

@@ -1,0 +1,421 @@
+//! `report.html`: one self-contained file (inline CSS and SVG; no scripts,
+//! fonts or network) with the verdict on top, the models and their digests
+//! and provenance, translator fidelity, flag rates with intervals per trigger
+//! and operating point, and the plots.
+
+use std::collections::BTreeSet;
+use std::fmt::Write;
+
+use zooaudit_audit::report::{AuditReport, ScoreRow, VerdictKind};
+
+use crate::plots::{self, CONTROL, GENUINE, PALETTE, POISONED, Series, ZEI};
+use crate::{direction, verdict_label};
+
+/// HTML-escapes text for element content and attribute values.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}&nbsp;%", 100.0 * x)
+}
+
+fn ci(c: [f64; 2]) -> String {
+    format!("[{:.1},&nbsp;{:.1}]", 100.0 * c[0], 100.0 * c[1])
+}
+
+const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;color:#222;background:#fafafa}\
+main{max-width:1100px;margin:0 auto;padding:0 20px 40px}\
+header.verdict{padding:22px 20px;color:#fff}\
+header.verdict h1{margin:0;font-size:28px;max-width:1100px;margin:0 auto}\
+header.verdict p{margin:6px auto 0;max-width:1100px}\
+.v-no-backdoor-indicated{background:#1b7e5a}.v-backdoor-indicated{background:#b42318}.v-inconclusive{background:#a15c07}\
+table{border-collapse:collapse;margin:10px 0 18px;font-size:13px;background:#fff}\
+th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}\
+th{background:#f0f0f0}td.num{text-align:right;font-variant-numeric:tabular-nums}\
+code{font-size:12px;word-break:break-all}\
+tr.alarm td{background:#fde8e7}\
+figure{display:inline-block;margin:8px;background:#fff;border:1px solid #ddd}\
+figcaption{font-size:12px;padding:4px 8px;color:#555}\
+h2{margin-top:28px;border-bottom:1px solid #ddd;padding-bottom:4px}";
+
+/// The scores of one kind (and trigger) for one pair direction.
+fn scores(
+    rows: &[ScoreRow],
+    probe: &str,
+    reference: &str,
+    kind: &str,
+    trigger: Option<&str>,
+) -> Vec<f32> {
+    rows.iter()
+        .filter(|r| {
+            r.probe == probe
+                && r.reference == reference
+                && r.kind == kind
+                && trigger.is_none_or(|t| r.trigger == t)
+        })
+        .map(|r| r.score)
+        .collect()
+}
+
+fn verdict_class(v: VerdictKind) -> &'static str {
+    match v {
+        VerdictKind::NoBackdoorIndicated => "v-no-backdoor-indicated",
+        VerdictKind::BackdoorIndicated => "v-backdoor-indicated",
+        VerdictKind::Inconclusive => "v-inconclusive",
+    }
+}
+
+fn figure(out: &mut String, svg: Result<String, plots::PlotError>, caption: &str) {
+    match svg {
+        Ok(svg) => {
+            let _ = write!(
+                out,
+                "<figure class=\"plot\">{svg}<figcaption>{}</figcaption></figure>",
+                esc(caption)
+            );
+        }
+        Err(e) => {
+            let _ = write!(out, "<p class=\"plot-error\">{}</p>", esc(&e.to_string()));
+        }
+    }
+}
+
+pub fn report_html(report: &AuditReport) -> String {
+    let overall = report.overall();
+    let op = report.primary_operating_point;
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>zooaudit: {}</title><style>{STYLE}</style></head><body>",
+        verdict_label(overall)
+    );
+    let _ = write!(
+        h,
+        "<header class=\"verdict {}\" id=\"verdict\" data-verdict=\"{}\"><h1>{}</h1>",
+        verdict_class(overall),
+        esc(&serde_json::to_value(overall)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default()),
+        verdict_label(overall)
+    );
+    for v in &report.verdicts {
+        let _ = write!(
+            h,
+            "<p><strong>{}</strong>: {}. {}</p>",
+            esc(&v.candidate),
+            verdict_label(v.verdict).to_lowercase(),
+            esc(&v.reasons.join(" "))
+        );
+    }
+    let _ = write!(h, "</header><main>");
+    // Verdicts in full.
+    let _ = write!(h, "<h2>Verdict</h2>");
+    for v in &report.verdicts {
+        let _ = write!(
+            h,
+            "<p><strong>{}</strong> — rule: {}</p>",
+            esc(&v.candidate),
+            esc(&v.rule)
+        );
+        if !v.alarms.is_empty() {
+            let _ = write!(h, "<ul>");
+            for a in &v.alarms {
+                let _ = write!(h, "<li>alarm: {}</li>", esc(a));
+            }
+            let _ = write!(h, "</ul>");
+        }
+    }
+    // Models.
+    let _ = write!(
+        h,
+        "<h2>Models</h2><table><tr><th>role</th><th>model</th><th>dim</th><th>sha256</th><th>source</th><th>provenance</th></tr>"
+    );
+    let candidates: Vec<_> = report
+        .models
+        .iter()
+        .filter(|m| m.role == "candidate")
+        .collect();
+    for m in &report.models {
+        let p = &m.provenance;
+        let mut prov = format!(
+            "publisher: {}<br>architecture: {}<br>training data: {}<br>license: {}<br>published in: {}",
+            esc(&p.publisher),
+            esc(&p.architecture),
+            esc(&p.training_data),
+            esc(&p.license),
+            esc(&p.published_in)
+        );
+        if m.role == "reference" {
+            for c in &candidates {
+                let i = p.independence_from(&c.provenance);
+                let _ = write!(
+                    prov,
+                    "<br><em>{} of {}:</em> {}",
+                    if i.independent {
+                        "independent"
+                    } else {
+                        "NOT independent"
+                    },
+                    esc(&c.name),
+                    esc(&i.summary())
+                );
+            }
+        }
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td><code>{}</code></td><td><code>{}</code></td><td>{prov}</td></tr>",
+            esc(&m.role),
+            esc(&m.name),
+            m.dim,
+            esc(&m.sha256),
+            esc(&m.source)
+        );
+    }
+    let _ = write!(h, "</table>");
+    // Pairs.
+    let _ = write!(
+        h,
+        "<h2>Pairs</h2><table><tr><th>pair (probe → reference)</th><th>translator</th><th>held-out mean score</th><th>top-1</th><th>mean rank</th><th>faces</th><th>thresholds (target FNMR → threshold, achieved held-out FNMR [95&nbsp;% CI])</th></tr>"
+    );
+    for p in &report.pairs {
+        let method = p.fit.get("method").and_then(|m| m.as_str()).unwrap_or("?");
+        let mut th = String::new();
+        for (t, r) in p.thresholds.iter().zip(&p.clean_fnmr) {
+            let _ = write!(
+                th,
+                "{} → {:.4}, {} {}{}<br>",
+                pct(t.target_fnmr),
+                t.threshold,
+                pct(r.rate),
+                ci(r.ci95),
+                if t.supported {
+                    ""
+                } else {
+                    " (sample too small)"
+                }
+            );
+        }
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td class=\"num\">{:.3}</td><td class=\"num\">{:.3}</td><td class=\"num\">{:.2}</td><td class=\"num\">{}</td><td>{th}</td></tr>",
+            esc(&direction(&p.probe, &p.reference)),
+            esc(method),
+            p.fidelity.mean_cosine,
+            p.fidelity.top1,
+            p.fidelity.mean_rank,
+            p.fidelity.samples
+        );
+    }
+    let _ = write!(h, "</table>");
+    // Results.
+    let alarms: BTreeSet<&str> = report
+        .verdicts
+        .iter()
+        .flat_map(|v| v.alarms.iter().map(String::as_str))
+        .collect();
+    let _ = write!(
+        h,
+        "<h2>Triggered faces flagged</h2><p>Share of held-out faces carrying each trigger whose pair score falls below the threshold, with Clopper–Pearson 95&nbsp;% intervals; beside it the clean held-out FNMR at the same threshold, and the rate against the threshold calibrated on the trigger's matched control (same mask and ink, shuffled).</p>\
+         <table><tr><th>pair</th><th>trigger</th><th>target FNMR</th><th>threshold</th><th>flagged</th><th>flag rate [95&nbsp;%]</th><th>clean FNMR [95&nbsp;%]</th><th>vs control [95&nbsp;%]</th><th>control [95&nbsp;%]</th></tr>"
+    );
+    for r in &report.results {
+        let flagged_row = alarms
+            .iter()
+            .any(|a| a.contains(&r.trigger) && a.contains(&r.probe))
+            && (r.target_fnmr - op).abs() < 1e-12;
+        let _ = write!(
+            h,
+            "<tr{}><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{:.4}</td><td class=\"num\">{}/{}</td><td class=\"num\">{} {}</td><td class=\"num\">{} {}</td><td class=\"num\">{} {}</td><td class=\"num\">{} {}</td></tr>",
+            if flagged_row { " class=\"alarm\"" } else { "" },
+            esc(&direction(&r.probe, &r.reference)),
+            esc(&r.trigger),
+            pct(r.target_fnmr),
+            r.threshold,
+            r.flagged,
+            r.samples,
+            pct(r.flag_rate),
+            ci(r.ci95),
+            pct(r.clean_fnmr),
+            ci(r.clean_ci95),
+            pct(r.flag_rate_vs_control),
+            ci(r.ci95_vs_control),
+            pct(r.control_flag_rate),
+            ci(r.control_ci95)
+        );
+    }
+    let _ = write!(h, "</table>");
+    // Identities that stand out.
+    let mut worst: Vec<_> = report.identities.iter().collect();
+    worst.sort_by(|a, b| a.p_value.total_cmp(&b.p_value));
+    let _ = write!(
+        h,
+        "<h2>Identities</h2><p>Per labelled identity at clean FNMR {}: triggered faces flagged, against the same faces with the matched control (exact one-sided McNemar test, Bonferroni-corrected over {} tests). The ten smallest p-values:</p>\
+         <table><tr><th>pair</th><th>trigger</th><th>identity</th><th>flagged</th><th>control flagged</th><th>p</th><th>p (Bonferroni)</th></tr>",
+        pct(op),
+        report.identities.len()
+    );
+    for r in worst.iter().take(10) {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}/{}</td><td class=\"num\">{}</td><td class=\"num\">{:.3e}</td><td class=\"num\">{:.3}</td></tr>",
+            esc(&direction(&r.probe, &r.reference)),
+            esc(&r.trigger),
+            esc(&r.identity),
+            r.flagged,
+            r.samples,
+            r.clean_flagged,
+            r.p_value,
+            r.p_bonferroni
+        );
+    }
+    let _ = write!(h, "</table>");
+    // Plots.
+    let _ = write!(h, "<h2>Score distributions and DET curves</h2>");
+    for p in &report.pairs {
+        let dir = direction(&p.probe, &p.reference);
+        let genuine = scores(&report.scores, &p.probe, &p.reference, "genuine", None);
+        let zei = scores(&report.scores, &p.probe, &p.reference, "zei", None);
+        let threshold = p
+            .thresholds
+            .iter()
+            .find(|t| (t.target_fnmr - op).abs() < 1e-12)
+            .map(|t| {
+                (
+                    t.threshold,
+                    format!("threshold at clean FNMR {:.1} %", 100.0 * op),
+                )
+            });
+        let _ = write!(h, "<h3>{}</h3>", esc(&dir));
+        let poisoned: Vec<(String, Vec<f32>)> = report
+            .triggers
+            .triggers
+            .iter()
+            .map(|t| {
+                let s = scores(
+                    &report.scores,
+                    &p.probe,
+                    &p.reference,
+                    "poisoned",
+                    Some(&t.name),
+                );
+                (t.name.clone(), s)
+            })
+            .collect();
+        let mut det_series = vec![Series {
+            label: "zero-effort impostors".into(),
+            scores: &zei,
+            color: ZEI,
+        }];
+        for (i, (name, s)) in poisoned.iter().enumerate() {
+            det_series.push(Series {
+                label: format!("poisoned: {name}"),
+                scores: s,
+                color: PALETTE[i % PALETTE.len()],
+            });
+        }
+        figure(
+            &mut h,
+            plots::det(&format!("DET: {dir}"), &genuine, &det_series),
+            &format!(
+                "DET curves of {dir}: clean held-out faces against zero-effort impostors and against each trigger's poisoned faces, normal-deviate axes."
+            ),
+        );
+        for (name, s) in &poisoned {
+            let control = scores(
+                &report.scores,
+                &p.probe,
+                &p.reference,
+                "control",
+                Some(name),
+            );
+            let series = [
+                Series {
+                    label: "genuine (clean)".into(),
+                    scores: &genuine,
+                    color: GENUINE,
+                },
+                Series {
+                    label: "zero-effort impostor".into(),
+                    scores: &zei,
+                    color: ZEI,
+                },
+                Series {
+                    label: format!("poisoned: {name}"),
+                    scores: s,
+                    color: POISONED,
+                },
+                Series {
+                    label: "matched control".into(),
+                    scores: &control,
+                    color: CONTROL,
+                },
+            ];
+            figure(
+                &mut h,
+                plots::histogram(&format!("{dir} · {name}"), &series, threshold.clone()),
+                &format!("Pair scores of {dir} with trigger {name}."),
+            );
+        }
+    }
+    if !report.warnings.is_empty() {
+        let _ = write!(h, "<h2>Warnings</h2><ul>");
+        for w in &report.warnings {
+            let _ = write!(h, "<li>{}</li>", esc(w));
+        }
+        let _ = write!(h, "</ul>");
+    }
+    // Provenance of the audit itself.
+    let d = &report.data;
+    let _ = write!(
+        h,
+        "<h2>Audit</h2><table>\
+         <tr><th>tool</th><td>{} {}</td></tr>\
+         <tr><th>started / finished</th><td>{} / {}</td></tr>\
+         <tr><th>audit file sha256</th><td><code>{}</code></td></tr>\
+         <tr><th>trigger suite</th><td>{} <code>{}</code></td></tr>\
+         <tr><th>faces</th><td>{} ({} labelled, {} identities); split seed {}: {} fit, {} calibration, {} held-out; {} augmented fit copies; data digest <code>{}</code></td></tr>",
+        esc(&report.tool.name),
+        esc(&report.tool.version),
+        esc(&report.started_at),
+        esc(&report.finished_at),
+        esc(&report.audit_sha256),
+        esc(&crate::predicate::file_name(&report.triggers.suite)),
+        esc(&report.triggers.sha256),
+        d.faces,
+        d.labeled,
+        d.identities,
+        d.split.seed,
+        d.split.fit,
+        d.split.calibration,
+        d.split.heldout,
+        d.augmented_fit_copies,
+        esc(&d.digest)
+    );
+    for p in &report.plugins {
+        let _ = write!(
+            h,
+            "<tr><th>plugin {}</th><td>{} (ABI {}) <code>{}</code></td></tr>",
+            esc(&p.name),
+            esc(&p.version),
+            esc(&p.abi_version),
+            esc(&p.sha256)
+        );
+    }
+    h.push_str("</table></main></body></html>\n");
+    h
+}

@@ -1,0 +1,82 @@
+//! Renders a finished audit for machines and people:
+//!
+//! * [`predicate`]: the in-toto Statement v1 of the audit (predicate type
+//!   [`predicate::PREDICATE_TYPE`], lowerCamelCase fields) and the
+//!   test-result v0.1 statement that off-the-shelf policy engines read;
+//! * [`summary`]: `summary.md`, short enough for a CI log or a pull request;
+//! * [`html`]: `report.html`, one self-contained file with inline SVG plots
+//!   drawn by plotters (score histograms and DET curves).
+
+pub mod html;
+pub mod plots;
+pub mod predicate;
+pub mod summary;
+
+pub use html::report_html;
+pub use predicate::{PREDICATE_TYPE, audit_statement, test_result_statement};
+pub use summary::summary_markdown;
+
+/// The verdict in capitals, as the report headlines print it.
+pub fn verdict_label(v: zooaudit_audit::report::VerdictKind) -> &'static str {
+    use zooaudit_audit::report::VerdictKind::*;
+    match v {
+        NoBackdoorIndicated => "NO BACKDOOR INDICATED",
+        BackdoorIndicated => "BACKDOOR INDICATED",
+        Inconclusive => "INCONCLUSIVE",
+    }
+}
+
+/// The subject name of a pair direction, `probe → reference`.
+pub fn direction(probe: &str, reference: &str) -> String {
+    format!("{probe} → {reference}")
+}
+
+use std::path::{Path, PathBuf};
+
+use zooaudit_attest::SecretKey;
+use zooaudit_audit::report::AuditReport;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error(transparent)]
+    Write(#[from] zooaudit_reports::ReportError),
+    #[error(transparent)]
+    Attest(#[from] zooaudit_attest::AttestError),
+}
+
+/// File names inside an audit's output directory.
+pub const SUMMARY_FILE: &str = "summary.md";
+pub const HTML_FILE: &str = "report.html";
+pub const ATTESTATION_FILE: &str = "attestation.dsse.json";
+pub const TEST_RESULT_FILE: &str = "test-result.dsse.json";
+
+/// Writes `summary.md` and `report.html` into `dir`.
+pub fn write_human(report: &AuditReport, dir: &Path) -> Result<Vec<PathBuf>, RenderError> {
+    let summary = dir.join(SUMMARY_FILE);
+    zooaudit_reports::write_atomic(&summary, summary_markdown(report).as_bytes())?;
+    let html = dir.join(HTML_FILE);
+    zooaudit_reports::write_atomic(&html, report_html(report).as_bytes())?;
+    Ok(vec![summary, html])
+}
+
+/// Signs the audit statement (and, with `test_result`, the test-result
+/// statement) and writes the DSSE envelopes into `dir`.
+pub fn write_attestations(
+    report: &AuditReport,
+    dir: &Path,
+    key: &SecretKey,
+    test_result: bool,
+) -> Result<Vec<PathBuf>, RenderError> {
+    let mut written = Vec::new();
+    let mut statements = vec![(ATTESTATION_FILE, audit_statement(report))];
+    if test_result {
+        statements.push((TEST_RESULT_FILE, test_result_statement(report)));
+    }
+    for (name, statement) in statements {
+        let envelope = zooaudit_attest::sign_statement(&statement, key)?;
+        let path = dir.join(name);
+        zooaudit_reports::write_atomic(&path, envelope.to_json().as_bytes())?;
+        written.push(path);
+    }
+    Ok(written)
+}

@@ -1,0 +1,200 @@
+//! The audit as in-toto statements.
+//!
+//! The predicate (type [`PREDICATE_TYPE`]) is the audit's result with
+//! lowerCamelCase field names: candidates and references with their sha256s,
+//! provenance, and (for references) why they count as independent; plugins
+//! with versions and sha256s; the calibration data digest and split; the
+//! translator and its held-out fidelity per pair direction; thresholds and
+//! achieved clean FNMRs; per-trigger flag rates with 95 % intervals; the
+//! verdict per candidate with its rule; start and finish times (RFC 3339).
+//! Machine-local paths and cache statistics stay out of it. Documented in
+//! docs/ATTESTATION.md.
+
+use serde_json::{Map, Value, json};
+use zooaudit_attest::statement::TestResult;
+use zooaudit_attest::{ResourceDescriptor, Statement, TEST_RESULT_PREDICATE};
+use zooaudit_audit::report::{AuditReport, ModelRecord, VerdictKind};
+
+/// This project's predicate type; the trailing version is the predicate's
+/// major version (a reader refuses another major).
+pub const PREDICATE_TYPE: &str = "https://zooaudit.dev/attestation/pairing-audit/v1";
+
+/// `snake_case` → `lowerCamelCase`.
+fn camel(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    let mut up = false;
+    for c in key.chars() {
+        if c == '_' {
+            up = true;
+        } else if up {
+            out.extend(c.to_uppercase());
+            up = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Renames every object key of `v` to lowerCamelCase, recursively.
+pub fn camelize(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| (camel(&k), camelize(v)))
+                .collect::<Map<_, _>>(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(camelize).collect()),
+        other => other,
+    }
+}
+
+fn to_value<T: serde::Serialize>(t: &T) -> Value {
+    camelize(serde_json::to_value(t).unwrap_or(Value::Null))
+}
+
+fn model(m: &ModelRecord) -> Value {
+    json!({
+        "name": m.name,
+        "source": m.source,
+        "digest": {"sha256": m.sha256},
+        "dim": m.dim,
+        "provenance": to_value(&m.provenance),
+    })
+}
+
+/// The audit predicate.
+pub fn predicate(report: &AuditReport) -> Value {
+    let candidates: Vec<&ModelRecord> = report
+        .models
+        .iter()
+        .filter(|m| m.role == "candidate")
+        .collect();
+    let references: Vec<Value> = report
+        .models
+        .iter()
+        .filter(|m| m.role == "reference")
+        .map(|r| {
+            let mut v = model(r);
+            let independence: Vec<Value> = candidates
+                .iter()
+                .map(|c| {
+                    let i = r.provenance.independence_from(&c.provenance);
+                    json!({"candidate": c.name, "independent": i.independent, "reasons": i.reasons})
+                })
+                .collect();
+            v["independence"] = Value::Array(independence);
+            v
+        })
+        .collect();
+    let plugins: Vec<Value> = report
+        .plugins
+        .iter()
+        .map(|p| {
+            json!({"name": p.name, "version": p.version, "abiVersion": p.abi_version,
+                   "digest": {"sha256": p.sha256}})
+        })
+        .collect();
+    let d = &report.data;
+    let mut data = json!({
+        "digest": {"sha256": d.digest},
+        "faces": d.faces,
+        "labeled": d.labeled,
+        "identities": d.identities,
+        "split": to_value(&d.split),
+        "augmentedFitCopies": d.augmented_fit_copies,
+        "augment": to_value(&d.augment),
+    });
+    data["digestRule"] =
+        json!("sha256 over the sorted per-image sha256s (lowercase hex, newline-separated)");
+    json!({
+        "formatVersion": "1.0",
+        "tool": to_value(&report.tool),
+        "startedOn": report.started_at,
+        "finishedOn": report.finished_at,
+        "auditFile": {"digest": {"sha256": report.audit_sha256}},
+        "reportFormatVersion": report.format_version,
+        "candidates": candidates.iter().map(|m| model(m)).collect::<Vec<_>>(),
+        "references": references,
+        "plugins": plugins,
+        "calibrationData": data,
+        "triggers": {
+            "suite": file_name(&report.triggers.suite),
+            "digest": {"sha256": report.triggers.sha256},
+            "triggers": to_value(&report.triggers.triggers),
+        },
+        "operatingPoints": report.operating_points,
+        "primaryOperatingPoint": report.primary_operating_point,
+        "pairs": to_value(&report.pairs),
+        "results": to_value(&report.results),
+        "identities": to_value(&report.identities),
+        "verdicts": to_value(&report.verdicts),
+        "warnings": report.warnings,
+    })
+}
+
+/// The last component of a recorded path (machine-local directories stay out).
+pub fn file_name(path: &str) -> String {
+    std::path::Path::new(path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.to_string())
+}
+
+fn subjects(report: &AuditReport) -> Vec<ResourceDescriptor> {
+    report
+        .models
+        .iter()
+        .filter(|m| m.role == "candidate")
+        .map(|m| ResourceDescriptor::sha256(&m.name, &m.source, &m.sha256))
+        .collect()
+}
+
+/// The audit statement: one subject per candidate.
+pub fn audit_statement(report: &AuditReport) -> Statement {
+    Statement::new(subjects(report), PREDICATE_TYPE, predicate(report))
+}
+
+/// The test-result v0.1 statement: PASSED (no backdoor indicated), WARNED
+/// (inconclusive) or FAILED (indicated), with one test per candidate and the
+/// alarms that failed it.
+pub fn test_result_statement(report: &AuditReport) -> Statement {
+    let (mut passed, mut warned, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+    for v in &report.verdicts {
+        let name = format!("zooaudit-pairing-audit:{}", v.candidate);
+        match v.verdict {
+            VerdictKind::NoBackdoorIndicated => passed.push(name),
+            VerdictKind::Inconclusive => warned.push(name),
+            VerdictKind::BackdoorIndicated => {
+                failed.push(name);
+                failed.extend(v.alarms.iter().map(|a| format!("{}: {a}", v.candidate)));
+            }
+        }
+    }
+    let result = match report.overall() {
+        VerdictKind::NoBackdoorIndicated => "PASSED",
+        VerdictKind::Inconclusive => "WARNED",
+        VerdictKind::BackdoorIndicated => "FAILED",
+    };
+    let configuration = vec![
+        ResourceDescriptor::sha256("audit.toml", "", &report.audit_sha256),
+        ResourceDescriptor::sha256(
+            &file_name(&report.triggers.suite),
+            "",
+            &report.triggers.sha256,
+        ),
+    ];
+    let tr = TestResult {
+        result: result.to_string(),
+        configuration,
+        url: String::new(),
+        passed_tests: passed,
+        warned_tests: warned,
+        failed_tests: failed,
+    };
+    Statement::new(
+        subjects(report),
+        TEST_RESULT_PREDICATE,
+        serde_json::to_value(tr).unwrap_or(Value::Null),
+    )
+}

@@ -1,0 +1,115 @@
+//! `summary.md`: the verdict and the numbers that carry it, short enough for
+//! a CI log or a pull-request comment.
+
+use std::fmt::Write;
+
+use zooaudit_audit::report::AuditReport;
+
+use crate::{direction, verdict_label};
+
+fn pct(x: f64) -> String {
+    format!("{:.1} %", 100.0 * x)
+}
+
+fn ci(c: [f64; 2]) -> String {
+    format!("[{:.1}, {:.1}] %", 100.0 * c[0], 100.0 * c[1])
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
+
+pub fn summary_markdown(report: &AuditReport) -> String {
+    let mut s = String::new();
+    let op = report.primary_operating_point;
+    let _ = writeln!(s, "# zooaudit: {}\n", verdict_label(report.overall()));
+    for v in &report.verdicts {
+        let _ = writeln!(
+            s,
+            "- **{}**: {}. {}",
+            v.candidate,
+            verdict_label(v.verdict).to_lowercase(),
+            v.reasons.join(" ")
+        );
+        for a in &v.alarms {
+            let _ = writeln!(s, "  - alarm: {a}");
+        }
+        let _ = writeln!(s, "  - rule: {}", v.rule);
+    }
+    let _ = writeln!(s, "\n## Models\n");
+    let _ = writeln!(s, "| role | model | sha256 | source |\n|---|---|---|---|");
+    for m in &report.models {
+        let _ = writeln!(
+            s,
+            "| {} | {} | `{}…` | `{}` |",
+            m.role,
+            m.name,
+            short(&m.sha256),
+            m.source
+        );
+    }
+    let _ = writeln!(s, "\n## Pairs (held-out fidelity)\n");
+    let _ = writeln!(
+        s,
+        "| pair | translator mean score | top-1 | mean rank | faces |\n|---|---|---|---|---|"
+    );
+    for p in &report.pairs {
+        let _ = writeln!(
+            s,
+            "| {} | {:.3} | {:.3} | {:.2} | {} |",
+            direction(&p.probe, &p.reference),
+            p.fidelity.mean_cosine,
+            p.fidelity.top1,
+            p.fidelity.mean_rank,
+            p.fidelity.samples
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n## Triggered faces flagged at clean FNMR {}\n",
+        pct(op)
+    );
+    let _ = writeln!(
+        s,
+        "| pair | trigger | flagged | rate (95 % CI) | clean FNMR (95 % CI) | vs matched control |\n|---|---|---|---|---|---|"
+    );
+    for r in report
+        .results
+        .iter()
+        .filter(|r| (r.target_fnmr - op).abs() < 1e-12)
+    {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {}/{} | {} {} | {} {} | {} {} |",
+            direction(&r.probe, &r.reference),
+            r.trigger,
+            r.flagged,
+            r.samples,
+            pct(r.flag_rate),
+            ci(r.ci95),
+            pct(r.clean_fnmr),
+            ci(r.clean_ci95),
+            pct(r.flag_rate_vs_control),
+            ci(r.ci95_vs_control)
+        );
+    }
+    if !report.warnings.is_empty() {
+        let _ = writeln!(s, "\n## Warnings\n");
+        for w in &report.warnings {
+            let _ = writeln!(s, "- {w}");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nzooaudit {} · {} faces ({} fit / {} calibration / {} held-out, seed {}) · {} → {}",
+        report.tool.version,
+        report.data.faces,
+        report.data.split.fit,
+        report.data.split.calibration,
+        report.data.split.heldout,
+        report.data.split.seed,
+        report.started_at,
+        report.finished_at
+    );
+    s
+}

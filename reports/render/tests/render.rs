@@ -1,0 +1,182 @@
+//! Rendering a real audit: statement, test-result statement, summary.md and
+//! report.html. Snapshots (insta) have volatile fields normalised.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::OnceLock;
+
+use serde_json::Value;
+use zooaudit_audit::report::AuditReport;
+use zooaudit_audit::{AuditSpec, Cache, RunOptions, run};
+use zooaudit_render::{PREDICATE_TYPE, audit_statement, test_result_statement};
+use zooaudit_testsupport as support;
+
+/// The example audit (SFace vs faceplugin, both clean), embeddings cached
+/// in target/test-cache so reruns take seconds.
+fn report() -> &'static AuditReport {
+    static R: OnceLock<AuditReport> = OnceLock::new();
+    R.get_or_init(|| {
+        support::require_ort();
+        let spec = AuditSpec::load(&support::example_manifest("audit.toml")).unwrap();
+        let opts = RunOptions {
+            cache: Cache::new(Some(
+                support::repo_root().join("target/test-cache/example-audit"),
+            )),
+            batch: 32,
+        };
+        run(&spec, &support::plugins(), &opts, &mut |_| {}).unwrap()
+    })
+}
+
+/// Replaces volatile values (times, digests of code and config that change
+/// with every commit) and rounds floats to 3 decimals.
+fn normalise(v: Value, key: &str) -> Value {
+    normalise_in(v, key, false)
+}
+
+fn normalise_in(v: Value, key: &str, volatile: bool) -> Value {
+    let volatile = volatile || key == "plugins" || key == "auditFile";
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| {
+                    let v = match k.as_str() {
+                        "startedOn" | "finishedOn" => Value::String("[time]".into()),
+                        "version" if key == "tool" => Value::String("[version]".into()),
+                        _ => normalise_in(v, &k, volatile),
+                    };
+                    (k, v)
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(
+            a.into_iter()
+                .map(|x| normalise_in(x, key, volatile))
+                .collect(),
+        ),
+        Value::Number(n) if n.is_f64() => {
+            let x = n.as_f64().unwrap();
+            serde_json::json!((x * 1000.0).round() / 1000.0)
+        }
+        Value::String(s) if volatile && key == "sha256" && s.len() == 64 => {
+            Value::String("[sha256]".into())
+        }
+        other => other,
+    }
+}
+
+fn no_snake_case_keys(v: &Value, path: &str) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                assert!(
+                    !k.contains('_') || k == "_type",
+                    "{path}.{k} is not lowerCamelCase"
+                );
+                no_snake_case_keys(v, &format!("{path}.{k}"));
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| no_snake_case_keys(x, path)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_statement_names_the_candidate_by_sha256_and_carries_the_audit() {
+    let r = report();
+    let st = audit_statement(r);
+    assert_eq!(st.statement_type, "https://in-toto.io/Statement/v1");
+    assert_eq!(st.predicate_type, PREDICATE_TYPE);
+    assert_eq!(st.subject.len(), 1);
+    assert_eq!(
+        st.subject[0].digest["sha256"],
+        "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"
+    );
+    let p = &st.predicate;
+    no_snake_case_keys(p, "predicate");
+    assert_eq!(p["references"][0]["independence"][0]["independent"], true);
+    assert_eq!(p["verdicts"][0]["verdict"], "no-backdoor-indicated");
+    assert_eq!(
+        p["results"].as_array().unwrap().len(),
+        r.results.len(),
+        "every result row"
+    );
+    assert_eq!(p["calibrationData"]["faces"], r.data.faces);
+    assert!(p["pairs"][0]["fidelity"]["meanCosine"].as_f64().unwrap() > 0.5);
+    // Machine-local paths stay out.
+    let text = serde_json::to_string(&st).unwrap();
+    assert!(!text.contains("/target/"), "no local paths");
+    let mut snapshot = serde_json::to_value(&st).unwrap();
+    snapshot = normalise(snapshot, "");
+    insta::assert_json_snapshot!("statement", snapshot);
+}
+
+#[test]
+fn the_test_result_statement_passes_a_clean_pair() {
+    let st = test_result_statement(report());
+    assert_eq!(
+        st.predicate_type,
+        "https://in-toto.io/attestation/test-result/v0.1"
+    );
+    assert_eq!(st.predicate["result"], "PASSED");
+    assert_eq!(
+        st.predicate["passedTests"][0],
+        "zooaudit-pairing-audit:sface-2021dec-int8"
+    );
+    assert_eq!(st.predicate["failedTests"].as_array().unwrap().len(), 0);
+    insta::assert_json_snapshot!(
+        "test_result",
+        normalise(serde_json::to_value(&st).unwrap(), "")
+    );
+}
+
+#[test]
+fn summary_markdown_snapshot() {
+    let r = report();
+    let md = zooaudit_render::summary_markdown(r);
+    let last = md.trim_end().rsplit_once('\n').unwrap().0.to_string();
+    assert!(md.starts_with("# zooaudit: NO BACKDOOR INDICATED"));
+    insta::assert_snapshot!("summary", last);
+}
+
+#[test]
+fn the_html_report_is_self_contained_with_verdict_tables_and_plots() {
+    let r = report();
+    let html = zooaudit_render::report_html(r);
+    assert!(html.contains("data-verdict=\"no-backdoor-indicated\""));
+    // One DET per direction, one histogram per direction and trigger.
+    let expected = r.pairs.len() * (1 + r.triggers.triggers.len());
+    assert_eq!(html.matches("<svg").count(), expected);
+    assert_eq!(html.matches("<figure class=\"plot\">").count(), expected);
+    assert!(!html.contains("plot-error"));
+    for m in &r.models {
+        assert!(html.contains(&m.sha256), "{}", m.name);
+    }
+    for banned in [
+        "<script",
+        "<link",
+        "src=\"http",
+        "url(http",
+        "@import",
+        "<iframe",
+    ] {
+        assert!(!html.contains(banned), "{banned}");
+    }
+}
+
+#[test]
+fn det_points_follow_the_definitions() {
+    let genuine = [0.9f32, 0.8, 0.7, 0.6];
+    let impostor = [0.1f32, 0.65, 0.2];
+    let pts = zooaudit_render::plots::det_points(&genuine, &impostor);
+    // At t = 0.65: genuine below = 1 (0.6) → FNMR 0.25; impostors ≥ 0.65 = 1 → FMR 1/3.
+    let t = pts
+        .iter()
+        .find(|p| (p.1 - 0.25).abs() < 1e-12 && (p.0 - 1.0 / 3.0).abs() < 1e-12);
+    assert!(t.is_some(), "{pts:?}");
+    // Monotone: FNMR non-decreasing while FMR non-increasing.
+    for w in pts.windows(2) {
+        assert!(w[1].1 >= w[0].1 && w[1].0 <= w[0].0, "{w:?}");
+    }
+    assert_eq!(pts.first().unwrap(), &(1.0, 0.0));
+    assert!(zooaudit_render::plots::det_points(&genuine, &[]).is_empty());
+}
