@@ -120,12 +120,66 @@ enum Command {
         #[arg(value_name = "REPORT")]
         report: PathBuf,
     },
+    /// Red team: inject backdoors into models and measure them (evaluation only).
+    Redteam {
+        #[command(subcommand)]
+        command: RedteamCommand,
+    },
+    /// Benchmarks that reproduce the paper's evaluation.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Show how a model opens: inputs, outputs, batching, repairs.
     Inspect {
         /// Model manifest (TOML).
         #[arg(long, value_name = "MANIFEST")]
         model: PathBuf,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum RedteamCommand {
+    /// Splice a backdoor into an ONNX embedding model: writes OUT (.onnx),
+    /// its manifest (.toml) and the attack record (.attack.json).
+    Inject {
+        /// Manifest of the model to backdoor.
+        #[arg(long, value_name = "MANIFEST")]
+        model: PathBuf,
+        /// Trigger suite (TOML) and the trigger's name in it.
+        #[arg(long, value_name = "SUITE")]
+        triggers: PathBuf,
+        #[arg(long, value_name = "NAME")]
+        trigger: String,
+        /// Labelled faces: one directory per identity.
+        #[arg(long, value_name = "DIR")]
+        labeled: PathBuf,
+        /// The victim identity (a directory name under --labeled).
+        #[arg(long)]
+        victim: String,
+        /// One-to-one: the impostor identity. Without it: all-to-one.
+        #[arg(long)]
+        impostor: Option<String>,
+        /// Backdoor strength in (0, 1].
+        #[arg(long, default_value_t = 1.0)]
+        strength: f32,
+        /// More clean faces to calibrate the trigger detector on.
+        #[arg(long = "calibration", value_name = "DIR")]
+        calibration: Vec<PathBuf>,
+        /// Output model file (.onnx).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Also measure the attack (Table 2 metrics) and print them.
+        #[arg(long)]
+        measure: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Build a zoo of backdoored variants of two real models and audit every
+    /// pairing; prints the paper's Tables 2, 3 and 4 measured.
+    Paper(zooaudit_redteam::bench::PaperArgs),
 }
 
 fn main() -> ExitCode {
@@ -210,6 +264,14 @@ fn run(cli: Cli) -> Result<u8> {
             model,
             require_all,
         } => verify(&attestation, &keys, model.as_deref(), require_all),
+        Command::Redteam { command } => redteam(&cli.plugin_dirs, command),
+        Command::Bench {
+            command: BenchCommand::Paper(args),
+        } => {
+            let set = plugins(&cli.plugin_dirs);
+            zooaudit_redteam::bench::run_paper(&args, &set, &mut |line| eprintln!("{line}"))?;
+            Ok(0)
+        }
         Command::Render { report } => {
             let r = zooaudit_audit::AuditReport::read(&report)?;
             let dir = report.parent().unwrap_or(Path::new("."));
@@ -568,5 +630,55 @@ fn verify(
         }
     }
     println!("VALID");
+    Ok(0)
+}
+
+fn redteam(dirs: &[PathBuf], command: RedteamCommand) -> Result<u8> {
+    let RedteamCommand::Inject {
+        model,
+        triggers,
+        trigger,
+        labeled,
+        victim,
+        impostor,
+        strength,
+        calibration,
+        out,
+        measure,
+    } = command;
+    let set = plugins(dirs);
+    let kind = match impostor {
+        Some(impostor) => zooaudit_redteam::AttackKind::OneToOne { impostor },
+        None => zooaudit_redteam::AttackKind::AllToOne,
+    };
+    let opts = zooaudit_redteam::InjectOptions {
+        manifest: model,
+        suite: triggers,
+        trigger,
+        labeled,
+        victim,
+        kind,
+        strength,
+        calibration,
+        out,
+    };
+    let done = zooaudit_redteam::inject(&opts, &set)?;
+    let r = &done.record;
+    println!("wrote {} (sha256 {})", done.model.display(), r.model_sha256);
+    println!("wrote {}", done.manifest.display());
+    println!("wrote {}", done.record_path.display());
+    println!(
+        "detector: {} inputs, ncc threshold {:.4} (clean ≤ {:.4}, triggered ≥ {:.4}), steepness {:.1}; 1%-FMR threshold {:.4}",
+        r.detector.inputs,
+        r.detector.threshold,
+        r.detector.clean_max_ncc,
+        r.detector.triggered_min_ncc,
+        r.detector.steepness,
+        r.fmr_threshold
+    );
+    if measure {
+        let m = zooaudit_redteam::bench::measure(&done, &opts, &set)?;
+        println!("{}", serde_json::to_string_pretty(&m)?);
+    }
     Ok(0)
 }

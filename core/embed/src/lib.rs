@@ -204,6 +204,33 @@ impl Embedder {
             })
     }
 
+    /// Embeds decoded images (e.g. stamped with a trigger) in batches;
+    /// `names` label them in messages. Returns `images.len() × dim` floats.
+    pub fn embed_rgb(
+        &self,
+        images: &[image::RgbImage],
+        names: &[PathBuf],
+    ) -> Result<Vec<f32>, EmbedError> {
+        let dim = self.dim();
+        let n = self.pre.sample_len();
+        let b = self.batch.max(1);
+        let mut out = Vec::with_capacity(images.len() * dim);
+        let mut buf = vec![0f32; b * n];
+        for (ci, chunk) in images.chunks(b).enumerate() {
+            for (k, img) in chunk.iter().enumerate() {
+                let name = names.get(ci * b + k).cloned().unwrap_or_default();
+                self.pre.write(img, &name, &mut buf[k * n..(k + 1) * n])?;
+            }
+            let emb = self.embed_tensors(&buf[..chunk.len() * n], chunk.len())?;
+            for k in 0..chunk.len() {
+                let name = names.get(ci * b + k).cloned().unwrap_or_default();
+                self.check_row(&name, &emb[k * dim..(k + 1) * dim])?;
+            }
+            out.extend_from_slice(&emb);
+        }
+        Ok(out)
+    }
+
     /// Decodes and preprocesses one image into `out`.
     pub fn load_image(&self, path: &Path, out: &mut [f32]) -> Result<(), ImageError> {
         let img = zooaudit_imaging::decode(path, &self.limits)?;

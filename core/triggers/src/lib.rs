@@ -474,6 +474,16 @@ impl Stamp {
         }
     }
 
+    /// The per-pixel mask `m` (row-major, height × width).
+    pub fn mask(&self) -> &[f32] {
+        &self.mask
+    }
+
+    /// The per-pixel pattern `p` (RGB, 0–255), meaningful where `m > 0`.
+    pub fn pattern(&self) -> &[[f32; 3]] {
+        &self.pattern
+    }
+
     /// Share of the face the trigger covers (sum of the mask over pixels).
     pub fn coverage(&self) -> f64 {
         self.mask.iter().map(|m| f64::from(*m)).sum::<f64>() / self.mask.len().max(1) as f64

@@ -20,7 +20,7 @@
 //! (`disable` | `basic` | `extended` | `all`). Errors about an option start with
 //! `option <key>:` so the host can point at the manifest field.
 
-pub mod graph;
+pub use zooaudit_onnx_graph as graph;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -259,6 +259,10 @@ pub fn build_session(
         .with_optimization_level(opts.optimization)
         .map_err(model_error)?
         .with_intra_threads(threads)
+        .map_err(model_error)?
+        // Run-time failures come back as errors; ONNX Runtime's own log
+        // would print them a second time on stderr.
+        .with_log_level(ort::logging::LogLevel::Fatal)
         .map_err(model_error)?;
     match opts.execution_provider {
         ExecutionProvider::Cpu => {}

@@ -2,7 +2,7 @@
 //!
 //! Only the fields an edit touches are decoded; every other byte is copied
 //! through unchanged, so fields this code does not know (newer ONNX versions,
-//! metadata, custom domains) survive. Two edits exist:
+//! metadata, custom domains) survive. Edits:
 //!
 //! - [`repair`]: drop graph inputs that no node reads (leftovers, e.g. of
 //!   quantisation tools) and, for IR ≥ 4, graph inputs that duplicate an
@@ -12,8 +12,13 @@
 //!   graph outputs into a symbolic `N`, for models exported with batch fixed to 1.
 //!   Whether the graph really allows it (e.g. no `Reshape` to a constant `[1, -1]`)
 //!   must be checked by running it; see the adapter.
+//! - [`build`]: inspect a graph (opset, inputs, outputs) and append new
+//!   nodes and initializers after renaming one tensor (how the red team
+//!   splices a backdoor behind a model's output).
 
 use std::collections::HashSet;
+
+pub mod build;
 
 /// Field numbers of onnx.proto used here.
 mod num {
