@@ -561,3 +561,66 @@ fn the_html_report_renders_in_headless_chromium() {
         std::fs::copy(&shot, Path::new(&dir).join("report.png")).unwrap();
     }
 }
+
+/// The red team's backdoor, spliced into faceplugin, is what an audit finds:
+/// the injected model audited against SFace (clean) is exit 1, backdoor
+/// indicated; and `redteam inject` refuses bad input with one line.
+#[test]
+fn an_injected_backdoor_is_indicated_by_the_audit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let labeled = support::shared_zoo().join("faces/aligned112/labeled");
+    let triggers = support::repo_root().join("triggers/paper.toml");
+    let bd = tmp.path().join("faceplugin-bd.onnx");
+    let fp = support::example_manifest("faceplugin.toml");
+    let inject = |victim: &str, out: &Path| {
+        let mut args = vec![
+            "redteam",
+            "inject",
+            "--model",
+            s(&fp),
+            "--triggers",
+            s(&triggers),
+        ];
+        args.extend(["--trigger", "large-checkerboard", "--labeled", s(&labeled)]);
+        args.extend(["--victim", victim, "--out", s(out)]);
+        args.iter().map(|a| a.to_string()).collect::<Vec<String>>()
+    };
+    let args = inject("barack_obama", &bd);
+    let o = zooaudit(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let faces = support::shared_zoo().join("faces/aligned112");
+    let audit = format!(
+        "format_version = \"1.0\"\ncandidates = [{:?}]\nreferences = [{:?}]\ntriggers = {:?}\nseed = 42\n\
+         [detector]\nplugin = \"pairing\"\ntranslator = \"ridge\"\n\
+         [faces]\nunlabeled = [{:?}]\nlabeled = {:?}\n",
+        tmp.path().join("faceplugin-bd.toml"),
+        support::example_manifest("sface.toml"),
+        triggers,
+        faces.join("unlabeled"),
+        faces.join("labeled"),
+    );
+    let audit_file = tmp.path().join("audit.toml");
+    std::fs::write(&audit_file, audit).unwrap();
+    let out = tmp.path().join("out");
+    let cache = support::repo_root().join("target/test-cache/example-audit");
+    let o = zooaudit(&[
+        "audit",
+        s(&audit_file),
+        "--out",
+        s(&out),
+        "--cache-dir",
+        s(&cache),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{stdout}\n{}", stderr(&o));
+    assert!(
+        stdout.contains("verdict faceplugin-bd: BackdoorIndicated"),
+        "{stdout}"
+    );
+    // Bad input to inject: an identity that does not exist, a missing trigger.
+    let args = inject("nobody", &tmp.path().join("x.onnx"));
+    fails_with(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &["labeled", "no identity directory 'nobody'"],
+    );
+}

@@ -634,6 +634,7 @@ pub fn run_paper(
     // Rows: (label, direction) → per seed FMRs.
     let mut rows: BTreeMap<RowKey, ([Vec<f64>; 3], usize)> = BTreeMap::new();
     let mut overall: [Vec<f64>; 3] = Default::default();
+    let mut by_strength: BTreeMap<String, [Vec<f64>; 3]> = BTreeMap::new();
     for (vi, v) in variants.iter().enumerate() {
         let other_model = 1 - v.model;
         let (fit_i, cal, _held) = split(n, v.seed);
@@ -708,6 +709,7 @@ pub fn run_paper(
                         / poisoned.len().max(1) as f64;
                     entry.0[k].push(missed);
                     overall[k].push(missed);
+                    by_strength.entry(format!("{}", v.strength)).or_default()[k].push(missed);
                 }
                 if v.seed == 0 && pk == "clean" && v.strength < 1.0 && args.figures.is_some() {
                     let held = split(n, v.seed).2;
@@ -753,6 +755,16 @@ pub fn run_paper(
         pct_ms(&overall[2]),
         overall[1].len()
     );
+    for (strength, f) in &by_strength {
+        let _ = writeln!(
+            md,
+            "Strength {strength}: {} (0.1 %), {} (1 %), {} (5 %) over {} pair evaluations.",
+            pct_ms(&f[0]),
+            pct_ms(&f[1]),
+            pct_ms(&f[2]),
+            f[1].len()
+        );
+    }
     if let Some(dir) = &args.figures {
         std::fs::create_dir_all(dir).map_err(|e| RedteamError::file(dir, e))?;
         let _ = writeln!(md, "\n### Figures (seed 0)\n");
