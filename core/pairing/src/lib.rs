@@ -359,10 +359,13 @@ fn rows_of(m: MatRef<'_, f64>, idx: &[usize]) -> Mat<f64> {
 /// The lower triangle (with the diagonal) of `xᵀx`; the strict upper
 /// triangle is left zero. Only the lower side is ever read (Cholesky with
 /// `Side::Lower`), and computing half the product halves the dominant cost.
-fn gram_lower(x: MatRef<'_, f64>) -> Mat<f64> {
+fn gram_lower<T>(x: MatRef<'_, T>) -> Mat<T>
+where
+    T: faer::traits::RealField + Copy + From<f32>,
+{
     use faer::linalg::matmul::triangular::{BlockStructure, matmul};
     let d = x.ncols();
-    let mut g = Mat::<f64>::zeros(d, d);
+    let mut g = Mat::<T>::zeros(d, d);
     matmul(
         g.as_mut(),
         BlockStructure::TriangularLower,
@@ -371,21 +374,22 @@ fn gram_lower(x: MatRef<'_, f64>) -> Mat<f64> {
         BlockStructure::Rectangular,
         x,
         BlockStructure::Rectangular,
-        1.0,
+        T::from(1.0f32),
         faer::get_global_parallelism(),
     );
     g
 }
 
-/// Solves `(G + λ·D) Wa = C`, D = identity except 0 for the bias row.
-fn ridge_solve(
-    g: MatRef<'_, f64>,
-    c: MatRef<'_, f64>,
-    lambda: f64,
-) -> Result<Mat<f64>, PairingError> {
+/// Solves `(G + λ·D) Wa = C`, D = identity except 0 for the bias row (in
+/// f64 for the fit, in f32 while choosing λ).
+fn ridge_solve<T>(g: MatRef<'_, T>, c: MatRef<'_, T>, lambda: T) -> Result<Mat<T>, PairingError>
+where
+    T: faer::traits::RealField + Copy + From<f32> + std::ops::Add<Output = T>,
+{
     let d = g.nrows();
+    let zero = T::from(0.0);
     let a = Mat::from_fn(d, d, |i, j| {
-        g[(i, j)] + if i == j && i + 1 < d { lambda } else { 0.0 }
+        g[(i, j)] + if i == j && i + 1 < d { lambda } else { zero }
     });
     let llt = a.llt(Side::Lower).map_err(|e| {
         PairingError::Numeric(format!(
@@ -457,19 +461,21 @@ fn fit_ridge(
     let xa = augmented(x.as_ref());
     let g = gram_lower(xa.as_ref());
     let c = xa.transpose() * y;
-    let xv = rows_of(xa.as_ref(), val);
-    let yv = rows_of(y.as_ref(), val);
-    let g_tr = &g - gram_lower(xv.as_ref());
-    let c_tr = &c - xv.transpose() * &yv;
     let d = x.ncols();
     let scale = (0..d).map(|i| g[(i, i)]).sum::<f64>() / d as f64;
+    // λ is chosen in f32 (factorisations, predictions) on the inner split:
+    // selection only. The final solve below is f64 on all rows.
+    let to32 =
+        |m: MatRef<'_, f64>| Mat::<f32>::from_fn(m.nrows(), m.ncols(), |i, j| m[(i, j)] as f32);
+    let xv32 = to32(rows_of(xa.as_ref(), val).as_ref());
+    let yv = rows_of(y.as_ref(), val);
+    let yv32 = to32(yv.as_ref());
+    let g_tr = to32(g.as_ref()) - gram_lower(xv32.as_ref());
+    let c_tr = to32(c.as_ref()) - xv32.transpose() * &yv32;
     let mut best: Option<(f64, f64)> = None;
-    // λ is chosen on f32 predictions (selection only; the final solve is f64).
-    let xv32 = Mat::<f32>::from_fn(xv.nrows(), xv.ncols(), |i, j| xv[(i, j)] as f32);
     for rel in &opts.ridge_grid {
         let lambda = rel * scale;
-        let wa = ridge_solve(g_tr.as_ref(), c_tr.as_ref(), lambda)?;
-        let wa32 = Mat::<f32>::from_fn(wa.nrows(), wa.ncols(), |i, j| wa[(i, j)] as f32);
+        let wa32 = ridge_solve(g_tr.as_ref(), c_tr.as_ref(), lambda as f32)?;
         let pred32 = &xv32 * &wa32;
         let pred = Mat::<f64>::from_fn(pred32.nrows(), pred32.ncols(), |i, j| {
             f64::from(pred32[(i, j)])
