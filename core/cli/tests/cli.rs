@@ -302,20 +302,20 @@ fn remote_sources_are_a_clear_not_available_error() {
     );
 }
 
+/// `zooaudit audit AUDIT --out OUT` on the embedding cache the example
+/// audits share (target/test-cache/example-audit), plus `extra` arguments.
+fn run_audit(audit: &Path, out: &Path, extra: &[&str]) -> Output {
+    let cache = support::repo_root().join("target/test-cache/example-audit");
+    let mut args = vec!["audit", s(audit), "--out", s(out), "--cache-dir", s(&cache)];
+    args.extend_from_slice(extra);
+    zooaudit(&args)
+}
+
 #[test]
 fn audit_of_the_clean_example_pair_exits_0_and_writes_report_and_scores() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let cache = support::repo_root().join("target/test-cache/example-audit");
-    let audit = support::example_manifest("audit.toml");
-    let o = zooaudit(&[
-        "audit",
-        s(&audit),
-        "--out",
-        s(&out),
-        "--cache-dir",
-        s(&cache),
-    ]);
+    let o = run_audit(&support::example_manifest("audit.toml"), &out, &[]);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert_eq!(
         o.status.code(),
@@ -348,19 +348,12 @@ fn signed_audit(tmp: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let o = zooaudit(&["keygen", "--out", s(&key)]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = tmp.join("out");
-    let cache = support::repo_root().join("target/test-cache/example-audit");
-    let audit = support::example_manifest("audit.toml");
-    let o = zooaudit(&[
-        "audit",
-        s(&audit),
-        "--out",
-        s(&out),
-        "--cache-dir",
-        s(&cache),
-        "--sign-key",
-        s(&tmp.join("auditor.key")),
-        "--test-result",
-    ]);
+    let key = tmp.join("auditor.key");
+    let o = run_audit(
+        &support::example_manifest("audit.toml"),
+        &out,
+        &["--sign-key", s(&key), "--test-result"],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     (out, tmp.join("auditor.key"), tmp.join("auditor.pub"))
 }
@@ -602,15 +595,7 @@ fn an_injected_backdoor_is_indicated_by_the_audit() {
     let audit_file = tmp.path().join("audit.toml");
     std::fs::write(&audit_file, audit).unwrap();
     let out = tmp.path().join("out");
-    let cache = support::repo_root().join("target/test-cache/example-audit");
-    let o = zooaudit(&[
-        "audit",
-        s(&audit_file),
-        "--out",
-        s(&out),
-        "--cache-dir",
-        s(&cache),
-    ]);
+    let o = run_audit(&audit_file, &out, &[]);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{stdout}\n{}", stderr(&o));
     assert!(

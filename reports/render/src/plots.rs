@@ -44,6 +44,20 @@ fn err(what: &str) -> impl Fn(String) -> PlotError + '_ {
 
 const BINS: usize = 50;
 
+/// Draws the legend box, the same on every plot.
+fn finish<'a, X: Ranged, Y: Ranged>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+    position: SeriesLabelPosition,
+) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .draw()
+        .map_err(|x| x.to_string())
+}
+
 /// A histogram of each series (share of that series per bin, drawn as
 /// outlined areas) with an optional vertical threshold line.
 pub fn histogram(
@@ -138,13 +152,7 @@ pub fn histogram(
                     PathElement::new(vec![(x, y), (x + 14, y)], BLACK.stroke_width(2))
                 });
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .draw()
-            .map_err(|x| e(x.to_string()))?;
+        finish(&mut chart, SeriesLabelPosition::UpperLeft).map_err(&e)?;
         root.present().map_err(|x| e(x.to_string()))?;
     }
     Ok(svg)
@@ -263,13 +271,7 @@ pub fn det(title: &str, genuine: &[f32], impostors: &[Series<'_>]) -> Result<Str
                     PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(2))
                 });
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .draw()
-            .map_err(|x| e(x.to_string()))?;
+        finish(&mut chart, SeriesLabelPosition::UpperRight).map_err(&e)?;
         root.present().map_err(|x| e(x.to_string()))?;
     }
     Ok(svg)
