@@ -640,9 +640,8 @@ pub fn run_paper(
         let (fit_i, cal, _held) = split(n, v.seed);
         // Partners: the other model clean; and the other model backdoored
         // with the same recipe from the next seed (a different impostor/victim).
-        let mut partners: Vec<(String, &ModelEmb, Option<&Variant>)> =
-            vec![("clean".into(), &orig_emb[other_model], None)];
-        if let Some((pi, pv)) = variants.iter().enumerate().find(|(_, w)| {
+        let mut partners: Vec<(&str, &ModelEmb)> = vec![("clean", &orig_emb[other_model])];
+        if let Some((pi, _)) = variants.iter().enumerate().find(|(_, w)| {
             w.model == other_model
                 && w.trigger == v.trigger
                 && w.kind == v.kind
@@ -650,10 +649,10 @@ pub fn run_paper(
                 && w.seed == (v.seed + 1) % args.seeds
                 && (w.impostor != v.impostor || w.victim != v.victim)
         }) {
-            partners.push(("both".into(), &variant_emb[pi], Some(pv)));
+            partners.push(("both", &variant_emb[pi]));
         }
         let vemb = &variant_emb[vi];
-        for (pk, partner, _) in partners {
+        for (pk, partner) in partners {
             for probe_is_bd in [true, false] {
                 let (p, r) = if probe_is_bd {
                     (vemb, partner)

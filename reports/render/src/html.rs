@@ -28,11 +28,11 @@ pub fn esc(s: &str) -> String {
 }
 
 fn pct(x: f64) -> String {
-    format!("{:.1}&nbsp;%", 100.0 * x)
+    crate::pct_with(x, "&nbsp;")
 }
 
 fn ci(c: [f64; 2]) -> String {
-    format!("[{:.1},&nbsp;{:.1}]", 100.0 * c[0], 100.0 * c[1])
+    crate::ci_with(c, "&nbsp;", "")
 }
 
 const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;color:#222;background:#fafafa}\
@@ -238,9 +238,10 @@ pub fn report_html(report: &AuditReport) -> String {
             .iter()
             .any(|a| a.contains(&r.trigger) && a.contains(&r.probe))
             && (r.target_fnmr - op).abs() < 1e-12;
+        let [flag, clean, vs_control, control] = crate::rate_cells(r, "&nbsp;", "");
         let _ = write!(
             h,
-            "<tr{}><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{:.4}</td><td class=\"num\">{}/{}</td><td class=\"num\">{} {}</td><td class=\"num\">{} {}</td><td class=\"num\">{} {}</td><td class=\"num\">{} {}</td></tr>",
+            "<tr{}><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{:.4}</td><td class=\"num\">{}/{}</td><td class=\"num\">{flag}</td><td class=\"num\">{clean}</td><td class=\"num\">{vs_control}</td><td class=\"num\">{control}</td></tr>",
             if flagged_row { " class=\"alarm\"" } else { "" },
             esc(&direction(&r.probe, &r.reference)),
             esc(&r.trigger),
@@ -248,14 +249,6 @@ pub fn report_html(report: &AuditReport) -> String {
             r.threshold,
             r.flagged,
             r.samples,
-            pct(r.flag_rate),
-            ci(r.ci95),
-            pct(r.clean_fnmr),
-            ci(r.clean_ci95),
-            pct(r.flag_rate_vs_control),
-            ci(r.ci95_vs_control),
-            pct(r.control_flag_rate),
-            ci(r.control_ci95)
         );
     }
     let _ = write!(h, "</table>");

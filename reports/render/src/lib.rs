@@ -26,6 +26,40 @@ pub fn verdict_label(v: zooaudit_audit::report::VerdictKind) -> &'static str {
     }
 }
 
+/// A rate as a percentage, `space` between number and sign (" " in
+/// Markdown, "&nbsp;" in HTML).
+pub(crate) fn pct_with(x: f64, space: &str) -> String {
+    format!("{:.1}{space}%", 100.0 * x)
+}
+
+/// A 95 % interval in percent, `[lo,{space}hi]{suffix}`.
+pub(crate) fn ci_with(c: [f64; 2], space: &str, suffix: &str) -> String {
+    format!("[{:.1},{space}{:.1}]{suffix}", 100.0 * c[0], 100.0 * c[1])
+}
+
+/// The "rate interval" cells of a result row, in the order the tables show
+/// them: flag rate, clean FNMR, flag rate against the control threshold,
+/// the control's own rate.
+pub(crate) fn rate_cells(
+    r: &zooaudit_audit::report::ResultRow,
+    space: &str,
+    ci_suffix: &str,
+) -> [String; 4] {
+    [
+        (r.flag_rate, r.ci95),
+        (r.clean_fnmr, r.clean_ci95),
+        (r.flag_rate_vs_control, r.ci95_vs_control),
+        (r.control_flag_rate, r.control_ci95),
+    ]
+    .map(|(rate, ci)| {
+        format!(
+            "{} {}",
+            pct_with(rate, space),
+            ci_with(ci, space, ci_suffix)
+        )
+    })
+}
+
 /// The subject name of a pair direction, `probe → reference`.
 pub fn direction(probe: &str, reference: &str) -> String {
     format!("{probe} → {reference}")

@@ -8,11 +8,7 @@ use zooaudit_audit::report::AuditReport;
 use crate::{direction, verdict_label};
 
 fn pct(x: f64) -> String {
-    format!("{:.1} %", 100.0 * x)
-}
-
-fn ci(c: [f64; 2]) -> String {
-    format!("[{:.1}, {:.1}] %", 100.0 * c[0], 100.0 * c[1])
+    crate::pct_with(x, " ")
 }
 
 fn short(sha: &str) -> &str {
@@ -78,19 +74,14 @@ pub fn summary_markdown(report: &AuditReport) -> String {
         .iter()
         .filter(|r| (r.target_fnmr - op).abs() < 1e-12)
     {
+        let [flag, clean, vs_control, _] = crate::rate_cells(r, " ", " %");
         let _ = writeln!(
             s,
-            "| {} | {} | {}/{} | {} {} | {} {} | {} {} |",
+            "| {} | {} | {}/{} | {flag} | {clean} | {vs_control} |",
             direction(&r.probe, &r.reference),
             r.trigger,
             r.flagged,
             r.samples,
-            pct(r.flag_rate),
-            ci(r.ci95),
-            pct(r.clean_fnmr),
-            ci(r.clean_ci95),
-            pct(r.flag_rate_vs_control),
-            ci(r.ci95_vs_control)
         );
     }
     if !report.warnings.is_empty() {
