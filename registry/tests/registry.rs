@@ -297,3 +297,500 @@ mod packages {
         assert!(e.contains("pip download failed"), "{e}");
     }
 }
+
+/// `hf://` and `https://` against a real HTTP server on 127.0.0.1 that
+/// speaks the hub API (tests/support/src/hub.rs), serving the real SFace file.
+mod network {
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    use zooaudit_registry::{FetchOptions, RegistryError, Resolved, resolve_with, sha256_file};
+    use zooaudit_testsupport::hub::{Reply, TestServer};
+
+    const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+    const REPO: &str = "opencv/face_recognition_sface";
+    const FILE: &str = "face_recognition_sface_2021dec_int8bq.onnx";
+    const SHA: &str = "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee";
+
+    fn sface() -> Vec<u8> {
+        std::fs::read(zooaudit_testsupport::shared_zoo().join("models/sface_2021dec_int8bq.onnx"))
+            .unwrap()
+    }
+
+    fn opts(tmp: &Path, server: Option<&TestServer>) -> FetchOptions {
+        FetchOptions {
+            cache_root: Some(tmp.join("cache")),
+            hf_home: Some(tmp.join("hf")),
+            hf_endpoint: server.map(|s| s.url()),
+            ..Default::default()
+        }
+    }
+
+    /// Every regular file below `<cache>/models`, relative.
+    fn cached_files(tmp: &Path) -> Vec<String> {
+        let root = tmp.join("cache/models");
+        let mut out = Vec::new();
+        let mut stack = vec![root.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    out.push(p.strip_prefix(&root).unwrap().display().to_string());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn fetch(src: &str, pin: Option<&str>, o: &FetchOptions) -> Result<Resolved, RegistryError> {
+        resolve_with(Path::new("m.toml"), src, Path::new("."), pin, o)
+    }
+
+    fn hub_server() -> TestServer {
+        let s = TestServer::start();
+        s.hub_repo(
+            REPO,
+            COMMIT,
+            &["main", "v1.0"],
+            &[(FILE, sface()), ("README.md", b"# SFace\n".to_vec())],
+        );
+        s
+    }
+
+    #[test]
+    fn hf_sources_go_through_the_hub_api_and_record_the_commit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let server = hub_server();
+        let mut o = opts(tmp.path(), Some(&server));
+        o.hf_token = Some("hf_secret".into());
+        let r = fetch(&format!("hf://{REPO}/{FILE}"), Some(SHA), &o).unwrap();
+        assert_eq!(r.sha256, SHA);
+        assert_eq!(r.revision.as_deref(), Some(COMMIT));
+        assert_eq!(r.path, tmp.path().join(format!("cache/models/{SHA}.onnx")));
+        assert_eq!(sha256_file(&r.path).unwrap(), SHA);
+        let seen = server.seen();
+        let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
+        // The revision is resolved first, then the file is fetched at the commit.
+        assert_eq!(
+            paths[0],
+            format!("/api/models/{REPO}/revision/main"),
+            "{paths:?}"
+        );
+        let resolve = format!("/{REPO}/resolve/{COMMIT}/{FILE}");
+        assert!(paths[1..].iter().all(|p| *p == resolve), "{paths:?}");
+        assert!(
+            seen.iter().any(|s| s.range.as_deref() == Some("bytes=0-")),
+            "{seen:?}"
+        );
+        assert!(
+            seen.iter()
+                .all(|s| s.authorization.as_deref() == Some("Bearer hf_secret")),
+            "{seen:?}"
+        );
+        // A tag resolves to the same commit and is served from the cache.
+        server.clear_seen();
+        let r2 = fetch(&format!("hf://{REPO}@v1.0/{FILE}"), Some(SHA), &o).unwrap();
+        assert_eq!(r2.path, r.path);
+        assert_eq!(r2.revision.as_deref(), Some(COMMIT));
+        assert!(
+            server.seen().is_empty(),
+            "a cached pinned file needs no network"
+        );
+        drop(server);
+        // Offline: zooaudit's cache, commit remembered.
+        let off = FetchOptions {
+            offline: true,
+            hf_endpoint: None,
+            ..o.clone()
+        };
+        let r3 = fetch(&format!("hf://{REPO}/{FILE}"), Some(SHA), &off).unwrap();
+        assert_eq!(
+            (r3.path, r3.revision.as_deref()),
+            (r.path.clone(), Some(COMMIT))
+        );
+        // Offline with an empty zooaudit cache: the hub's own cache (HF_HOME).
+        let off2 = FetchOptions {
+            cache_root: Some(tmp.path().join("cache2")),
+            ..off.clone()
+        };
+        let r4 = fetch(&format!("hf://{REPO}/{FILE}"), Some(SHA), &off2).unwrap();
+        assert_eq!(r4.sha256, SHA);
+        assert_eq!(r4.revision.as_deref(), Some(COMMIT));
+        // Offline, not cached anywhere.
+        let e = fetch(
+            &format!("hf://{REPO}@v2/{FILE}"),
+            Some(&"a".repeat(64)),
+            &off2,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("m.toml: source 'hf://") && e.contains("--offline"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn hf_failures_are_clear_errors_and_leave_the_cache_intact() {
+        let tmp = tempfile::tempdir().unwrap();
+        let server = hub_server();
+        let o = opts(tmp.path(), Some(&server));
+        // Seed the cache with one good entry.
+        fetch(
+            &format!("hf://{REPO}/README.md"),
+            None,
+            &FetchOptions {
+                allow_unpinned: true,
+                ..o.clone()
+            },
+        )
+        .unwrap();
+        let before = cached_files(tmp.path());
+        assert_eq!(before.len(), 2, "{before:?}"); // the file and its .revision note
+        let check = |src: String, pin: Option<&str>, o: &FetchOptions, want: &[&str]| {
+            let e = fetch(&src, pin, o).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("m.toml: source '{src}'"))
+                    || e.starts_with("m.toml: sha256:"),
+                "{e}"
+            );
+            for w in want {
+                assert!(e.contains(w), "{e} lacks {w}");
+            }
+            assert_eq!(cached_files(tmp.path()), before, "after {e}");
+        };
+        // Unknown revision (404 from the API), unknown file, unknown repo.
+        check(
+            format!("hf://{REPO}@nope/{FILE}"),
+            Some(SHA),
+            &o,
+            &["revision 'nope'", "404"],
+        );
+        check(
+            format!("hf://{REPO}/other.onnx"),
+            Some(SHA),
+            &o,
+            &["has no file 'other.onnx'", COMMIT],
+        );
+        check(format!("hf://someone/else/{FILE}"), Some(SHA), &o, &["404"]);
+        // sha256 mismatch: names both digests.
+        check(
+            format!("hf://{REPO}/{FILE}"),
+            Some(&"0".repeat(64)),
+            &o,
+            &[SHA, &"0".repeat(64)],
+        );
+        // Over the size limit: refused before the download.
+        let small = FetchOptions {
+            max_bytes: 1000,
+            ..o.clone()
+        };
+        check(
+            format!("hf://{REPO}/{FILE}"),
+            Some(SHA),
+            &small,
+            &["over the limit of 1000 bytes"],
+        );
+        // Truncated body: the hub says N bytes and closes early.
+        let bytes = Arc::new(sface());
+        server.route(
+            &format!("/{REPO}/resolve/{COMMIT}/{FILE}"),
+            Reply::ShortBody {
+                bytes: bytes.clone(),
+                send: 4096,
+                times: usize::MAX,
+                served: Arc::new(AtomicUsize::new(0)),
+                commit: Some(COMMIT.into()),
+            },
+        );
+        let o2 = FetchOptions {
+            hf_home: Some(tmp.path().join("hf2")),
+            ..o.clone()
+        };
+        check(
+            format!("hf://{REPO}/{FILE}"),
+            Some(SHA),
+            &o2,
+            &["download failed", "resume"],
+        );
+        // Connection refused.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let refused = FetchOptions {
+            hf_endpoint: Some(format!("http://{closed}")),
+            ..o.clone()
+        };
+        check(
+            format!("hf://{REPO}/{FILE}"),
+            Some(SHA),
+            &refused,
+            &["cannot resolve revision"],
+        );
+        // Bad source text.
+        check(
+            "hf://just-a-name".into(),
+            Some(SHA),
+            &o,
+            &["hf://<owner>/<repo>"],
+        );
+        check(
+            format!("hf://{REPO}/../x.onnx"),
+            Some(SHA),
+            &o,
+            &["not a file path"],
+        );
+    }
+
+    fn http_server(bytes: &[u8]) -> TestServer {
+        let s = TestServer::start();
+        s.file("/models/sface.onnx", bytes.to_vec());
+        s.route("/loop/a.onnx", Reply::Redirect("/loop/b.onnx".into()));
+        s.route("/loop/b.onnx", Reply::Redirect("/loop/a.onnx".into()));
+        s.route("/moved.onnx", Reply::Redirect("/models/sface.onnx".into()));
+        s.route("/broken.onnx", Reply::Status(500));
+        s
+    }
+
+    #[test]
+    fn https_sources_fetch_follow_redirects_and_fail_cleanly() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bytes = sface();
+        let server = http_server(&bytes);
+        let o = opts(tmp.path(), None);
+        let url = |p: &str| format!("{}{p}", server.url());
+        let r = fetch(&url("/models/sface.onnx"), Some(SHA), &o).unwrap();
+        assert_eq!((r.sha256.as_str(), r.size), (SHA, bytes.len() as u64));
+        assert_eq!(r.path, tmp.path().join(format!("cache/models/{SHA}.onnx")));
+        // Pinned and cached: no request at all.
+        server.clear_seen();
+        fetch(&url("/moved.onnx"), Some(SHA), &o).unwrap();
+        assert!(server.seen().is_empty());
+        let before = cached_files(tmp.path());
+        assert_eq!(before, vec![format!("{SHA}.onnx")]);
+        // A redirect is followed (fresh cache).
+        let o2 = FetchOptions {
+            cache_root: Some(tmp.path().join("c2")),
+            ..o.clone()
+        };
+        assert_eq!(
+            fetch(&url("/moved.onnx"), Some(SHA), &o2).unwrap().sha256,
+            SHA
+        );
+        let check = |src: String, pin: Option<&str>, o: &FetchOptions, want: &str| {
+            let e = fetch(&src, pin, o).unwrap_err().to_string();
+            assert!(e.starts_with("m.toml:"), "{e}");
+            assert!(e.contains(want), "{e} lacks {want}");
+            assert_eq!(cached_files(tmp.path()), before, "after {e}");
+        };
+        let other = "1".repeat(64);
+        check(url("/missing.onnx"), Some(&other), &o, "HTTP 404");
+        check(url("/broken.onnx"), Some(&other), &o, "HTTP 500");
+        check(url("/loop/a.onnx"), Some(&other), &o, "too many redirects");
+        check(url("/models/sface.onnx?v=2"), Some(&other), &o, &other);
+        let small = FetchOptions {
+            max_bytes: 1000,
+            ..o.clone()
+        };
+        check(
+            url("/models/sface.onnx?v=3"),
+            Some(&other),
+            &small,
+            "over the limit of 1000 bytes",
+        );
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        check(
+            format!("http://{closed}/m.onnx"),
+            Some(&other),
+            &o,
+            "cannot connect",
+        );
+        // Unpinned: refused with the digest to pin, unless allowed.
+        check(url("/models/sface.onnx?v=4"), None, &o, SHA);
+        check("https://".into(), Some(&other), &o, "not a URL");
+    }
+
+    #[test]
+    fn a_broken_off_https_download_resumes_with_a_range_request() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bytes = Arc::new(sface());
+        let server = TestServer::start();
+        server.route(
+            "/m.onnx",
+            Reply::ShortBody {
+                bytes: bytes.clone(),
+                send: 1 << 20,
+                times: 1,
+                served: Arc::new(AtomicUsize::new(0)),
+                commit: None,
+            },
+        );
+        let o = opts(tmp.path(), None);
+        let src = format!("{}/m.onnx", server.url());
+        let e = fetch(&src, Some(SHA), &o).unwrap_err().to_string();
+        assert!(e.contains("fetch again to resume"), "{e}");
+        assert!(!cached_files(tmp.path()).iter().any(|f| f.starts_with(SHA)));
+        server.clear_seen();
+        let r = fetch(&src, Some(SHA), &o).unwrap();
+        assert_eq!(sha256_file(&r.path).unwrap(), SHA);
+        let seen = server.seen();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(
+            seen[0].range.as_deref(),
+            Some(format!("bytes={}-", 1 << 20).as_str())
+        );
+        // The part file went into the cache: nothing else is left.
+        assert_eq!(cached_files(tmp.path()), vec![format!("{SHA}.onnx")]);
+    }
+
+    #[test]
+    fn concurrent_fetches_of_one_file_do_not_corrupt_the_cache() {
+        let tmp = tempfile::tempdir().unwrap();
+        let server = http_server(&sface());
+        let o = opts(tmp.path(), Some(&server));
+        let hub = hub_server();
+        let oh = FetchOptions {
+            hf_endpoint: Some(hub.url()),
+            ..o.clone()
+        };
+        let srcs = [
+            (format!("{}/models/sface.onnx", server.url()), o.clone()),
+            (format!("hf://{REPO}/{FILE}"), oh),
+        ];
+        let paths: Vec<PathBuf> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8)
+                .map(|i| {
+                    let (src, o) = &srcs[i % 2];
+                    s.spawn(move || fetch(src, Some(SHA), o).map(|r| r.path))
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
+        });
+        assert!(paths.iter().all(|p| p == &paths[0]));
+        assert_eq!(sha256_file(&paths[0]).unwrap(), SHA);
+        let files = cached_files(tmp.path());
+        assert!(files.iter().all(|f| f.starts_with(SHA)), "{files:?}");
+    }
+}
+
+mod zoo {
+    use std::path::Path;
+
+    use zooaudit_registry::zoo::{Zoo, looks_like_zoo};
+
+    fn manifest(dir: &Path, name: &str, publisher: &str, arch: &str, data: &str) {
+        let text = format!(
+            "format_version = \"1.0\"\n[model]\nname = \"{name}\"\nsource = \"{name}.onnx\"\nadapter = \"onnx\"\n\
+             [input]\nsize = [112, 112]\nlayout = \"NCHW\"\nchannels = \"RGB\"\nmean = [0.0, 0.0, 0.0]\nstd = [1.0, 1.0, 1.0]\n\
+             [provenance]\npublisher = \"{publisher}\"\narchitecture = \"{arch}\"\ntraining_data = \"{data}\"\n"
+        );
+        std::fs::write(dir.join(format!("{name}.toml")), text).unwrap();
+    }
+
+    fn zoo(dir: &Path, names: &[&str]) -> Zoo {
+        let mut z = String::from("format_version = \"1.0\"\n");
+        for n in names {
+            z.push_str(&format!("[[model]]\nmanifest = \"{n}.toml\"\n"));
+        }
+        assert!(looks_like_zoo(&z));
+        std::fs::write(dir.join("zoo.toml"), z).unwrap();
+        Zoo::load(&dir.join("zoo.toml")).unwrap()
+    }
+
+    #[test]
+    fn references_are_chosen_by_independence_and_ranked_by_family() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        manifest(d, "cand", "Acme", "MobileFaceNet", "CASIA-WebFace");
+        manifest(d, "sibling", "Acme", "ResNet-50", "MS1M");
+        manifest(d, "same-data", "Other", "ResNet-50", "casia-webface");
+        manifest(d, "same-family", "Third", "MobileFaceNet v2", "VGGFace2");
+        manifest(d, "best", "Fourth", "IResNet-100", "Glint360K");
+        let z = zoo(d, &["cand", "sibling", "same-data", "same-family", "best"]);
+        let c = z.choose_references("cand", &[], 5).unwrap();
+        let names: Vec<&str> = c.iter().map(|c| c.manifest.model.name.as_str()).collect();
+        assert_eq!(names, ["best", "same-family"]);
+        assert!(
+            c[0].reason.contains("another architecture family"),
+            "{}",
+            c[0].reason
+        );
+        assert!(
+            c[1].reason.contains("same architecture family"),
+            "{}",
+            c[1].reason
+        );
+        assert_eq!(z.choose_references("cand", &[], 1).unwrap().len(), 1);
+        // Explicit: used even when not independent, and said so.
+        let e = z.choose_references("cand", &["sibling".into()], 5).unwrap();
+        assert!(
+            e[0].explicit
+                && e[0].reason.contains("NOT independent")
+                && e[0].reason.contains("same publisher")
+        );
+        // None independent: refused with every model's reason.
+        let z2 = zoo(d, &["cand", "sibling", "same-data"]);
+        let err = z2
+            .choose_references("cand", &[], 5)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("zoo.toml")
+                && err.contains("sibling (same publisher (Acme)")
+                && err.contains("same training data"),
+            "{err}"
+        );
+        let err = z2
+            .choose_references("cand", &["cand".into()], 5)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("the candidate itself"), "{err}");
+    }
+
+    #[test]
+    fn bad_zoo_files_are_one_line_errors_naming_file_and_field() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        manifest(d, "a", "", "x", "y");
+        let cases = [
+            (
+                "[[model]]\nmanifest = \"a.toml\"\n",
+                "format_version: missing",
+            ),
+            (
+                "format_version = \"2.0\"\n[[model]]\nmanifest = \"a.toml\"\n",
+                "format_version",
+            ),
+            ("format_version = \"1.0\"\n", "lists no [[model]]"),
+            (
+                "format_version = \"1.0\"\n[[model]]\nmanifest = \"nope.toml\"\n",
+                "model[0].manifest",
+            ),
+            (
+                "format_version = \"1.0\"\n[[model]]\nmanifest = \"a.toml\"\n",
+                "publisher is empty",
+            ),
+            (
+                "format_version = \"1.0\"\n[[model]]\nfile = \"a.toml\"\n",
+                "zoo.toml:3",
+            ),
+        ];
+        for (text, want) in cases {
+            std::fs::write(d.join("zoo.toml"), text).unwrap();
+            let e = Zoo::load(&d.join("zoo.toml")).unwrap_err().to_string();
+            assert!(
+                e.contains("zoo.toml") && e.contains(want),
+                "{e} lacks {want}"
+            );
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+    }
+}

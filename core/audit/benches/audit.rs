@@ -30,6 +30,7 @@ fn main() {
         &RunOptions {
             cache: Cache::new(None),
             batch: 32,
+            fetch: zooaudit_registry::FetchOptions::from_env(),
         },
         &mut |_| {},
     )

@@ -105,6 +105,8 @@ pub struct RunOptions {
     pub cache: Cache,
     /// Images per adapter call.
     pub batch: usize,
+    /// How remote model sources are fetched (offline, unpinned, limits).
+    pub fetch: zooaudit_registry::FetchOptions,
 }
 
 /// Split role of a face.
@@ -302,6 +304,13 @@ pub fn run(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<AuditReport, AuditError> {
     let started = std::time::SystemTime::now();
+    if spec.candidates.is_empty() {
+        return Err(AuditError::field(
+            &spec.path,
+            "candidate",
+            "no candidate: name one with `candidate = \"<model name>\"` or --candidate".to_string(),
+        ));
+    }
     let suite = Suite::load(&spec.triggers).map_err(|e| AuditError::Other(e.to_string()))?;
     // Open every model (sha256-verified by the embed pipeline).
     let mut models: Vec<ModelRun> = Vec::new();
@@ -312,7 +321,8 @@ pub fn run(
     ] {
         for path in list.iter() {
             let m = ModelManifest::load(path).map_err(|e| AuditError::Other(e.to_string()))?;
-            let e = Embedder::open(m, plugins).map_err(|e| AuditError::Other(e.to_string()))?;
+            let e = Embedder::open_with(m, plugins, &opts.fetch)
+                .map_err(|e| AuditError::Other(e.to_string()))?;
             if !seen.insert(e.resolved().sha256.clone()) {
                 return Err(AuditError::file(
                     path,
@@ -794,6 +804,13 @@ pub fn run(
                     sha256: e.resolved().sha256.clone(),
                     dim: e.dim(),
                     provenance: e.manifest().provenance.clone(),
+                    pinned: e.resolved().pinned,
+                    revision: e.resolved().revision.clone(),
+                    selection: spec
+                        .selection
+                        .iter()
+                        .find(|(p, _)| p == &e.manifest().path)
+                        .map(|(_, r)| r.clone()),
                 }
             })
             .collect(),

@@ -11,7 +11,7 @@ use crate::AuditError;
 use crate::stats::{Rate, Threshold};
 
 /// Version of the report format.
-pub const REPORT_FORMAT: &str = "1.0";
+pub const REPORT_FORMAT: &str = "1.1";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ToolRecord {
@@ -39,6 +39,19 @@ pub struct ModelRecord {
     pub sha256: String,
     pub dim: usize,
     pub provenance: Provenance,
+    /// Whether the file was checked against a sha256 pin (format 1.1).
+    #[serde(default = "yes")]
+    pub pinned: bool,
+    /// For hub sources, the commit the revision resolved to (format 1.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// For references chosen from a zoo, why (format 1.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

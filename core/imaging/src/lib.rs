@@ -63,7 +63,7 @@ impl Default for Limits {
 }
 
 /// File extensions treated as images when walking directories.
-pub const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+pub const IMAGE_EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "webp"];
 
 fn has_image_extension(p: &Path) -> bool {
     p.extension()
@@ -132,7 +132,7 @@ pub fn decode_bytes(bytes: &[u8], name: &Path, limits: &Limits) -> Result<RgbIma
     if reader.format().is_none() {
         return Err(ImageError::Decode {
             path,
-            message: "unknown format (PNG and JPEG are supported)".into(),
+            message: "unknown format (PNG, JPEG and WebP are supported)".into(),
         });
     }
     let (width, height) = reader.into_dimensions().map_err(|e| ImageError::Decode {

@@ -31,7 +31,11 @@ mod num {
     pub const GRAPH_VALUE_INFO: u32 = 13;
     pub const GRAPH_SPARSE_INITIALIZER: u32 = 15;
     pub const NODE_INPUT: u32 = 1;
+    pub const NODE_OP_TYPE: u32 = 4;
     pub const NODE_ATTRIBUTE: u32 = 5;
+    pub const ATTR_NAME: u32 = 1;
+    pub const ATTR_I: u32 = 3;
+    pub const TENSOR_DIMS: u32 = 1;
     pub const ATTR_G: u32 = 6;
     pub const ATTR_GRAPHS: u32 = 11;
     pub const TENSOR_NAME: u32 = 8;
@@ -240,15 +244,90 @@ pub struct Repair {
     pub dropped_unused: Vec<String>,
     /// Graph inputs that were also initializers.
     pub dropped_initializer_duplicates: Vec<String>,
+    /// `DequantizeLinear` nodes whose scale is a scalar or a 1-element
+    /// vector but which carry a non-zero `block_size` (one block spanning
+    /// the tensor, as YuNet 2023mar int8bq ships its biases): ONNX Runtime
+    /// reads such a scale as per-tensor and refuses the attribute ("block_size
+    /// must be 0 for per-tensor quantization"); dropping it keeps the meaning.
+    pub dropped_block_sizes: usize,
 }
 
-/// Drops graph inputs that nothing reads or that duplicate an initializer.
+/// Rank and number of elements of a TensorProto from its `dims` (packed or
+/// not).
+fn tensor_elements(t: &[u8]) -> Result<(usize, u64), GraphError> {
+    let mut n: u64 = 1;
+    let mut rank = 0;
+    for f in fields(t)? {
+        if f.number != num::TENSOR_DIMS {
+            continue;
+        }
+        match f.value {
+            Value::Varint(d) => {
+                n = n.saturating_mul(d);
+                rank += 1;
+            }
+            Value::Bytes(b) => {
+                let mut pos = 0;
+                while pos < b.len() {
+                    n = n.saturating_mul(read_varint(b, &mut pos)?);
+                    rank += 1;
+                }
+            }
+            Value::Fixed => return err("TensorProto dims is not a varint"),
+        }
+    }
+    Ok((rank, n))
+}
+
+/// A NodeProto without a non-zero `block_size` attribute, when it is a
+/// `DequantizeLinear` whose scale (input 1) is one of `single`.
+fn node_without_block_size(
+    node: &[u8],
+    single: &HashSet<String>,
+) -> Result<Option<Vec<u8>>, GraphError> {
+    let nf = fields(node)?;
+    let mut is_dq = false;
+    let mut inputs = Vec::new();
+    for f in &nf {
+        match f.number {
+            num::NODE_OP_TYPE => is_dq = string_of(f)? == "DequantizeLinear",
+            num::NODE_INPUT => inputs.push(string_of(f)?),
+            _ => {}
+        }
+    }
+    if !is_dq || !inputs.get(1).is_some_and(|s| single.contains(s)) {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(node.len());
+    let mut dropped = false;
+    for f in &nf {
+        if f.number == num::NODE_ATTRIBUTE {
+            let af = fields(bytes_of(f)?)?;
+            let is_block = af.iter().any(|a| {
+                a.number == num::ATTR_NAME && string_of(a).is_ok_and(|n| n == "block_size")
+            });
+            let nonzero = af
+                .iter()
+                .any(|a| a.number == num::ATTR_I && matches!(a.value, Value::Varint(v) if v != 0));
+            if is_block && nonzero {
+                dropped = true;
+                continue;
+            }
+        }
+        out.extend_from_slice(f.raw);
+    }
+    Ok(dropped.then_some(out))
+}
+
+/// Drops graph inputs that nothing reads or that duplicate an initializer,
+/// and meaningless `block_size` attributes of per-tensor `DequantizeLinear`.
 pub fn repair(model: &[u8]) -> Result<Repair, GraphError> {
     let (ir_version, graph) = model_graph(model)?;
     let gfields = fields(graph)?;
     let mut used = HashSet::new();
     collect_node_inputs(graph, &mut used, 0)?;
     let mut initializers = HashSet::new();
+    let mut single = HashSet::new();
     for f in &gfields {
         match f.number {
             num::GRAPH_OUTPUT => {
@@ -257,7 +336,14 @@ pub fn repair(model: &[u8]) -> Result<Repair, GraphError> {
                 }
             }
             num::GRAPH_INITIALIZER => {
-                if let Some(n) = name_in(bytes_of(f)?, num::TENSOR_NAME)? {
+                let t = bytes_of(f)?;
+                if let Some(n) = name_in(t, num::TENSOR_NAME)? {
+                    // ONNX Runtime reads a scalar or a 1-element vector as
+                    // per-tensor (a rank-2 [1, 1] scale stays blocked).
+                    let (rank, count) = tensor_elements(t)?;
+                    if rank <= 1 && count == 1 {
+                        single.insert(n.clone());
+                    }
                     initializers.insert(n);
                 }
             }
@@ -276,6 +362,13 @@ pub fn repair(model: &[u8]) -> Result<Repair, GraphError> {
     let mut rep = Repair::default();
     let mut new_graph = Vec::with_capacity(graph.len());
     for f in &gfields {
+        if f.number == num::GRAPH_NODE
+            && let Some(node) = node_without_block_size(bytes_of(f)?, &single)?
+        {
+            rep.dropped_block_sizes += 1;
+            write_bytes_field(&mut new_graph, num::GRAPH_NODE, &node);
+            continue;
+        }
         if f.number == num::GRAPH_INPUT {
             let name = name_in(bytes_of(f)?, num::VALUE_INFO_NAME)?.unwrap_or_default();
             if !used.contains(&name) {
@@ -290,7 +383,10 @@ pub fn repair(model: &[u8]) -> Result<Repair, GraphError> {
         }
         new_graph.extend_from_slice(f.raw);
     }
-    rep.bytes = if rep.dropped_unused.is_empty() && rep.dropped_initializer_duplicates.is_empty() {
+    rep.bytes = if rep.dropped_unused.is_empty()
+        && rep.dropped_initializer_duplicates.is_empty()
+        && rep.dropped_block_sizes == 0
+    {
         model.to_vec()
     } else {
         replace_graph(model, &new_graph)?

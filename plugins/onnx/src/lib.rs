@@ -19,6 +19,11 @@
 //! `per-sample`), `sessions`, `max_batch`, `ort_library`, `optimization`
 //! (`disable` | `basic` | `extended` | `all`). Errors about an option start with
 //! `option <key>:` so the host can point at the manifest field.
+//!
+//! `output_name = "*"` returns every output of the graph, each flattened per
+//! sample and concatenated in graph order (so a detector with many heads,
+//! such as YuNet's 12, runs through the same `embed` call); every output
+//! must then be float32 with fixed dims after the batch dimension.
 
 pub use zooaudit_onnx_graph as graph;
 
@@ -320,7 +325,8 @@ pub struct OnnxModel {
     native_batch: bool,
     max_batch: usize,
     input_name: String,
-    output_name: String,
+    /// The returned outputs with their per-sample lengths (one, or all for `*`).
+    output_names: Vec<(String, usize)>,
     sample_shape: Vec<i64>,
     sample_len: usize,
     dim: usize,
@@ -393,6 +399,12 @@ impl OnnxModel {
                 repaired.dropped_initializer_duplicates.len()
             ));
         }
+        if repaired.dropped_block_sizes > 0 {
+            notes.push(format!(
+                "dropped block_size from {} per-tensor DequantizeLinear nodes",
+                repaired.dropped_block_sizes
+            ));
+        }
         let sessions_wanted = if opts.batching == Batching::PerSample {
             opts.sessions
         } else {
@@ -411,25 +423,61 @@ impl OnnxModel {
             .map(|o| tensor_of(o.name(), o.dtype()))
             .collect();
         let input_index = pick("input", "input_name", opts.input_name.as_deref(), &inputs)?;
-        let output_index = pick(
-            "output",
-            "output_name",
-            opts.output_name.as_deref(),
-            &outputs,
-        )?;
+        let all_outputs = opts.output_name.as_deref() == Some("*");
+        let output_index = if all_outputs {
+            0
+        } else {
+            pick(
+                "output",
+                "output_name",
+                opts.output_name.as_deref(),
+                &outputs,
+            )?
+        };
         let input = inputs[input_index].clone();
-        let output = outputs[output_index].clone();
         if !is_f32(&input) {
             return Err(model_error(format!(
                 "input '{}' is {}, only float32 image inputs are supported",
                 input.name, input.elem_type
             )));
         }
-        if !is_f32(&output) {
-            return Err(model_error(format!(
-                "output '{}' is {}, only float32 embeddings are supported",
-                output.name, output.elem_type
-            )));
+        let returned: Vec<&Tensor> = if all_outputs {
+            outputs.iter().collect()
+        } else {
+            vec![&outputs[output_index]]
+        };
+        let mut output_names = Vec::new();
+        for output in &returned {
+            if !is_f32(output) {
+                return Err(model_error(format!(
+                    "output '{}' is {}, only float32 outputs are supported",
+                    output.name, output.elem_type
+                )));
+            }
+            let len = output.shape.iter().skip(1).try_fold(1usize, |a, &d| {
+                usize::try_from(d)
+                    .ok()
+                    .filter(|d| *d > 0)
+                    .and_then(|d| a.checked_mul(d))
+            });
+            let Some(len) = len.filter(|_| output.shape.len() >= 2) else {
+                return Err(model_error(format!(
+                    "output '{}' has shape {:?}: expected [batch, dims...] with fixed dims",
+                    output.name, output.shape
+                )));
+            };
+            output_names.push((output.name.clone(), len));
+        }
+        if all_outputs {
+            notes.push(format!(
+                "returns all {} outputs concatenated per sample: {}",
+                output_names.len(),
+                output_names
+                    .iter()
+                    .map(|(n, l)| format!("{n}[{l}]"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ));
         }
         if input.shape.len() < 2 {
             return Err(model_error(format!(
@@ -450,18 +498,7 @@ impl OnnxModel {
                 input.name, input.shape
             )));
         };
-        let dim = output.shape.iter().skip(1).try_fold(1usize, |a, &d| {
-            usize::try_from(d)
-                .ok()
-                .filter(|d| *d > 0)
-                .and_then(|d| a.checked_mul(d))
-        });
-        let Some(dim) = dim.filter(|_| output.shape.len() >= 2) else {
-            return Err(model_error(format!(
-                "output '{}' has shape {:?}: expected [batch, dims...] with fixed dims",
-                output.name, output.shape
-            )));
-        };
+        let dim: usize = output_names.iter().map(|(_, l)| l).sum();
         let batch_dim = input.shape[0];
         if batch_dim > 1 {
             return Err(model_error(format!(
@@ -474,7 +511,7 @@ impl OnnxModel {
             native_batch: batch_dim < 0,
             max_batch: opts.max_batch,
             input_name: input.name.clone(),
-            output_name: output.name.clone(),
+            output_names,
             sample_shape,
             sample_len,
             dim,
@@ -581,18 +618,26 @@ impl OnnxModel {
         let outputs = s
             .run(ort::inputs![self.input_name.as_str() => tensor])
             .map_err(model_error)?;
-        let (_, data) = outputs[self.output_name.as_str()]
-            .try_extract_tensor::<f32>()
-            .map_err(model_error)?;
-        if data.len() != batch * self.dim {
-            return Err(model_error(format!(
-                "output '{}' has {} values for a batch of {batch}; expected {}",
-                self.output_name,
-                data.len(),
-                batch * self.dim
-            )));
+        let mut out = vec![0f32; batch * self.dim];
+        let mut offset = 0;
+        for (name, len) in &self.output_names {
+            let (_, data) = outputs[name.as_str()]
+                .try_extract_tensor::<f32>()
+                .map_err(model_error)?;
+            if data.len() != batch * len {
+                return Err(model_error(format!(
+                    "output '{name}' has {} values for a batch of {batch}; expected {}",
+                    data.len(),
+                    batch * len
+                )));
+            }
+            for b in 0..batch {
+                out[b * self.dim + offset..b * self.dim + offset + len]
+                    .copy_from_slice(&data[b * len..(b + 1) * len]);
+            }
+            offset += len;
         }
-        Ok(data.to_vec())
+        Ok(out)
     }
 
     fn run_per_sample(

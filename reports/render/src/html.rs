@@ -160,6 +160,9 @@ pub fn report_html(report: &AuditReport) -> String {
             esc(&p.license),
             esc(&p.published_in)
         );
+        if let Some(sel) = &m.selection {
+            let _ = write!(prov, "<br><em>selection:</em> {}", esc(sel));
+        }
         if m.role == "reference" {
             for c in &candidates {
                 let i = p.independence_from(&c.provenance);
@@ -183,7 +186,7 @@ pub fn report_html(report: &AuditReport) -> String {
             esc(&m.name),
             m.dim,
             esc(&m.sha256),
-            esc(&m.source)
+            esc(&source_cell(m))
         );
     }
     let _ = write!(h, "</table>");
@@ -411,4 +414,16 @@ pub fn report_html(report: &AuditReport) -> String {
     }
     h.push_str("</table></main></body></html>\n");
     h
+}
+
+/// A model's source with its resolved commit and whether it was pinned.
+fn source_cell(m: &zooaudit_audit::ModelRecord) -> String {
+    let mut s = m.source.clone();
+    if let Some(r) = &m.revision {
+        s.push_str(&format!(" @ commit {r}"));
+    }
+    if !m.pinned {
+        s.push_str(" (NOT PINNED: fetched with --allow-unpinned)");
+    }
+    s
 }

@@ -54,13 +54,21 @@ fn to_value<T: serde::Serialize>(t: &T) -> Value {
 }
 
 fn model(m: &ModelRecord) -> Value {
-    json!({
+    let mut v = json!({
         "name": m.name,
         "source": m.source,
         "digest": {"sha256": m.sha256},
         "dim": m.dim,
         "provenance": to_value(&m.provenance),
-    })
+        "pinned": m.pinned,
+    });
+    if let Some(r) = &m.revision {
+        v["revision"] = json!(r);
+    }
+    if let Some(s) = &m.selection {
+        v["selection"] = json!(s);
+    }
+    v
 }
 
 /// The audit predicate.

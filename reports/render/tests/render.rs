@@ -22,6 +22,7 @@ fn report() -> &'static AuditReport {
                 support::repo_root().join("target/test-cache/example-audit"),
             )),
             batch: 32,
+            fetch: zooaudit_registry::FetchOptions::from_env(),
         };
         run(&spec, &support::plugins(), &opts, &mut |_| {}).unwrap()
     })

@@ -14,6 +14,14 @@ use std::sync::OnceLock;
 
 use zooaudit_host::{PluginSet, SearchPath};
 
+pub mod hub;
+
+/// sha256 of `bytes`, lowercase hex.
+pub fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

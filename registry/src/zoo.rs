@@ -1,0 +1,271 @@
+//! Zoo files: a versioned list of model manifests (each with its
+//! provenance), and the choice of independent references for a candidate.
+//!
+//! ```toml
+//! format_version = "1.0"
+//! name = "face-recognition zoo"
+//!
+//! [[model]]
+//! manifest = "sface.toml"          # relative to this file
+//!
+//! [[model]]
+//! manifest = "faceplugin.toml"
+//! ```
+//!
+//! A reference is *independent* of the candidate when the publishers differ
+//! and the declared training data differ (see
+//! [`zooaudit_manifest::Provenance::independence_from`]); among independent
+//! ones, another architecture family ranks first, then declared training
+//! data. A reference named explicitly is used whatever its relation, and the
+//! report says so.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use zooaudit_manifest::{FormatVersion, Independence, ModelManifest, line_of};
+
+/// Format version of zoo files.
+pub const ZOO_FORMAT_VERSION: FormatVersion = FormatVersion { major: 1, minor: 0 };
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ZooError {
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{path}: {field}: {message}")]
+    Field {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntry {
+    manifest: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawZoo {
+    format_version: Option<String>,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    model: Vec<RawEntry>,
+}
+
+/// A loaded zoo.
+#[derive(Debug, Clone)]
+pub struct Zoo {
+    pub path: PathBuf,
+    pub name: String,
+    pub models: Vec<ModelManifest>,
+}
+
+/// One chosen reference and why.
+#[derive(Debug, Clone)]
+pub struct Choice {
+    pub manifest: ModelManifest,
+    pub independence: Independence,
+    /// Named by the user rather than picked.
+    pub explicit: bool,
+    /// One line for the report.
+    pub reason: String,
+}
+
+fn family(arch: &str) -> String {
+    arch.split(|c: char| !(c.is_alphanumeric() || c == '-'))
+        .find(|w| !w.is_empty())
+        .unwrap_or_default()
+        .to_lowercase()
+}
+
+/// Whether TOML `text` is a zoo file (a top-level `[[model]]` array) rather
+/// than a model manifest (a `[model]` table).
+pub fn looks_like_zoo(text: &str) -> bool {
+    toml::from_str::<toml::Table>(text)
+        .ok()
+        .is_some_and(|t| matches!(t.get("model"), Some(toml::Value::Array(_))))
+}
+
+impl Zoo {
+    pub fn load(path: &Path) -> Result<Zoo, ZooError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ZooError::File {
+            path: path.to_path_buf(),
+            message: format!("cannot read zoo file: {e}"),
+        })?;
+        let raw: RawZoo = toml::from_str(&text).map_err(|e| {
+            let line = e.span().map(|s| line_of(&text, s.start)).unwrap_or(1);
+            ZooError::File {
+                path: PathBuf::from(format!("{}:{line}", path.display())),
+                message: e
+                    .message()
+                    .lines()
+                    .next()
+                    .unwrap_or("invalid TOML")
+                    .to_string(),
+            }
+        })?;
+        let field = |f: &str, m: String| ZooError::Field {
+            path: path.to_path_buf(),
+            field: f.to_string(),
+            message: m,
+        };
+        let v: FormatVersion = raw
+            .format_version
+            .as_deref()
+            .ok_or_else(|| {
+                field(
+                    "format_version",
+                    format!("missing; add `format_version = \"{ZOO_FORMAT_VERSION}\"`"),
+                )
+            })?
+            .parse()
+            .map_err(|e: String| field("format_version", e))?;
+        v.check_readable_by(ZOO_FORMAT_VERSION)
+            .map_err(|e| field("format_version", e))?;
+        if raw.model.is_empty() {
+            return Err(field("model", "the zoo lists no [[model]]".into()));
+        }
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let mut models: Vec<ModelManifest> = Vec::new();
+        for (i, e) in raw.model.iter().enumerate() {
+            let m = ModelManifest::load(&base.join(&e.manifest))
+                .map_err(|err| field(&format!("model[{i}].manifest"), err.to_string()))?;
+            if m.provenance.publisher.trim().is_empty() {
+                return Err(field(
+                    &format!("model[{i}].manifest"),
+                    format!(
+                        "{}: [provenance] publisher is empty; a zoo needs provenance to choose independent references",
+                        m.path.display()
+                    ),
+                ));
+            }
+            if models.iter().any(|o| o.model.name == m.model.name) {
+                return Err(field(
+                    &format!("model[{i}].manifest"),
+                    format!("a second model named '{}'", m.model.name),
+                ));
+            }
+            models.push(m);
+        }
+        Ok(Zoo {
+            path: path.to_path_buf(),
+            name: raw.name,
+            models,
+        })
+    }
+
+    fn names(&self) -> String {
+        self.models
+            .iter()
+            .map(|m| m.model.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The model called `name`.
+    pub fn get(&self, name: &str) -> Result<&ModelManifest, ZooError> {
+        self.models
+            .iter()
+            .find(|m| m.model.name == name)
+            .ok_or_else(|| ZooError::File {
+                path: self.path.clone(),
+                message: format!("no model named '{name}' (the zoo has: {})", self.names()),
+            })
+    }
+
+    /// References for `candidate`: the `explicit` names when given (used
+    /// whatever their relation), else the independent models of the zoo,
+    /// best first, at most `max`. Refuses, naming each model's reason, when
+    /// none is independent.
+    pub fn choose_references(
+        &self,
+        candidate: &str,
+        explicit: &[String],
+        max: usize,
+    ) -> Result<Vec<Choice>, ZooError> {
+        let cand = self.get(candidate)?;
+        let err = |m: String| ZooError::File {
+            path: self.path.clone(),
+            message: m,
+        };
+        if !explicit.is_empty() {
+            return explicit
+                .iter()
+                .map(|name| {
+                    let m = self.get(name)?;
+                    if m.model.name == cand.model.name {
+                        return Err(err(format!("'{name}' is the candidate itself")));
+                    }
+                    let ind = m.provenance.independence_from(&cand.provenance);
+                    let reason = if ind.independent {
+                        format!("named explicitly; independent: {}", ind.summary())
+                    } else {
+                        format!(
+                            "named explicitly although NOT independent: {}",
+                            ind.summary()
+                        )
+                    };
+                    Ok(Choice {
+                        manifest: m.clone(),
+                        independence: ind,
+                        explicit: true,
+                        reason,
+                    })
+                })
+                .collect();
+        }
+        let mut ranked = Vec::new();
+        let mut refused = Vec::new();
+        for m in self
+            .models
+            .iter()
+            .filter(|m| m.model.name != cand.model.name)
+        {
+            let ind = m.provenance.independence_from(&cand.provenance);
+            if !ind.independent {
+                refused.push(format!("{} ({})", m.model.name, ind.summary()));
+                continue;
+            }
+            let other_family = {
+                let (a, b) = (
+                    family(&m.provenance.architecture),
+                    family(&cand.provenance.architecture),
+                );
+                !a.is_empty() && !b.is_empty() && a != b
+            };
+            let declared = ind
+                .reasons
+                .iter()
+                .any(|r| r.starts_with("different training data"));
+            ranked.push(((!other_family, !declared, m.model.name.clone()), m, ind));
+        }
+        if ranked.is_empty() {
+            let why = if refused.is_empty() {
+                "the zoo has no other model".to_string()
+            } else {
+                refused.join("; ")
+            };
+            return Err(err(format!(
+                "no independent reference for '{candidate}': {why}; name one explicitly to audit anyway"
+            )));
+        }
+        ranked.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(ranked
+            .into_iter()
+            .take(max.max(1))
+            .map(|(_, m, ind)| Choice {
+                manifest: m.clone(),
+                reason: format!("chosen as independent: {}", ind.summary()),
+                independence: ind,
+                explicit: false,
+            })
+            .collect())
+    }
+}
