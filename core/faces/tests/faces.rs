@@ -10,10 +10,10 @@ use zooaudit_faces::{FaceDetector, TEMPLATE_112, align, umeyama};
 use zooaudit_manifest::ModelManifest;
 use zooaudit_testsupport as support;
 
-fn detector() -> FaceDetector {
+fn detector(set: &zooaudit_host::PluginSet) -> FaceDetector<'_> {
     support::require_ort();
     let m = ModelManifest::load(&support::example_manifest("yunet.toml")).unwrap();
-    FaceDetector::open(m, &support::plugins()).unwrap()
+    FaceDetector::open(m, set).unwrap()
 }
 
 /// raw photo → its aligned crops in the shared set (from faces.csv).
@@ -58,7 +58,8 @@ fn umeyama_recovers_a_known_similarity_and_maps_the_template_onto_itself() {
 /// ours whose SFace embedding has cosine ≥ 0.95 with it.
 #[test]
 fn faces_found_in_the_raw_photos_match_the_shared_aligned_set() {
-    let det = detector();
+    let set = support::plugins();
+    let det = detector(&set);
     let sface = Embedder::open(
         ModelManifest::load(&support::example_manifest("sface.toml")).unwrap(),
         &support::plugins(),
@@ -129,11 +130,12 @@ fn faces_found_in_the_raw_photos_match_the_shared_aligned_set() {
             v.iter().filter(|c| **c >= 0.95).count(),
             v.iter().filter(|c| **c >= 0.90).count()
         );
-        (q(0.05), q(0.5))
+        let at_least = v.iter().filter(|c| **c >= 0.95).count() as f64 / v.len() as f64;
+        (q(0.05), q(0.5), at_least)
     };
     eprintln!("{photos} photos, {exact} with the same face count as the shared set");
-    let (native_p5, native_median) = stats(true);
-    stats(false);
+    let (small_p5, small_median, _) = stats(true);
+    let (_, large_median, large_share) = stats(false);
     for c in cosines.iter().take(5) {
         eprintln!("  lowest: {:.4} {}", c.0, c.1.display());
     }
@@ -144,15 +146,24 @@ fn faces_found_in_the_raw_photos_match_the_shared_aligned_set() {
         exact as f64 >= 0.97 * photos as f64,
         "{exact}/{photos} photos with the same count"
     );
-    // Measured (docs/FACES.md): the shared crops were not all made at the
-    // photo's own size, so even OpenCV's own alignCrop of its own landmarks
-    // differs from some of them; these bounds hold with a margin.
+    // Measured (docs/FACES.md): on the larger photos our crops are the
+    // shared ones (median 0.997); the shared crops of small photos were made
+    // from enlarged copies (OpenCV at the photo's own size does not
+    // reproduce them either), so there the bounds are looser.
     assert!(
-        native_median >= 0.94,
-        "median cosine {native_median:.4} on photos ≤ 640 px"
+        large_median >= 0.99,
+        "median cosine {large_median:.4} on photos > 640 px"
     );
     assert!(
-        native_p5 >= 0.85,
-        "5th-percentile cosine {native_p5:.4} on photos ≤ 640 px"
+        large_share >= 0.75,
+        "{large_share:.3} of crops ≥ 0.95 on photos > 640 px"
+    );
+    assert!(
+        small_median >= 0.94,
+        "median cosine {small_median:.4} on photos ≤ 640 px"
+    );
+    assert!(
+        small_p5 >= 0.85,
+        "5th-percentile cosine {small_p5:.4} on photos ≤ 640 px"
     );
 }

@@ -110,6 +110,8 @@ pub struct OpenOptions {
     pub max_batch: usize,
     pub ort_library: Option<PathBuf>,
     pub optimization: GraphOptimizationLevel,
+    /// Run a fully convolutional model at this input height and width.
+    pub spatial_size: Option<[u64; 2]>,
 }
 
 impl Default for OpenOptions {
@@ -126,6 +128,7 @@ impl Default for OpenOptions {
             max_batch: 32,
             ort_library: None,
             optimization: GraphOptimizationLevel::All,
+            spatial_size: None,
         }
     }
 }
@@ -162,6 +165,24 @@ impl OpenOptions {
                 "sessions" => opts.sessions = count(k, v, 256)?,
                 "max_batch" => opts.max_batch = count(k, v, 65536)?,
                 "ort_library" => opts.ort_library = Some(PathBuf::from(string(k, v)?)),
+                "spatial_size" => {
+                    let dims: Option<Vec<u64>> = v.as_array().map(|a| {
+                        a.iter()
+                            .filter_map(|d| d.as_u64().filter(|d| (1..=16384).contains(d)))
+                            .collect()
+                    });
+                    match dims.as_deref() {
+                        Some([h, w]) if v.as_array().is_some_and(|a| a.len() == 2) => {
+                            opts.spatial_size = Some([*h, *w])
+                        }
+                        _ => {
+                            return Err(option_error(
+                                k,
+                                "must be [height, width], each in 1..=16384",
+                            ));
+                        }
+                    }
+                }
                 "batching" => {
                     opts.batching = match string(k, v)?.as_str() {
                         "auto" => Batching::Auto,
@@ -397,6 +418,35 @@ impl OnnxModel {
             notes.push(format!(
                 "dropped {} graph inputs that duplicate initializers",
                 repaired.dropped_initializer_duplicates.len()
+            ));
+        }
+        let mut repaired = repaired;
+        if let Some([h, w]) = opts.spatial_size {
+            let info = graph::build::inspect(&repaired.bytes).map_err(model_error)?;
+            let port = match opts.input_name.as_deref() {
+                Some(n) => info.inputs.iter().find(|p| p.name == n),
+                None if info.inputs.len() == 1 => info.inputs.first(),
+                None => None,
+            }
+            .ok_or_else(|| option_error("spatial_size", "name the input (input.name) to resize"))?;
+            let rank = port.dims.as_ref().map_or(0, Vec::len);
+            let channels_first = matches!(
+                port.dims.as_deref().and_then(|d| d.get(1)),
+                Some(graph::build::Dim::Fixed(1 | 3))
+            );
+            if rank != 4 {
+                return Err(option_error(
+                    "spatial_size",
+                    format!("input '{}' is not a 4-D image tensor", port.name),
+                ));
+            }
+            let (hi, wi) = if channels_first { (2, 3) } else { (1, 2) };
+            repaired.bytes =
+                graph::set_input_dims(&repaired.bytes, &port.name, &[(hi, h), (wi, w)])
+                    .map_err(model_error)?;
+            notes.push(format!(
+                "input '{}' set to {h}×{w} (spatial_size)",
+                port.name
             ));
         }
         if repaired.dropped_block_sizes > 0 {

@@ -1,0 +1,186 @@
+//! The pair bundle: what the guard needs to run a calibrated pair.
+//!
+//! ```json
+//! {
+//!   "format_version": "1.0",
+//!   "kind": "zooaudit-pair-bundle",
+//!   "probe":     {"name": "...", "manifest": "sface.toml", "sha256": "..."},
+//!   "reference": {"name": "...", "manifest": "faceplugin.toml", "sha256": "..."},
+//!   "translator": {"method": "ridge", "in_dim": 128, "out_dim": 512, "weights": [...], "bias": [...]},
+//!   "fit": {...}, "fidelity": {"samples": ..., "mean_cosine": ..., "top1": ..., "mean_rank": ...},
+//!   "thresholds": [{"target_fnmr": 0.01, "threshold": 0.61, "calibration_samples": 131, "heldout_fnmr": 0.008, ...}],
+//!   "serve": "reference",
+//!   "created": {"tool": "zooaudit 0.1.0", "audit_file": "...", "audit_sha256": "...", "seed": 42}
+//! }
+//! ```
+//!
+//! Manifest paths are relative to the bundle file (absolute ones stay). On
+//! load the models' files are resolved and their sha256 must equal the
+//! bundle's: a bundle never runs other models than the ones it was
+//! calibrated on.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use zooaudit_pairing::{Fidelity, FitReport, Translator};
+
+use crate::GuardError;
+
+/// The bundle format this build writes and reads (any 1.x).
+pub const BUNDLE_FORMAT: &str = "1.0";
+/// The `kind` of a pair bundle file.
+pub const BUNDLE_KIND: &str = "zooaudit-pair-bundle";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BundleModel {
+    pub name: String,
+    pub manifest: PathBuf,
+    pub sha256: String,
+    pub dim: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperatingPoint {
+    pub target_fnmr: f64,
+    pub threshold: f32,
+    pub calibration_samples: usize,
+    /// Held-out clean FNMR at this threshold, with its 95 % interval.
+    pub heldout_fnmr: f64,
+    pub heldout_ci95: [f64; 2],
+    pub heldout_samples: usize,
+}
+
+/// Which embedding the guard answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Serve {
+    Probe,
+    Reference,
+    /// Mean of the translated probe and the reference (both L2-normalised),
+    /// in the reference's space.
+    Mean,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Created {
+    pub tool: String,
+    pub audit_file: String,
+    pub audit_sha256: String,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairBundle {
+    pub format_version: String,
+    pub kind: String,
+    pub probe: BundleModel,
+    pub reference: BundleModel,
+    pub translator: Translator,
+    pub fit: FitReport,
+    pub fidelity: Fidelity,
+    pub thresholds: Vec<OperatingPoint>,
+    pub serve: Serve,
+    pub created: Created,
+}
+
+impl PairBundle {
+    /// The operating point for `target` FNMR.
+    pub fn operating_point(&self, target: f64) -> Option<&OperatingPoint> {
+        self.thresholds
+            .iter()
+            .find(|o| (o.target_fnmr - target).abs() < 1e-12)
+    }
+
+    /// Reads and checks a bundle; manifest paths become absolute.
+    pub fn read(path: &Path) -> Result<PairBundle, GuardError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| GuardError::file(path, format!("cannot read pair bundle: {e}")))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| GuardError::file(path, format!("not JSON: {e}")))?;
+        if v.get("kind").and_then(|k| k.as_str()) != Some(BUNDLE_KIND) {
+            return Err(GuardError::file(path, "not a zooaudit pair bundle (kind)"));
+        }
+        let version = v
+            .get("format_version")
+            .and_then(|k| k.as_str())
+            .unwrap_or("");
+        zooaudit_reports::check_readable(path, version, BUNDLE_FORMAT)
+            .map_err(|e| GuardError::Other(e.to_string()))?;
+        let mut b: PairBundle = serde_json::from_value(v)
+            .map_err(|e| GuardError::file(path, format!("malformed pair bundle: {e}")))?;
+        let t = &b.translator;
+        if t.weights.len() != t.in_dim * t.out_dim
+            || t.bias.len() != t.out_dim
+            || t.in_dim != b.probe.dim
+            || t.out_dim != b.reference.dim
+        {
+            return Err(GuardError::file(
+                path,
+                format!(
+                    "translator is {}→{} with {} weights and {} biases, but the models are {}-d and {}-d",
+                    t.in_dim,
+                    t.out_dim,
+                    t.weights.len(),
+                    t.bias.len(),
+                    b.probe.dim,
+                    b.reference.dim
+                ),
+            ));
+        }
+        if t.weights.iter().chain(&t.bias).any(|x| !x.is_finite()) {
+            return Err(GuardError::file(path, "translator has non-finite weights"));
+        }
+        if b.thresholds.is_empty() || b.thresholds.iter().any(|o| !o.threshold.is_finite()) {
+            return Err(GuardError::file(path, "no valid thresholds"));
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        for m in [&mut b.probe, &mut b.reference] {
+            if m.manifest.is_relative() {
+                m.manifest = base.join(&m.manifest);
+            }
+        }
+        Ok(b)
+    }
+
+    /// Writes the bundle atomically; manifest paths are made relative to
+    /// the bundle's directory where possible.
+    pub fn write(&self, path: &Path) -> Result<(), GuardError> {
+        let mut b = self.clone();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| GuardError::file(dir, format!("cannot create: {e}")))?;
+        }
+        if let Some(dir) = path.parent().and_then(|d| std::fs::canonicalize(d).ok()) {
+            for m in [&mut b.probe, &mut b.reference] {
+                if let Ok(abs) = std::fs::canonicalize(&m.manifest)
+                    && let Some(rel) = relative(&abs, &dir)
+                {
+                    m.manifest = rel;
+                }
+            }
+        }
+        let text =
+            serde_json::to_string_pretty(&b).map_err(|e| GuardError::Other(e.to_string()))?;
+        zooaudit_reports::write_atomic(path, text.as_bytes())
+            .map_err(|e| GuardError::file(path, e.to_string()))
+    }
+}
+
+/// `target` relative to directory `base` (both absolute).
+fn relative(target: &Path, base: &Path) -> Option<PathBuf> {
+    let t: Vec<_> = target.components().collect();
+    let b: Vec<_> = base.components().collect();
+    let common = t.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    // Only paths that share more than the root are written relative.
+    if common <= 1 {
+        return None;
+    }
+    let mut out = PathBuf::new();
+    for _ in common..b.len() {
+        out.push("..");
+    }
+    for c in &t[common..] {
+        out.push(c.as_os_str());
+    }
+    Some(out)
+}

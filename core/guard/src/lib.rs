@@ -1,0 +1,44 @@
+//! The paper's method at run time: every image goes through both models of a
+//! calibrated pair, and a low agreement score means this very input may be
+//! triggering a backdoor, whatever the trigger is.
+//!
+//! - [`bundle`]: the pair bundle (versioned JSON): both models by manifest
+//!   and sha256, the fitted translator with its held-out fidelity, the
+//!   thresholds per operating point, and which embedding to serve.
+//!   [`fit::fit_bundle`] makes one from an audit file's models and faces.
+//! - [`pair`]: the opened pair and its decision for one image.
+//! - [`server`]: the HTTP service (axum on tokio).
+
+pub mod bundle;
+pub mod fit;
+pub mod pair;
+pub mod server;
+
+/// Errors of the guard. One line each, naming the file at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GuardError {
+    #[error("{path}: {message}")]
+    File {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl GuardError {
+    pub fn field_of(path: &std::path::Path, field: &str, message: impl Into<String>) -> GuardError {
+        GuardError::File {
+            path: path.to_path_buf(),
+            message: format!("{field}: {}", message.into()),
+        }
+    }
+
+    pub fn file(path: &std::path::Path, message: impl Into<String>) -> GuardError {
+        GuardError::File {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+}

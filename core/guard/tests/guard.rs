@@ -1,0 +1,137 @@
+//! Pair bundles: fitted from the example audit on the real shared models,
+//! written and read back, refused when tampered, and decisions that match
+//! the translator's own scores.
+#![allow(clippy::unwrap_used)]
+
+use zooaudit_audit::{AuditSpec, Cache, RunOptions};
+use zooaudit_guard::bundle::{PairBundle, Serve};
+use zooaudit_guard::pair::Pair;
+use zooaudit_testsupport as support;
+
+fn fitted(set: &zooaudit_host::PluginSet) -> PairBundle {
+    support::require_ort();
+    let spec = AuditSpec::load(&support::example_manifest("audit.toml")).unwrap();
+    let opts = RunOptions {
+        cache: Cache::new(Some(
+            support::repo_root().join("target/test-cache/example-audit"),
+        )),
+        batch: 32,
+        fetch: zooaudit_registry::FetchOptions::from_env(),
+    };
+    zooaudit_guard::fit::fit_bundle(&spec, set, &opts, Serve::Mean, &mut |_| {}).unwrap()
+}
+
+#[test]
+fn a_bundle_round_trips_and_its_decisions_match_the_translator() {
+    let set = support::plugins();
+    let b = fitted(&set);
+    assert_eq!((b.probe.dim, b.reference.dim), (128, 512));
+    assert!(b.fidelity.top1 > 0.9, "{:?}", b.fidelity);
+    assert_eq!(b.thresholds.len(), 3);
+    // Thresholds rise with the target FNMR.
+    assert!(b.thresholds[0].threshold <= b.thresholds[1].threshold);
+    assert!(b.thresholds[1].threshold <= b.thresholds[2].threshold);
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("sub/pair.json");
+    b.write(&path).unwrap();
+    let back = PairBundle::read(&path).unwrap();
+    assert_eq!(back.translator, b.translator);
+    assert_eq!(back.thresholds, b.thresholds);
+    let pair = Pair::open(
+        back,
+        &path,
+        &set,
+        &zooaudit_registry::FetchOptions::from_env(),
+    )
+    .unwrap();
+    let faces =
+        support::collect(&support::shared_zoo().join("faces/aligned112/labeled/barack_obama"));
+    let imgs: Vec<image::RgbImage> = faces
+        .iter()
+        .map(|f| pair.decode(&std::fs::read(f).unwrap(), "x").unwrap())
+        .collect();
+    let shas: Vec<String> = faces.iter().map(|f| f.display().to_string()).collect();
+    let t = b.thresholds[1].threshold;
+    let d = pair.decide(&imgs, &shas, t).unwrap();
+    // Same scores one by one as in a batch, and against the translator.
+    let sface = support::real_embeddings("sface.toml");
+    let fp = support::real_embeddings("faceplugin.toml");
+    for (i, f) in faces.iter().enumerate() {
+        let single = pair
+            .decide(std::slice::from_ref(&imgs[i]), &shas[i..=i], t)
+            .unwrap();
+        assert!((single[0].score - d[i].score).abs() < 1e-5);
+        let row_of = |e: &zooaudit_embed::Embeddings| {
+            let k = e.images.iter().position(|x| x == f).unwrap();
+            e.row(k).to_vec()
+        };
+        let (p, r) = (row_of(&sface), row_of(&fp));
+        let want = zooaudit_pairing::cosine(&b.translator.apply(&p), &r);
+        assert!((want - d[i].score).abs() < 1e-4, "{want} vs {}", d[i].score);
+        assert_eq!(d[i].agree, d[i].score >= t);
+        // Serve::Mean: a unit vector in the reference's space.
+        assert_eq!(d[i].embedding.len(), 512);
+        let n: f32 = d[i].embedding.iter().map(|x| x * x).sum();
+        assert!((n - 1.0).abs() < 1e-4);
+    }
+    // Wrong-size image: refused, naming the sizes.
+    let big = image::RgbImage::new(200, 100);
+    let mut png = std::io::Cursor::new(Vec::new());
+    big.write_to(&mut png, image::ImageFormat::Png).unwrap();
+    let e = pair
+        .decode(png.get_ref(), "big.png")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("200×100") && e.contains("112×112"), "{e}");
+}
+
+#[test]
+fn tampered_or_foreign_bundles_are_refused_with_the_reason() {
+    let set = support::plugins();
+    let b = fitted(&set);
+    let tmp = tempfile::tempdir().unwrap();
+    let good = tmp.path().join("good.json");
+    b.write(&good).unwrap();
+    let text = std::fs::read_to_string(&good).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let write = |name: &str, v: &serde_json::Value| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, serde_json::to_string(v).unwrap()).unwrap();
+        p
+    };
+    let mut cases: Vec<(std::path::PathBuf, &str)> = Vec::new();
+    let mut x = v.clone();
+    x["format_version"] = "2.0".into();
+    cases.push((write("v2.json", &x), "2.0"));
+    let mut x = v.clone();
+    x["kind"] = "something-else".into();
+    cases.push((write("kind.json", &x), "not a zooaudit pair bundle"));
+    let mut x = v.clone();
+    x["translator"]["bias"].as_array_mut().unwrap().pop();
+    cases.push((write("dims.json", &x), "translator is 128→512"));
+    let mut x = v.clone();
+    x["thresholds"] = serde_json::json!([]);
+    cases.push((write("nothr.json", &x), "no valid thresholds"));
+    std::fs::write(tmp.path().join("junk.json"), "{not json").unwrap();
+    cases.push((tmp.path().join("junk.json"), "not JSON"));
+    for (p, want) in &cases {
+        let e = PairBundle::read(p).unwrap_err().to_string();
+        assert!(
+            e.contains(p.file_name().unwrap().to_str().unwrap()) && e.contains(want),
+            "{e} lacks {want}"
+        );
+    }
+    // A model swapped under the bundle: refused on open.
+    let mut x = v.clone();
+    x["reference"]["sha256"] = "0".repeat(64).into();
+    let p = write("swapped.json", &x);
+    let back = PairBundle::read(&p).unwrap();
+    let e = Pair::open(back, &p, &set, &zooaudit_registry::FetchOptions::from_env())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("swapped.json") && e.contains("calibrated on"),
+        "{e}"
+    );
+}
