@@ -113,6 +113,16 @@ impl Pair {
         })
     }
 
+    /// The probe model.
+    pub fn probe(&self) -> &Embedder {
+        &self.probe
+    }
+
+    /// The reference model.
+    pub fn reference(&self) -> &Embedder {
+        &self.reference
+    }
+
     /// `[height, width]` of the aligned faces the pair expects.
     pub fn face_size(&self) -> [u32; 2] {
         self.probe.manifest().input.size

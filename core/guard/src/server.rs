@@ -270,6 +270,23 @@ fn answer(d: &Decision, policy: Policy) -> (StatusCode, serde_json::Value) {
     )
 }
 
+/// A declared body over the limit is refused before a byte of it is read.
+fn declared_too_large(headers: &HeaderMap, max: usize) -> Option<Response> {
+    let n = headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    (n > max as u64).then(|| {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body of {n} bytes is over the limit of {max} bytes"),
+        )
+    })
+}
+
 fn image_content_type(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
@@ -307,6 +324,10 @@ async fn embed_inner(state: &Arc<AppState>, req: Request, started: Instant) -> R
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "send one image as image/png, image/jpeg, image/webp or application/octet-stream",
         );
+    }
+    if let Some(r) = declared_too_large(req.headers(), state.opts.max_body) {
+        state.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
+        return r;
     }
     let bytes = match read_body(req.into_body(), state.opts.max_body, deadline).await {
         Ok(b) => b,
@@ -365,6 +386,10 @@ async fn batch_inner(state: &Arc<AppState>, req: Request, started: Instant) -> R
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "send {\"images\": [\"<base64>\", ...]} as application/json",
         );
+    }
+    if let Some(r) = declared_too_large(req.headers(), state.opts.max_body) {
+        state.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
+        return r;
     }
     let bytes = match read_body(req.into_body(), state.opts.max_body, deadline).await {
         Ok(b) => b,
