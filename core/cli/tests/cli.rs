@@ -1113,6 +1113,37 @@ fn the_guard_serves_over_http_and_catches_an_injected_backdoor() {
         "impostor's triggered faces disagree {disagree}/{}",
         impostor.len()
     );
+    // A burst of concurrent requests (micro-batched by the workers): every
+    // answer belongs to its own request.
+    let burst: Vec<Vec<u8>> = clean
+        .iter()
+        .take(12)
+        .map(|f| std::fs::read(f).unwrap())
+        .collect();
+    std::thread::scope(|sc| {
+        let hs: Vec<_> = burst
+            .iter()
+            .map(|body| {
+                let (http, url) = (&http, &guard.url);
+                sc.spawn(move || {
+                    let v: serde_json::Value = http
+                        .post(format!("{url}/v1/embed"))
+                        .header("content-type", "image/png")
+                        .body(body.clone())
+                        .send()
+                        .unwrap()
+                        .json()
+                        .unwrap();
+                    (zooaudit_testsupport::hex_sha256(body), v)
+                })
+            })
+            .collect();
+        for h in hs {
+            let (sha, v) = h.join().unwrap();
+            assert_eq!(v["image_sha256"], sha.as_str(), "{v}");
+            assert_eq!(v["verdict"], "agree");
+        }
+    });
     // Batch: answers in order, one bad entry in its own slot.
     let b64 = |p: &Path| {
         base64::Engine::encode(
@@ -1225,6 +1256,19 @@ fn the_guard_serves_over_http_and_catches_an_injected_backdoor() {
         m.contains("zooaudit_guard_request_seconds_bucket{le=\"+Inf\"}"),
         "{m}"
     );
+    let counter = |name: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (batches, images) = (
+        counter("zooaudit_guard_model_batches_total"),
+        counter("zooaudit_guard_model_batch_images_total"),
+    );
+    eprintln!("guard: {images} images in {batches} model runs");
+    assert!(batches > 0 && images >= batches);
     assert!(guard.stop().success(), "graceful shutdown exits 0");
     // Reject policy: a disagreement is 409 without an embedding.
     let guard = Guard::start(&bundle, &["--on-disagree", "reject"]);

@@ -13,8 +13,11 @@
 //! image sha256, score, threshold, operating point), and with a quarantine
 //! directory the image itself is kept as `<sha256>.img`. Limits: request
 //! body size, image dimensions and decoder memory, a body-read timeout (slow
-//! clients get 408), at most `concurrency` requests in the models at once
-//! (others wait up to `queue_timeout`, then 503), a per-request timeout (504).
+//! clients get 408), `concurrency` model workers fed by a bounded queue
+//! (when it is full a request waits up to `queue_timeout`, then 503), a
+//! per-request timeout (504). A worker takes every request already queued
+//! (up to `max_batch` images) and runs both models once on them:
+//! micro-batching that adds no waiting.
 //! SIGTERM or Ctrl-C stops accepting and lets in-flight requests finish.
 
 use std::io::Write;
@@ -94,6 +97,8 @@ struct Metrics {
     overloaded: AtomicU64,
     model_errors: AtomicU64,
     in_flight: AtomicU64,
+    batches: AtomicU64,
+    batched_images: AtomicU64,
     latency_buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -105,8 +110,8 @@ struct AppState {
     pair: Arc<Pair>,
     threshold: f32,
     opts: ServeOptions,
-    slots: Arc<tokio::sync::Semaphore>,
-    metrics: Metrics,
+    jobs: tokio::sync::mpsc::Sender<Job>,
+    metrics: Arc<Metrics>,
     quarantine: Mutex<Option<std::fs::File>>,
 }
 
@@ -147,7 +152,9 @@ impl AppState {
         }
     }
 
-    /// Runs the pair on decoded images within the concurrency and time limits.
+    /// Runs the pair on decoded images: queued for the model workers
+    /// (waiting up to `queue_timeout` for room, else 503), answered within
+    /// the request's deadline (else 504).
     async fn run(
         self: &Arc<Self>,
         images: Vec<image::RgbImage>,
@@ -158,25 +165,24 @@ impl AppState {
             .opts
             .queue_timeout
             .min(deadline.saturating_duration_since(Instant::now()));
-        let permit = match tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await {
-            Ok(Ok(p)) => p,
-            _ => {
-                self.metrics.overloaded.fetch_add(1, Ordering::Relaxed);
-                return Err(error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "busy: all model slots taken; retry later",
-                ));
-            }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Job {
+            images,
+            shas,
+            reply,
         };
-        let state = self.clone();
-        let threshold = self.threshold;
-        let job = tokio::task::spawn_blocking(move || {
-            let r = state.pair.decide(&images, &shas, threshold);
-            drop(permit);
-            r
-        });
+        if tokio::time::timeout(wait, self.jobs.send(job))
+            .await
+            .map_or(true, |r| r.is_err())
+        {
+            self.metrics.overloaded.fetch_add(1, Ordering::Relaxed);
+            return Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy: the model queue is full; retry later",
+            ));
+        }
         let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, job).await {
+        match tokio::time::timeout(left, answer).await {
             Err(_) => Err(error(
                 StatusCode::GATEWAY_TIMEOUT,
                 "the models did not answer in time",
@@ -193,6 +199,67 @@ impl AppState {
                 Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
             }
             Ok(Ok(Ok(d))) => Ok(d),
+        }
+    }
+}
+
+/// Images of one request waiting for the models.
+struct Job {
+    images: Vec<image::RgbImage>,
+    shas: Vec<String>,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<Decision>, DecideError>>,
+}
+
+/// A model worker: takes a queued job, adds every job already waiting
+/// (micro-batching, up to `max_batch` images, never waiting for more), runs
+/// both models once on the lot, and answers each job its share.
+fn worker(
+    pair: Arc<Pair>,
+    threshold: f32,
+    max_batch: usize,
+    queue: Arc<Mutex<tokio::sync::mpsc::Receiver<Job>>>,
+    metrics: Arc<Metrics>,
+) {
+    loop {
+        let mut jobs = Vec::new();
+        {
+            let mut rx = queue.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(first) = rx.blocking_recv() else {
+                return;
+            };
+            let mut n = first.images.len();
+            jobs.push(first);
+            while n < max_batch {
+                match rx.try_recv() {
+                    Ok(j) => {
+                        n += j.images.len();
+                        jobs.push(j);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let images: Vec<image::RgbImage> =
+            jobs.iter().flat_map(|j| j.images.iter().cloned()).collect();
+        let shas: Vec<String> = jobs.iter().flat_map(|j| j.shas.iter().cloned()).collect();
+        metrics.batches.fetch_add(1, Ordering::Relaxed);
+        metrics
+            .batched_images
+            .fetch_add(images.len() as u64, Ordering::Relaxed);
+        match pair.decide(&images, &shas, threshold) {
+            Ok(all) => {
+                let mut it = all.into_iter();
+                for j in jobs {
+                    let mine: Vec<Decision> = it.by_ref().take(j.images.len()).collect();
+                    let _ = j.reply.send(Ok(mine));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for j in jobs {
+                    let _ = j.reply.send(Err(DecideError::Model(msg.clone())));
+                }
+            }
         }
     }
 }
@@ -531,6 +598,16 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             g(&m.overloaded),
         ),
         ("model_errors_total", "Model failures.", g(&m.model_errors)),
+        (
+            "model_batches_total",
+            "Model runs (each on one micro-batch of requests).",
+            g(&m.batches),
+        ),
+        (
+            "model_batch_images_total",
+            "Images over all model runs (÷ batches = mean micro-batch).",
+            g(&m.batched_images),
+        ),
     ] {
         s.push_str(&format!("# HELP zooaudit_guard_{name} {help}\n# TYPE zooaudit_guard_{name} counter\nzooaudit_guard_{name} {v}\n"));
     }
@@ -584,14 +661,29 @@ pub fn router(pair: Arc<Pair>, opts: ServeOptions) -> Result<Router, crate::Guar
         ),
         None => None,
     };
+    // Room for a few jobs per worker; beyond that requests wait, then 503.
+    let workers = opts.concurrency.max(1);
+    let (tx, rx) = tokio::sync::mpsc::channel(workers * 4);
+    let queue = Arc::new(Mutex::new(rx));
+    let max_batch = opts.max_batch;
     let state = Arc::new(AppState {
         threshold: op.threshold,
-        slots: Arc::new(tokio::sync::Semaphore::new(opts.concurrency.max(1))),
-        pair,
+        jobs: tx,
+        pair: pair.clone(),
         opts,
-        metrics: Metrics::default(),
+        metrics: Arc::new(Metrics::default()),
         quarantine: Mutex::new(quarantine),
     });
+    for i in 0..workers {
+        // Workers hold the queue and the counters, not the state: when the
+        // router goes, the queue closes and they end.
+        let (pair, queue, st) = (pair.clone(), queue.clone(), state.metrics.clone());
+        let threshold = state.threshold;
+        std::thread::Builder::new()
+            .name(format!("guard-model-{i}"))
+            .spawn(move || worker(pair, threshold, max_batch, queue, st))
+            .map_err(|e| crate::GuardError::Other(format!("cannot start a model worker: {e}")))?;
+    }
     Ok(Router::new()
         .route("/v1/embed", post(embed))
         .route("/v1/embed/batch", post(embed_batch))
