@@ -18,8 +18,8 @@ if ! command -v wrk >/dev/null; then
   if [ "$(id -u)" = 0 ]; then apt-get install -y -qq wrk >/dev/null; else sudo apt-get install -y -qq wrk >/dev/null; fi
 fi
 cargo build --release -q -p zooaudit -p zooaudit-plugin-onnx -p zooaudit-plugin-cosine -p zooaudit-plugin-pairing
-bin=target/release/zooaudit
-work=target/bench-guard
+bin=${CARGO_TARGET_DIR:-target}/release/zooaudit
+work=$root/target/bench-guard
 mkdir -p "$work"
 face=$root/../shared/zoo/faces/aligned112/labeled/barack_obama/obama.png
 $bin pair fit examples/shared-zoo/audit.toml --out "$work/pair.json" --cache-dir "$work/cache" >/dev/null

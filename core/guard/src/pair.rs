@@ -43,6 +43,10 @@ pub struct Pair {
     probe: Embedder,
     reference: Embedder,
     pub limits: zooaudit_imaging::Limits,
+    /// Run the two models at the same time (default; measured faster than
+    /// one after the other even on 2 cores once idle ONNX Runtime threads do
+    /// not spin, see docs/BENCHMARKS.md).
+    pub concurrent: bool,
 }
 
 fn unit(v: &[f32]) -> Vec<f32> {
@@ -64,8 +68,17 @@ impl Pair {
         fetch: &zooaudit_registry::FetchOptions,
     ) -> Result<Pair, GuardError> {
         let open = |m: &crate::bundle::BundleModel| -> Result<Embedder, GuardError> {
-            let manifest = ModelManifest::load(&m.manifest)
+            let mut manifest = ModelManifest::load(&m.manifest)
                 .map_err(|e| GuardError::file(bundle_path, e.to_string()))?;
+            // Two models take turns on the same cores: idle ONNX Runtime
+            // threads must not spin (measured: docs/BENCHMARKS.md).
+            if manifest.model.adapter == "onnx" && !manifest.model.options.contains_key("spinning")
+            {
+                manifest
+                    .model
+                    .options
+                    .insert("spinning".into(), toml::Value::Boolean(false));
+            }
             let e = Embedder::open_with(manifest, plugins, fetch)
                 .map_err(|e| GuardError::file(bundle_path, e.to_string()))?;
             if e.resolved().sha256 != m.sha256 {
@@ -110,6 +123,7 @@ impl Pair {
                 max_height: 4096,
                 max_alloc: 128 << 20,
             },
+            concurrent: true,
         })
     }
 
@@ -148,8 +162,8 @@ impl Pair {
         Ok(img)
     }
 
-    /// Decisions for aligned faces at `threshold`: both models run at the
-    /// same time, each on the whole batch.
+    /// Decisions for aligned faces at `threshold`: each model runs once on
+    /// the whole batch (both at the same time when `concurrent`).
     pub fn decide(
         &self,
         images: &[RgbImage],
@@ -157,11 +171,18 @@ impl Pair {
         threshold: f32,
     ) -> Result<Vec<Decision>, DecideError> {
         let names: Vec<PathBuf> = shas.iter().map(PathBuf::from).collect();
-        let (p, r) = std::thread::scope(|s| {
-            let p = s.spawn(|| self.probe.embed_rgb(images, &names));
-            let r = self.reference.embed_rgb(images, &names);
-            (p.join(), r)
-        });
+        let (p, r) = if self.concurrent {
+            std::thread::scope(|s| {
+                let p = s.spawn(|| self.probe.embed_rgb(images, &names));
+                let r = self.reference.embed_rgb(images, &names);
+                (p.join(), r)
+            })
+        } else {
+            (
+                Ok(self.probe.embed_rgb(images, &names)),
+                self.reference.embed_rgb(images, &names),
+            )
+        };
         let p = p
             .map_err(|_| DecideError::Model("probe model worker panicked".into()))?
             .map_err(|e| DecideError::Model(e.to_string()))?;

@@ -17,7 +17,8 @@
 //! `output_name` from `[input]`/`[output]`): `execution_provider` (`cpu` |
 //! `cuda`), `device_id`, `threads`, `batching` (`auto` | `native` |
 //! `per-sample`), `sessions`, `max_batch`, `ort_library`, `optimization`
-//! (`disable` | `basic` | `extended` | `all`). Errors about an option start with
+//! (`disable` | `basic` | `extended` | `all`), `spinning` (idle threads spin,
+//! default true), `spatial_size` ([H, W]). Errors about an option start with
 //! `option <key>:` so the host can point at the manifest field.
 //!
 //! `output_name = "*"` returns every output of the graph, each flattened per
@@ -112,6 +113,10 @@ pub struct OpenOptions {
     pub optimization: GraphOptimizationLevel,
     /// Run a fully convolutional model at this input height and width.
     pub spatial_size: Option<[u64; 2]>,
+    /// Let idle intra-op threads spin (ONNX Runtime's default). Off when
+    /// several models take turns on the same cores: spinning threads of one
+    /// session then steal the cores the next one needs.
+    pub spinning: bool,
 }
 
 impl Default for OpenOptions {
@@ -129,6 +134,7 @@ impl Default for OpenOptions {
             ort_library: None,
             optimization: GraphOptimizationLevel::All,
             spatial_size: None,
+            spinning: true,
         }
     }
 }
@@ -165,6 +171,11 @@ impl OpenOptions {
                 "sessions" => opts.sessions = count(k, v, 256)?,
                 "max_batch" => opts.max_batch = count(k, v, 65536)?,
                 "ort_library" => opts.ort_library = Some(PathBuf::from(string(k, v)?)),
+                "spinning" => {
+                    opts.spinning = v
+                        .as_bool()
+                        .ok_or_else(|| option_error(k, "must be true or false"))?
+                }
                 "spatial_size" => {
                     let dims: Option<Vec<u64>> = v.as_array().map(|a| {
                         a.iter()
@@ -285,6 +296,8 @@ pub fn build_session(
         .with_optimization_level(opts.optimization)
         .map_err(model_error)?
         .with_intra_threads(threads)
+        .map_err(model_error)?
+        .with_intra_op_spinning(opts.spinning)
         .map_err(model_error)?
         // Run-time failures come back as errors; ONNX Runtime's own log
         // would print them a second time on stderr.
