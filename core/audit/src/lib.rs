@@ -149,7 +149,8 @@ fn sha256_bytes(bytes: &[u8]) -> String {
 pub fn load_faces(
     spec: &AuditSpec,
     expected: (u32, u32),
-    aligner: Option<(&zooaudit_faces::FaceDetector<'_>, Option<PathBuf>)>,
+    aligner: Option<&zooaudit_faces::FaceDetector<'_>>,
+    cache: &Cache,
     warnings: &mut Vec<String>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Vec<Face>, AuditError> {
@@ -165,6 +166,14 @@ pub fn load_faces(
             });
         }
     };
+    // Detections are cached beside the embeddings (same cache root).
+    let aligner = aligner.map(|d| {
+        let dir = cache
+            .dir()
+            .and_then(|c| c.parent())
+            .map(|root| d.cache_dir(root));
+        (d, dir)
+    });
     let limits = zooaudit_imaging::Limits::default();
     let read = |path: &Path| -> Result<(Vec<u8>, RgbImage), AuditError> {
         let bytes = std::fs::read(path).map_err(|e| AuditError::file(path, e.to_string()))?;
@@ -570,14 +579,8 @@ pub fn run(
     let mut faces = load_faces(
         spec,
         size,
-        aligner.as_ref().map(|d| {
-            let dir = opts
-                .cache
-                .dir()
-                .and_then(|d| d.parent())
-                .map(|root| d.cache_dir(root));
-            (d, dir)
-        }),
+        aligner.as_ref(),
+        &opts.cache,
         &mut early_warnings,
         progress,
     )?;

@@ -556,24 +556,7 @@ fn run_audit(
             };
             eprintln!("embedding {model}: {what}: {images} images ({cached} cached{rate})");
         }
-        zooaudit_audit::Progress::Aligning {
-            photos,
-            total,
-            faces,
-            seconds,
-        } => {
-            eprintln!(
-                "aligning: {photos}/{total} photos, {faces} faces ({:.1} photos/s)",
-                photos as f64 / seconds.max(1e-9)
-            );
-        }
-        zooaudit_audit::Progress::Pair {
-            probe,
-            reference,
-            step,
-        } => {
-            eprintln!("pair {probe} → {reference}: {step}");
-        }
+        other => progress_line(other),
     })?;
     report.write(out)?;
     zooaudit_render::write_human(&report, out)?;

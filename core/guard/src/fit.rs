@@ -54,14 +54,8 @@ pub fn fit_bundle(
     let mut faces = zooaudit_audit::load_faces(
         spec,
         size,
-        aligner.as_ref().map(|d| {
-            let dir = opts
-                .cache
-                .dir()
-                .and_then(|d| d.parent())
-                .map(|root| d.cache_dir(root));
-            (d, dir)
-        }),
+        aligner.as_ref(),
+        &opts.cache,
         &mut warnings,
         progress,
     )
