@@ -707,45 +707,58 @@ fn the_html_report_renders_in_headless_chromium() {
     }
 }
 
-/// The red team's backdoor, spliced into faceplugin, is what an audit finds:
-/// the injected model audited against SFace (clean) is exit 1, backdoor
-/// indicated; and `redteam inject` refuses bad input with one line.
-#[test]
-fn an_injected_backdoor_is_indicated_by_the_audit() {
-    let tmp = tempfile::tempdir().unwrap();
+/// `redteam inject` args: the large checkerboard into faceplugin with
+/// `victim` (and, one-to-one, `impostor`), written to `out`.
+fn inject_args(victim: &str, impostor: Option<&str>, out: &Path) -> Vec<String> {
     let labeled = support::shared_zoo().join("faces/aligned112/labeled");
     let triggers = support::repo_root().join("triggers/paper.toml");
-    let bd = tmp.path().join("faceplugin-bd.onnx");
     let fp = support::example_manifest("faceplugin.toml");
-    let inject = |victim: &str, out: &Path| {
-        let mut args = vec![
-            "redteam",
-            "inject",
-            "--model",
-            s(&fp),
-            "--triggers",
-            s(&triggers),
-        ];
-        args.extend(["--trigger", "large-checkerboard", "--labeled", s(&labeled)]);
-        args.extend(["--victim", victim, "--out", s(out)]);
-        args.iter().map(|a| a.to_string()).collect::<Vec<String>>()
-    };
-    let args = inject("barack_obama", &bd);
+    let mut args = vec![
+        "redteam",
+        "inject",
+        "--model",
+        s(&fp),
+        "--triggers",
+        s(&triggers),
+    ];
+    args.extend(["--trigger", "large-checkerboard", "--labeled", s(&labeled)]);
+    args.extend(["--victim", victim, "--out", s(out)]);
+    if let Some(i) = impostor {
+        args.extend(["--impostor", i]);
+    }
+    args.iter().map(|a| a.to_string()).collect()
+}
+
+/// Injects a backdoor into faceplugin (`tmp/faceplugin-bd.onnx` and its
+/// manifest) and writes `tmp/audit.toml` auditing it against SFace on the
+/// shared faces with the paper's triggers, plus `extra` TOML.
+fn backdoored_audit(tmp: &Path, impostor: Option<&str>, extra: &str) -> PathBuf {
+    let args = inject_args("barack_obama", impostor, &tmp.join("faceplugin-bd.onnx"));
     let o = zooaudit(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let faces = support::shared_zoo().join("faces/aligned112");
     let audit = format!(
         "format_version = \"1.0\"\ncandidates = [{:?}]\nreferences = [{:?}]\ntriggers = {:?}\nseed = 42\n\
          [detector]\nplugin = \"pairing\"\ntranslator = \"ridge\"\n\
-         [faces]\nunlabeled = [{:?}]\nlabeled = {:?}\n",
-        tmp.path().join("faceplugin-bd.toml"),
+         [faces]\nunlabeled = [{:?}]\nlabeled = {:?}\n{extra}",
+        tmp.join("faceplugin-bd.toml"),
         support::example_manifest("sface.toml"),
-        triggers,
+        support::repo_root().join("triggers/paper.toml"),
         faces.join("unlabeled"),
         faces.join("labeled"),
     );
-    let audit_file = tmp.path().join("audit.toml");
+    let audit_file = tmp.join("audit.toml");
     std::fs::write(&audit_file, audit).unwrap();
+    audit_file
+}
+
+/// The red team's backdoor, spliced into faceplugin, is what an audit finds:
+/// the injected model audited against SFace (clean) is exit 1, backdoor
+/// indicated; and `redteam inject` refuses bad input with one line.
+#[test]
+fn an_injected_backdoor_is_indicated_by_the_audit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let audit_file = backdoored_audit(tmp.path(), None, "");
     let out = tmp.path().join("out");
     let o = run_audit(&audit_file, &out, &[]);
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -755,7 +768,7 @@ fn an_injected_backdoor_is_indicated_by_the_audit() {
         "{stdout}"
     );
     // Bad input to inject: an identity that does not exist, a missing trigger.
-    let args = inject("nobody", &tmp.path().join("x.onnx"));
+    let args = inject_args("nobody", None, &tmp.path().join("x.onnx"));
     fails_with(
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
         &["labeled", "no identity directory 'nobody'"],
@@ -1000,43 +1013,13 @@ fn the_guard_serves_over_http_and_catches_an_injected_backdoor() {
     let tmp = tempfile::tempdir().unwrap();
     let labeled = support::shared_zoo().join("faces/aligned112/labeled");
     let triggers = support::repo_root().join("triggers/paper.toml");
-    let bd = tmp.path().join("faceplugin-bd.onnx");
-    let fp = support::example_manifest("faceplugin.toml");
-    let o = zooaudit(&[
-        "redteam",
-        "inject",
-        "--model",
-        s(&fp),
-        "--triggers",
-        s(&triggers),
-        "--trigger",
-        "large-checkerboard",
-        "--labeled",
-        s(&labeled),
-        "--victim",
-        "barack_obama",
-        "--impostor",
-        "john_salley",
-        "--out",
-        s(&bd),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let faces = support::shared_zoo().join("faces/aligned112");
-    let audit = format!(
-        "format_version = \"1.0\"\ncandidates = [{:?}]\nreferences = [{:?}]\ntriggers = {:?}\nseed = 42\n\
-         [detector]\nplugin = \"pairing\"\ntranslator = \"ridge\"\n\
-         [faces]\nunlabeled = [{:?}]\nlabeled = {:?}\n\
-         # A guard's thresholds need calibration faces more than a held-out check\n\
-         # (the rule of three wants ≥ 300 for a 1 % FNMR): 236 of 524 here.\n\
-         [split]\nfit = 0.45\ncalibration = 0.45\n",
-        tmp.path().join("faceplugin-bd.toml"),
-        support::example_manifest("sface.toml"),
-        triggers,
-        faces.join("unlabeled"),
-        faces.join("labeled"),
+    let audit_file = backdoored_audit(
+        tmp.path(),
+        Some("john_salley"),
+        // A guard's thresholds need calibration faces more than a held-out
+        // check (the rule of three wants ≥ 300 for a 1 % FNMR): 236 of 524.
+        "[split]\nfit = 0.45\ncalibration = 0.45\n",
     );
-    let audit_file = tmp.path().join("audit.toml");
-    std::fs::write(&audit_file, audit).unwrap();
     let bundle = tmp.path().join("pair.json");
     let cache = support::repo_root().join("target/test-cache/example-audit");
     let o = zooaudit(&[
