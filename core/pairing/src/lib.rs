@@ -18,8 +18,7 @@
 //! [`Translator::score`] is the agreement score of a pair: the cosine of the
 //! translated probe embedding and the reference embedding.
 
-use faer::linalg::solvers::Solve;
-use faer::{Mat, MatRef, Side};
+use faer::{Mat, MatRef};
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -111,34 +110,51 @@ impl<'a> Rows<'a> {
 }
 
 /// L2-normalises every row into an f64 matrix; refuses non-finite or zero rows.
-fn normalized(m: Rows<'_>, which: &'static str, idx: &[usize]) -> Result<Mat<f64>, PairingError> {
-    let mut out = Mat::<f64>::zeros(idx.len(), m.dim);
-    for (r, &i) in idx.iter().enumerate() {
-        let row = m.row(i);
-        if row.iter().any(|v| !v.is_finite()) {
-            return Err(PairingError::Degenerate {
-                which,
-                row: i,
-                what: "not finite (NaN or infinity)",
-            });
+/// Checks every row (finite, not all zeros) and returns its L2 norm.
+fn row_norms(m: Rows<'_>, which: &'static str) -> Result<Vec<f64>, PairingError> {
+    (0..m.rows)
+        .map(|i| {
+            let row = m.row(i);
+            if row.iter().any(|v| !v.is_finite()) {
+                return Err(PairingError::Degenerate {
+                    which,
+                    row: i,
+                    what: "not finite (NaN or infinity)",
+                });
+            }
+            let n = row
+                .iter()
+                .map(|v| f64::from(*v).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            if n == 0.0 {
+                return Err(PairingError::Degenerate {
+                    which,
+                    row: i,
+                    what: "all zeros",
+                });
+            }
+            Ok(n)
+        })
+        .collect()
+}
+
+/// The rows of `m` divided by their norms, in f64.
+fn normalized(m: Rows<'_>, norms: &[f64]) -> Mat<f64> {
+    Mat::from_fn(m.rows, m.dim, |i, j| f64::from(m.row(i)[j]) / norms[i])
+}
+
+/// Rows `idx` of `m` divided by their norms, in f32 and *one sample per
+/// column* (the copy then reads and writes memory in order; callers use the
+/// transpose), with a constant 1 appended to each sample when `bias`.
+fn sample_columns32(m: Rows<'_>, norms: &[f64], idx: &[usize], bias: bool) -> Mat<f32> {
+    Mat::from_fn(m.dim + usize::from(bias), idx.len(), |j, c| {
+        if j < m.dim {
+            (f64::from(m.row(idx[c])[j]) / norms[idx[c]]) as f32
+        } else {
+            1.0
         }
-        let n = row
-            .iter()
-            .map(|v| f64::from(*v).powi(2))
-            .sum::<f64>()
-            .sqrt();
-        if n == 0.0 {
-            return Err(PairingError::Degenerate {
-                which,
-                row: i,
-                what: "all zeros",
-            });
-        }
-        for (j, v) in row.iter().enumerate() {
-            out[(r, j)] = f64::from(*v) / n;
-        }
-    }
-    Ok(out)
+    })
 }
 
 /// Options of a fit.
@@ -345,13 +361,6 @@ fn mean_row_cosine(pred: MatRef<'_, f64>, target: MatRef<'_, f64>) -> f64 {
     sum / n.max(1) as f64
 }
 
-/// Rows with a trailing 1 (for the bias).
-fn augmented(x: MatRef<'_, f64>) -> Mat<f64> {
-    Mat::from_fn(x.nrows(), x.ncols() + 1, |i, j| {
-        if j < x.ncols() { x[(i, j)] } else { 1.0 }
-    })
-}
-
 fn rows_of(m: MatRef<'_, f64>, idx: &[usize]) -> Mat<f64> {
     Mat::from_fn(idx.len(), m.ncols(), |i, j| m[(idx[i], j)])
 }
@@ -381,22 +390,45 @@ where
 }
 
 /// Solves `(G + λ·D) Wa = C`, D = identity except 0 for the bias row (in
-/// f64 for the fit, in f32 while choosing λ).
-fn ridge_solve<T>(g: MatRef<'_, T>, c: MatRef<'_, T>, lambda: T) -> Result<Mat<T>, PairingError>
+/// f64 for the fit, in f32 while choosing λ), reading only the lower
+/// triangle of `g`.
+fn ridge_solve<T>(
+    g: MatRef<'_, T>,
+    c: MatRef<'_, T>,
+    lambda: T,
+    par: faer::Par,
+) -> Result<Mat<T>, PairingError>
 where
-    T: faer::traits::RealField + Copy + From<f32> + std::ops::Add<Output = T>,
+    T: faer::traits::RealField + Copy + std::ops::AddAssign,
 {
+    use dyn_stack::{MemBuffer, MemStack};
+    use faer::linalg::cholesky::llt;
     let d = g.nrows();
-    let zero = T::from(0.0);
-    let a = Mat::from_fn(d, d, |i, j| {
-        g[(i, j)] + if i == j && i + 1 < d { lambda } else { zero }
-    });
-    let llt = a.llt(Side::Lower).map_err(|e| {
+    let mut a = g.to_owned();
+    for i in 0..d.saturating_sub(1) {
+        a[(i, i)] += lambda;
+    }
+    let mut scratch = MemBuffer::new(llt::factor::cholesky_in_place_scratch::<T>(
+        d,
+        par,
+        Default::default(),
+    ));
+    llt::factor::cholesky_in_place(
+        a.as_mut(),
+        Default::default(),
+        par,
+        MemStack::new(&mut scratch),
+        Default::default(),
+    )
+    .map_err(|e| {
         PairingError::Numeric(format!(
             "ridge system not positive definite ({e:?}); is the data degenerate?"
         ))
     })?;
-    Ok(llt.solve(c))
+    let mut wa = c.to_owned();
+    let mut none = MemBuffer::new(llt::solve::solve_in_place_scratch::<T>(d, c.ncols(), par));
+    llt::solve::solve_in_place(a.as_ref(), wa.as_mut(), par, MemStack::new(&mut none));
+    Ok(wa)
 }
 
 fn split_wb(wa: MatRef<'_, f64>) -> (Mat<f64>, Vec<f64>) {
@@ -441,58 +473,121 @@ pub fn fit(
             reference: reference.dim,
         });
     }
-    let all: Vec<usize> = (0..probe.rows).collect();
-    let x = normalized(probe, "probe", &all)?;
-    let y = normalized(reference, "reference", &all)?;
+    let xn = row_norms(probe, "probe")?;
+    let yn = row_norms(reference, "reference")?;
     let (train, val) = inner_split(probe.rows, opts.inner_holdout, opts.seed);
+    if opts.method == Method::Ridge {
+        let x = (probe, xn.as_slice());
+        return fit_ridge(x, (reference, yn.as_slice()), &train, &val, opts);
+    }
+    let (x, y) = (normalized(probe, &xn), normalized(reference, &yn));
     match opts.method {
-        Method::Ridge => fit_ridge(&x, &y, &val, opts),
         Method::Procrustes => fit_procrustes(&x, &y, &train, &val),
-        Method::SgdCosine => fit_sgd(&x, &y, &train, &val, opts),
+        _ => fit_sgd(&x, &y, &train, &val, opts),
     }
 }
 
 fn fit_ridge(
-    x: &Mat<f64>,
-    y: &Mat<f64>,
+    (x, xn): (Rows<'_>, &[f64]),
+    (y, yn): (Rows<'_>, &[f64]),
+    train: &[usize],
     val: &[usize],
     opts: &FitOptions,
 ) -> Result<(Translator, FitReport), PairingError> {
-    let xa = augmented(x.as_ref());
-    let g = gram_lower(xa.as_ref());
-    let c = xa.transpose() * y;
-    let d = x.ncols();
+    // The products over the samples (the Gram matrix and Xᵀ·Y: nearly all
+    // of the work) run in f32 on the unit-norm embeddings, separately for
+    // the inner training and validation samples; λ is chosen in f32 on that
+    // split (selection only), and the final system, the sum of both parts,
+    // is formed and solved in f64.
+    let (xt, yt) = (
+        sample_columns32(x, xn, train, true),
+        sample_columns32(y, yn, train, false),
+    );
+    let (xv, yv) = (
+        sample_columns32(x, xn, val, true),
+        sample_columns32(y, yn, val, false),
+    );
+    let g_tr = gram_lower(xt.transpose());
+    let c_tr = &xt * yt.transpose();
+    let g_v = gram_lower(xv.transpose());
+    let c_v = &xv * yv.transpose();
+    let sum64 = |a: &Mat<f32>, b: &Mat<f32>| {
+        Mat::<f64>::from_fn(a.nrows(), a.ncols(), |i, j| {
+            f64::from(a[(i, j)]) + f64::from(b[(i, j)])
+        })
+    };
+    let (g, c) = (sum64(&g_tr, &g_v), sum64(&c_tr, &c_v));
+    let d = x.dim;
     let scale = (0..d).map(|i| g[(i, i)]).sum::<f64>() / d as f64;
-    // λ is chosen in f32 (factorisations, predictions) on the inner split:
-    // selection only. The final solve below is f64 on all rows.
-    let to32 =
-        |m: MatRef<'_, f64>| Mat::<f32>::from_fn(m.nrows(), m.ncols(), |i, j| m[(i, j)] as f32);
-    let xv32 = to32(rows_of(xa.as_ref(), val).as_ref());
-    let yv = rows_of(y.as_ref(), val);
-    let yv32 = to32(yv.as_ref());
-    let g_tr = to32(g.as_ref()) - gram_lower(xv32.as_ref());
-    let c_tr = to32(c.as_ref()) - xv32.transpose() * &yv32;
-    let mut best: Option<(f64, f64)> = None;
-    for rel in &opts.ridge_grid {
+    let yv64 = Mat::<f64>::from_fn(yv.ncols(), yv.nrows(), |i, j| f64::from(yv[(j, i)]));
+    // Each λ is a small problem (one 513×513 factorisation, two triangular
+    // solves, one prediction): running them side by side, one per core,
+    // beats splitting each one across the cores.
+    let held_out_cosine = |rel: f64| -> Result<(f64, f64), PairingError> {
         let lambda = rel * scale;
-        let wa32 = ridge_solve(g_tr.as_ref(), c_tr.as_ref(), lambda as f32)?;
-        let pred32 = &xv32 * &wa32;
+        let wa32 = ridge_solve(g_tr.as_ref(), c_tr.as_ref(), lambda as f32, faer::Par::Seq)?;
+        let mut pred32 = Mat::<f32>::zeros(xv.ncols(), wa32.ncols());
+        faer::linalg::matmul::matmul(
+            pred32.as_mut(),
+            faer::Accum::Replace,
+            xv.transpose(),
+            wa32.as_ref(),
+            1.0f32,
+            faer::Par::Seq,
+        );
         let pred = Mat::<f64>::from_fn(pred32.nrows(), pred32.ncols(), |i, j| {
             f64::from(pred32[(i, j)])
         });
-        let cos = mean_row_cosine(pred.as_ref(), yv.as_ref());
+        Ok((lambda, mean_row_cosine(pred.as_ref(), yv64.as_ref())))
+    };
+    let grid = &opts.ridge_grid;
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, grid.len().max(1));
+    let scored: Vec<Result<(f64, f64), PairingError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let held_out_cosine = &held_out_cosine;
+                s.spawn(move || {
+                    (w..grid.len())
+                        .step_by(workers)
+                        .map(|k| (k, held_out_cosine(grid[k])))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all: Vec<_> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect();
+        all.sort_by_key(|(k, _)| *k);
+        all.into_iter().map(|(_, r)| r).collect()
+    });
+    if scored.len() != grid.len() {
+        return Err(PairingError::Numeric(
+            "a penalty search thread failed".into(),
+        ));
+    }
+    let mut best: Option<(f64, f64)> = None;
+    for r in scored {
+        let (lambda, cos) = r?;
         if cos.is_finite() && best.is_none_or(|(_, b)| cos > b) {
             best = Some((lambda, cos));
         }
     }
     let (lambda, cos) =
         best.ok_or_else(|| PairingError::Numeric("no penalty gave a finite fit".into()))?;
-    let wa = ridge_solve(g.as_ref(), c.as_ref(), lambda)?;
+    let wa = ridge_solve(
+        g.as_ref(),
+        c.as_ref(),
+        lambda,
+        faer::get_global_parallelism(),
+    )?;
     let (w, b) = split_wb(wa.as_ref());
     let t = Translator::from_mat(Method::Ridge, w.as_ref(), &b);
     let report = FitReport {
         lambda: Some(lambda),
-        ..FitReport::new(&t, x.nrows(), cos)
+        ..FitReport::new(&t, x.rows, cos)
     };
     Ok((t, report))
 }
