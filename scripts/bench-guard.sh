@@ -40,11 +40,19 @@ url=$(sed -n 's/^listening on //p' "$work/serve.out")
 rss() { awk '/VmRSS/ {print $2/1024}' "/proc/$pid/status"; }
 echo
 echo "## HTTP load (wrk, ${secs} s per level, server --concurrency 2, $(nproc) cores)"
-echo "| connections | requests/s | p50 | p90 | p99 | non-2xx | socket errors | server RSS MiB before → after |"
+echo "| connections | requests/s | p50 | p90 | p99 | non-2xx | socket errors | server RSS MiB: before, every 10 s during, after |"
 echo "|---|---|---|---|---|---|---|---|"
 for c in "${conns[@]}"; do
   before=$(rss)
-  out=$(wrk -t "$(( c < 2 ? 1 : 2 ))" -c "$c" -d "${secs}s" --latency -s "$work/post.lua" "$url/v1/embed")
+  wrk -t "$(( c < 2 ? 1 : 2 ))" -c "$c" -d "${secs}s" --latency -s "$work/post.lua" "$url/v1/embed" >"$work/wrk.out" &
+  wpid=$!
+  during=()
+  while kill -0 $wpid 2>/dev/null; do
+    for _ in $(seq 100); do kill -0 $wpid 2>/dev/null && sleep 0.1; done
+    kill -0 $wpid 2>/dev/null && during+=("$(printf %.0f "$(rss)")")
+  done
+  wait $wpid
+  out=$(cat "$work/wrk.out")
   after=$(rss)
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
@@ -52,7 +60,7 @@ for c in "${conns[@]}"; do
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out"); non2xx=${non2xx:-0}
   errs=$(awk '/Socket errors/ {print $0}' <<<"$out" | sed 's/.*errors: //'); errs=${errs:-none}
-  echo "| $c | $rps | $p50 | $p90 | $p99 | $non2xx | $errs | $before → $after |"
+  echo "| $c | $rps | $p50 | $p90 | $p99 | $non2xx | $errs | $(printf %.0f "$before"); ${during[*]}; $(printf %.0f "$after") |"
 done
 kill -TERM $pid
 wait $pid 2>/dev/null || true

@@ -245,6 +245,15 @@ enum GuardCommand {
         /// Seconds for a whole request (slow bodies get 408, slow models 504).
         #[arg(long, default_value_t = 30.0)]
         request_timeout: f64,
+        /// How each decision shares the CPU between the two models: auto
+        /// (measured at start: the faster model may run on one thread at idle
+        /// priority beside the slower one), concurrent or sequential.
+        #[arg(long, default_value = "auto")]
+        schedule: String,
+        /// Most images in one model run (queued requests are batched up to
+        /// this; larger batches run in pieces): bounds the models' memory.
+        #[arg(long, default_value_t = 8)]
+        model_batch: usize,
     },
     /// The guard's decision offline, one JSON line per image (or a table).
     /// Exit 0 all agree, 1 some disagree, 2 error.
@@ -1181,6 +1190,8 @@ fn guard(dirs: &[PathBuf], command: GuardCommand) -> Result<u8> {
             concurrency,
             queue_timeout,
             request_timeout,
+            schedule,
+            model_batch,
         } => {
             let policy = match on_disagree.as_str() {
                 "flag" => zooaudit_guard::server::Policy::Flag,
@@ -1192,7 +1203,24 @@ fn guard(dirs: &[PathBuf], command: GuardCommand) -> Result<u8> {
             }
             let b = zooaudit_guard::bundle::PairBundle::read(&bundle)?;
             let set = plugins(dirs);
-            let pair = zooaudit_guard::pair::Pair::open(b, &bundle, &set, &fetch)?;
+            let mut pair = zooaudit_guard::pair::Pair::open(b, &bundle, &set, &fetch)?;
+            match schedule.as_str() {
+                "auto" => {
+                    let t = pair.tune(&set)?;
+                    eprintln!(
+                        "guard: probe {:.1} ms, reference {:.1} ms per face{}; {}",
+                        t.probe_ms,
+                        t.reference_ms,
+                        t.single_thread_ms
+                            .map(|ms| format!(", the faster on one thread {ms:.1} ms"))
+                            .unwrap_or_default(),
+                        t.schedule
+                    );
+                }
+                "concurrent" => pair.schedule = zooaudit_guard::pair::Schedule::Concurrent,
+                "sequential" => pair.schedule = zooaudit_guard::pair::Schedule::Sequential,
+                other => bail!("--schedule {other}: expected auto, concurrent or sequential"),
+            }
             let opts = zooaudit_guard::server::ServeOptions {
                 operating_point,
                 policy,
@@ -1202,6 +1230,7 @@ fn guard(dirs: &[PathBuf], command: GuardCommand) -> Result<u8> {
                 request_timeout: std::time::Duration::from_secs_f64(request_timeout),
                 quarantine_log,
                 quarantine_dir,
+                model_batch,
                 ..Default::default()
             };
             zooaudit_guard::server::serve_blocking(

@@ -1225,6 +1225,7 @@ fn the_guard_serves_over_http_and_catches_an_injected_backdoor() {
         .json()
         .unwrap();
     assert_eq!(h["status"], "ok");
+    assert!(h["schedule"]["mode"].is_string(), "{h}");
     let m = http
         .get(format!("{}/metrics", guard.url))
         .send()

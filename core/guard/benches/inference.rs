@@ -9,11 +9,27 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use zooaudit_guard::bundle::PairBundle;
-use zooaudit_guard::pair::Pair;
+use zooaudit_guard::pair::{Pair, Role, Schedule};
 
 fn median_ms(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(f64::total_cmp);
     (v[v.len() / 2] * 1e3, v[(v.len() * 99) / 100] * 1e3)
+}
+
+/// Median and p99 of `runs` calls after 20 warm-up calls.
+fn time(runs: usize, f: &dyn Fn()) -> (f64, f64) {
+    for _ in 0..20 {
+        f();
+    }
+    median_ms(
+        (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
 }
 
 fn main() {
@@ -41,64 +57,60 @@ fn main() {
     .unwrap();
     let img = pair.decode(&face, "face").unwrap();
     let names = [PathBuf::from("face")];
-    let time = |f: &dyn Fn()| {
-        for _ in 0..20 {
-            f();
-        }
-        median_ms(
-            (0..runs)
-                .map(|_| {
-                    let t = Instant::now();
-                    f();
-                    t.elapsed().as_secs_f64()
-                })
-                .collect(),
-        )
-    };
     let one = std::slice::from_ref(&img);
-    let probe = time(&|| {
+    let sha = ["face".to_string()];
+    let probe = time(runs, &|| {
         pair.probe().embed_rgb(one, &names).unwrap();
     });
-    let reference = time(&|| {
+    let reference = time(runs, &|| {
         pair.reference().embed_rgb(one, &names).unwrap();
     });
-    let sha = ["face".to_string()];
-    let default_mode = pair.concurrent;
-    pair.concurrent = true;
-    let both = time(&|| {
-        pair.decide(one, &sha, 0.5).unwrap();
-    });
-    pair.concurrent = false;
-    let sequential = time(&|| {
-        pair.decide(one, &sha, 0.5).unwrap();
-    });
-    pair.concurrent = default_mode;
-    let decode = time(&|| {
-        pair.decode(&face, "face").unwrap();
-    });
-    println!(
-        "| step ({runs} runs, one 112×112 face; this machine: {} cores, guard default: {}) | median ms | p99 ms |",
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-        if default_mode {
-            "at the same time"
-        } else {
-            "one after the other"
-        }
-    );
-    println!("|---|---|---|");
-    for (name, (m, p)) in [
+    let mut rows = vec![
         (format!("probe {} alone", pair.bundle.probe.name), probe),
         (
             format!("reference {} alone", pair.bundle.reference.name),
             reference,
         ),
-        ("decode the PNG body".to_string(), decode),
-        ("guard decision, models at the same time".to_string(), both),
-        (
-            "guard decision, models one after the other".to_string(),
-            sequential,
-        ),
-    ] {
+    ];
+    for schedule in [Schedule::Concurrent, Schedule::Sequential] {
+        pair.schedule = schedule;
+        let t = time(runs, &|| {
+            pair.decide(one, &sha, 0.5).unwrap();
+        });
+        rows.push((format!("guard decision, {schedule}"), t));
+    }
+    let tuning = pair.tune(&set).unwrap();
+    let tuned = time(runs, &|| {
+        pair.decide(one, &sha, 0.5).unwrap();
+    });
+    if let Some(Role::Reference) = match tuning.schedule {
+        Schedule::Background(r) => Some(r),
+        _ => None,
+    } {
+        let t = time(runs, &|| {
+            pair.reference().embed_rgb(one, &names).unwrap();
+        });
+        rows.push((
+            format!("reference {} alone, one thread", pair.bundle.reference.name),
+            t,
+        ));
+    }
+    rows.push((
+        format!("**guard decision as tuned** ({})", tuning.schedule),
+        tuned,
+    ));
+    rows.push((
+        "decode the PNG body".to_string(),
+        time(runs, &|| {
+            pair.decode(&face, "face").unwrap();
+        }),
+    ));
+    println!(
+        "| step ({runs} runs, one 112×112 face; this machine: {} cores) | median ms | p99 ms |",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    );
+    println!("|---|---|---|");
+    for (name, (m, p)) in rows {
         println!("| {name} | {m:.2} | {p:.2} |");
     }
 }

@@ -16,8 +16,9 @@
 //! clients get 408), `concurrency` model workers fed by a bounded queue
 //! (when it is full a request waits up to `queue_timeout`, then 503), a
 //! per-request timeout (504). A worker takes every request already queued
-//! (up to `max_batch` images) and runs both models once on them:
-//! micro-batching that adds no waiting.
+//! (up to `model_batch` images) and runs both models once on them:
+//! micro-batching that adds no waiting; larger batch requests run in pieces
+//! of `model_batch`, so the models' working memory is bounded.
 //! SIGTERM or Ctrl-C stops accepting and lets in-flight requests finish.
 
 use std::io::Write;
@@ -65,6 +66,10 @@ pub struct ServeOptions {
     pub quarantine_dir: Option<PathBuf>,
     /// Most images in one batch request.
     pub max_batch: usize,
+    /// Most images one model run takes (micro-batches and batch requests
+    /// are run in pieces of this size): bounds the models' working memory
+    /// whatever the load.
+    pub model_batch: usize,
 }
 
 impl Default for ServeOptions {
@@ -79,6 +84,7 @@ impl Default for ServeOptions {
             quarantine_log: None,
             quarantine_dir: None,
             max_batch: 64,
+            model_batch: 8,
         }
     }
 }
@@ -211,12 +217,13 @@ struct Job {
 }
 
 /// A model worker: takes a queued job, adds every job already waiting
-/// (micro-batching, up to `max_batch` images, never waiting for more), runs
-/// both models once on the lot, and answers each job its share.
+/// (micro-batching, up to `model_batch` images, never waiting for more),
+/// runs both models on the lot (in pieces of `model_batch`), and answers
+/// each job its share.
 fn worker(
     pair: Arc<Pair>,
     threshold: f32,
-    max_batch: usize,
+    model_batch: usize,
     queue: Arc<Mutex<tokio::sync::mpsc::Receiver<Job>>>,
     metrics: Arc<Metrics>,
 ) {
@@ -229,7 +236,7 @@ fn worker(
             };
             let mut n = first.images.len();
             jobs.push(first);
-            while n < max_batch {
+            while n < model_batch {
                 match rx.try_recv() {
                     Ok(j) => {
                         n += j.images.len();
@@ -246,7 +253,14 @@ fn worker(
         metrics
             .batched_images
             .fetch_add(images.len() as u64, Ordering::Relaxed);
-        match pair.decide(&images, &shas, threshold) {
+        let decided: Result<Vec<Decision>, DecideError> = images
+            .chunks(model_batch)
+            .zip(shas.chunks(model_batch))
+            .try_fold(Vec::with_capacity(images.len()), |mut all, (i, s)| {
+                all.extend(pair.decide(i, s, threshold)?);
+                Ok(all)
+            });
+        match decided {
             Ok(all) => {
                 let mut it = all.into_iter();
                 for j in jobs {
@@ -559,6 +573,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
         "reference": {"name": b.reference.name, "sha256": b.reference.sha256},
         "operating_point": state.opts.operating_point,
         "threshold": state.threshold,
+        "schedule": state.pair.schedule,
     }))
     .into_response()
 }
@@ -665,7 +680,7 @@ pub fn router(pair: Arc<Pair>, opts: ServeOptions) -> Result<Router, crate::Guar
     let workers = opts.concurrency.max(1);
     let (tx, rx) = tokio::sync::mpsc::channel(workers * 4);
     let queue = Arc::new(Mutex::new(rx));
-    let max_batch = opts.max_batch;
+    let model_batch = opts.model_batch.max(1);
     let state = Arc::new(AppState {
         threshold: op.threshold,
         jobs: tx,
@@ -681,7 +696,7 @@ pub fn router(pair: Arc<Pair>, opts: ServeOptions) -> Result<Router, crate::Guar
         let threshold = state.threshold;
         std::thread::Builder::new()
             .name(format!("guard-model-{i}"))
-            .spawn(move || worker(pair, threshold, max_batch, queue, st))
+            .spawn(move || worker(pair, threshold, model_batch, queue, st))
             .map_err(|e| crate::GuardError::Other(format!("cannot start a model worker: {e}")))?;
     }
     Ok(Router::new()

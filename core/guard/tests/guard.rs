@@ -5,7 +5,7 @@
 
 use zooaudit_audit::{AuditSpec, Cache, RunOptions};
 use zooaudit_guard::bundle::{PairBundle, Serve};
-use zooaudit_guard::pair::Pair;
+use zooaudit_guard::pair::{Pair, Role, Schedule};
 use zooaudit_testsupport as support;
 
 fn fitted(set: &zooaudit_host::PluginSet) -> PairBundle {
@@ -73,6 +73,30 @@ fn a_bundle_round_trips_and_its_decisions_match_the_translator() {
         assert_eq!(d[i].embedding.len(), 512);
         let n: f32 = d[i].embedding.iter().map(|x| x * x).sum();
         assert!((n - 1.0).abs() < 1e-4);
+    }
+    // The schedule changes how the two models share the CPU, never the
+    // decision: the same scores one after the other, at the same time, and
+    // as tuned (where the faster model may be reopened on one thread).
+    let mut pair = pair;
+    let tuning = pair.tune(&set).unwrap();
+    eprintln!("{tuning:?}");
+    assert!(tuning.probe_ms > 0.0 && tuning.reference_ms > 0.0, "{tuning:?}");
+    if let Schedule::Background(role) = tuning.schedule {
+        let faster = if tuning.reference_ms <= tuning.probe_ms {
+            Role::Reference
+        } else {
+            Role::Probe
+        };
+        assert_eq!(role, faster, "{tuning:?}");
+        assert!(tuning.single_thread_ms.is_some());
+    }
+    for schedule in [tuning.schedule, Schedule::Sequential, Schedule::Concurrent] {
+        pair.schedule = schedule;
+        let again = pair.decide(&imgs, &shas, t).unwrap();
+        for (a, b) in again.iter().zip(&d) {
+            assert!((a.score - b.score).abs() < 1e-5, "{schedule:?}: {a:?} vs {b:?}");
+            assert_eq!(a.agree, b.agree);
+        }
     }
     // Wrong-size image: refused, naming the sizes.
     let big = image::RgbImage::new(200, 100);
