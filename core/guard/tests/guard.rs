@@ -80,7 +80,10 @@ fn a_bundle_round_trips_and_its_decisions_match_the_translator() {
     let mut pair = pair;
     let tuning = pair.tune(&set).unwrap();
     eprintln!("{tuning:?}");
-    assert!(tuning.probe_ms > 0.0 && tuning.reference_ms > 0.0, "{tuning:?}");
+    assert!(
+        tuning.probe_ms > 0.0 && tuning.reference_ms > 0.0,
+        "{tuning:?}"
+    );
     if let Schedule::Background(role) = tuning.schedule {
         let faster = if tuning.reference_ms <= tuning.probe_ms {
             Role::Reference
@@ -94,7 +97,10 @@ fn a_bundle_round_trips_and_its_decisions_match_the_translator() {
         pair.schedule = schedule;
         let again = pair.decide(&imgs, &shas, t).unwrap();
         for (a, b) in again.iter().zip(&d) {
-            assert!((a.score - b.score).abs() < 1e-5, "{schedule:?}: {a:?} vs {b:?}");
+            assert!(
+                (a.score - b.score).abs() < 1e-5,
+                "{schedule:?}: {a:?} vs {b:?}"
+            );
             assert_eq!(a.agree, b.agree);
         }
     }
