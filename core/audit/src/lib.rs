@@ -331,8 +331,12 @@ struct ModelRun {
 
 /// The preprocessing part of an embedding-cache key.
 pub fn preprocessing_key(e: &Embedder) -> String {
-    serde_json::json!({"input": e.manifest().input, "options": e.manifest().adapter_options()})
-        .to_string()
+    serde_json::json!({
+        "input": e.manifest().input,
+        "options": e.manifest().adapter_options(),
+        "decode": zooaudit_imaging::DECODE_VERSION,
+    })
+    .to_string()
 }
 
 /// Appends the augmented copies of the fit faces (`[fit]` of the audit

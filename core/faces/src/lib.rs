@@ -475,7 +475,9 @@ impl FaceDetector<'_> {
             o.top_k,
             o.max_side
         );
-        root.join("aligned-v1").join(key)
+        // v2: decoding composites transparency over white
+        // (zooaudit_imaging::DECODE_VERSION), which moves detections.
+        root.join("aligned-v2").join(key)
     }
 
     /// Detects and aligns the faces of `photo` (sha256 `photo_sha`), using

@@ -134,7 +134,7 @@ fn faces_found_in_the_raw_photos_match_the_shared_aligned_set() {
         (q(0.05), q(0.5), at_least)
     };
     eprintln!("{photos} photos, {exact} with the same face count as the shared set");
-    let (small_p5, small_median, _) = stats(true);
+    let (small_p5, small_median, small_share) = stats(true);
     let (_, large_median, large_share) = stats(false);
     for c in cosines.iter().take(5) {
         eprintln!("  lowest: {:.4} {}", c.0, c.1.display());
@@ -149,7 +149,9 @@ fn faces_found_in_the_raw_photos_match_the_shared_aligned_set() {
     // Measured (docs/FACES.md): on the larger photos our crops are the
     // shared ones (median 0.997); the shared crops of small photos were made
     // from enlarged copies (OpenCV at the photo's own size does not
-    // reproduce them either), so there the bounds are looser.
+    // reproduce them either), so there the bounds are looser. Transparent
+    // cut-outs (the NBA headshots) composite over white as the shared set
+    // does: that lifted the small photos' median from 0.951 to 0.967.
     assert!(
         large_median >= 0.99,
         "median cosine {large_median:.4} on photos > 640 px"
@@ -159,11 +161,15 @@ fn faces_found_in_the_raw_photos_match_the_shared_aligned_set() {
         "{large_share:.3} of crops ≥ 0.95 on photos > 640 px"
     );
     assert!(
-        small_median >= 0.94,
+        small_median >= 0.96,
         "median cosine {small_median:.4} on photos ≤ 640 px"
     );
     assert!(
-        small_p5 >= 0.85,
+        small_p5 >= 0.88,
         "5th-percentile cosine {small_p5:.4} on photos ≤ 640 px"
+    );
+    assert!(
+        small_share >= 0.70,
+        "{small_share:.3} of crops ≥ 0.95 on photos ≤ 640 px"
     );
 }

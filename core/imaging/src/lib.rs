@@ -3,8 +3,10 @@
 //! Decoding goes through `image` with hard limits on width, height and
 //! allocation, checked from the header before pixels are decoded, so a
 //! decompression bomb (a tiny file claiming 20000×20000 pixels) is refused
-//! without allocating. Every image becomes 8-bit RGB (16-bit, grey, alpha and
-//! CMYK inputs are converted). [`Preprocess`] then lays it out as the model's
+//! without allocating. Every image becomes 8-bit RGB (16-bit, grey and CMYK
+//! inputs are converted; transparent pixels are composited over white, as a
+//! page shows them — cut-out headshots keep their white surround instead of
+//! whatever colour the transparent pixels happen to hold, often black). [`Preprocess`] then lays it out as the model's
 //! manifest says: size check, channel order, `(pixel - mean) / std`, NCHW/NHWC.
 
 use std::path::{Path, PathBuf};
@@ -163,7 +165,26 @@ pub fn decode_bytes(bytes: &[u8], name: &Path, limits: &Limits) -> Result<RgbIma
         path,
         message: one_line(&e),
     })?;
-    Ok(img.to_rgb8())
+    Ok(if img.color().has_alpha() {
+        over_white(&img.to_rgba8())
+    } else {
+        img.to_rgb8()
+    })
+}
+
+/// Version of what [`decode`] makes of a file's bytes; caches of anything
+/// derived from decoded pixels but keyed by the file's sha256 include it.
+/// 2: transparent pixels composited over white (1: alpha dropped).
+pub const DECODE_VERSION: u32 = 2;
+
+/// Composites RGBA over a white background.
+fn over_white(rgba: &image::RgbaImage) -> RgbImage {
+    RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+        let [r, g, b, a] = rgba.get_pixel(x, y).0;
+        let a = u32::from(a);
+        let mix = |c: u8| ((u32::from(c) * a + 255 * (255 - a) + 127) / 255) as u8;
+        image::Rgb([mix(r), mix(g), mix(b)])
+    })
 }
 
 fn one_line(e: &dyn std::fmt::Display) -> String {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use image::{ImageBuffer, Luma, Rgb, RgbImage};
+use image::{ImageBuffer, Luma, LumaA, Rgb, RgbImage, Rgba};
 use zooaudit_imaging::{ImageError, Limits, Preprocess, decode, decode_bytes};
 use zooaudit_manifest::{Channels, Layout};
 
@@ -90,6 +90,42 @@ fn sixteen_bit_grey_and_tiny_images_decode_to_rgb8() {
     assert_eq!(
         decode(&grey, &Limits::default()).unwrap().get_pixel(0, 0).0,
         [77, 77, 77]
+    );
+}
+
+#[test]
+fn transparent_pixels_composite_over_white() {
+    let dir = tempfile::tempdir().unwrap();
+    // A cut-out: opaque red, fully transparent black (what such files often
+    // hold under alpha 0), half-transparent blue; 8- and 16-bit.
+    let p8 = dir.path().join("rgba8.png");
+    ImageBuffer::<Rgba<u8>, _>::from_fn(3, 1, |x, _| match x {
+        0 => Rgba([255, 0, 0, 255]),
+        1 => Rgba([0, 0, 0, 0]),
+        _ => Rgba([0, 0, 255, 128]),
+    })
+    .save(&p8)
+    .unwrap();
+    let img = decode(&p8, &Limits::default()).unwrap();
+    assert_eq!(img.get_pixel(0, 0).0, [255, 0, 0]);
+    assert_eq!(img.get_pixel(1, 0).0, [255, 255, 255]);
+    assert_eq!(img.get_pixel(2, 0).0, [127, 127, 255]);
+    let p16 = dir.path().join("rgba16.png");
+    ImageBuffer::<Rgba<u16>, _>::from_pixel(1, 1, Rgba([0, 0, 0, 0]))
+        .save(&p16)
+        .unwrap();
+    assert_eq!(
+        decode(&p16, &Limits::default()).unwrap().get_pixel(0, 0).0,
+        [255, 255, 255]
+    );
+    // Grey with alpha too.
+    let la = dir.path().join("la.png");
+    ImageBuffer::<LumaA<u8>, _>::from_pixel(1, 1, LumaA([0, 0]))
+        .save(&la)
+        .unwrap();
+    assert_eq!(
+        decode(&la, &Limits::default()).unwrap().get_pixel(0, 0).0,
+        [255, 255, 255]
     );
 }
 

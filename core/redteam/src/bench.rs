@@ -140,9 +140,7 @@ fn embed(
     cache: &Cache,
 ) -> Result<Vec<f32>, RedteamError> {
     let dim = e.dim();
-    let pre =
-        serde_json::json!({"input": e.manifest().input, "options": e.manifest().adapter_options()})
-            .to_string();
+    let pre = zooaudit_audit::preprocessing_key(e);
     let trigger_key = stamp.map_or("clean", |s| s.1);
     let mut out = vec![f32::NAN; faces.files.len() * dim];
     let mut missing = Vec::new();
