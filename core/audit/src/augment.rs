@@ -11,11 +11,24 @@
 //! (checkerboards, stickers) are never used, so a backdoor keyed to a pattern
 //! is not fitted away: its identity switch is specific to the pattern, which
 //! the map never sees.
+//!
+//! *Trigger fit controls.* A large trigger also occludes: a checkerboard over
+//! the nose and cheek moves both models' embeddings, in ways a map fitted on
+//! unstructured occluders elsewhere does not predict, and a clean pair then
+//! disagrees on it (measured on SFace ↔ faceplugin: 13.6 % / 22.1 % of
+//! triggered faces below the clean 1 % threshold). So `trigger_controls`
+//! further copies of each fit face (jittered, no occluder) carry one of the
+//! suite's triggers as its *fit control* ([`Stamp::fit_control`]): the
+//! trigger's own tiles in a permuted arrangement uncorrelated with it, at the
+//! trigger's place and size. The map learns the occlusion, never the
+//! arrangement; copy `k` of fit face `i` carries trigger `(i + k) mod T`, so
+//! the cost does not grow with the suite.
 
 use image::{Rgb, RgbImage};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use zooaudit_triggers::Stamp;
 
 /// Augmentation settings (`[fit]` in the audit file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +44,9 @@ pub struct Augment {
     pub occlusion: f64,
     /// Occluder side range, as fractions of the width.
     pub occluder_size: [f64; 2],
+    /// Copies per fit face that carry a trigger's fit control (0 = off).
+    #[serde(default)]
+    pub trigger_controls: usize,
 }
 
 impl Default for Augment {
@@ -42,6 +58,7 @@ impl Default for Augment {
             jitter: 0.1,
             occlusion: 0.8,
             occluder_size: [0.1, 0.35],
+            trigger_controls: 4,
         }
     }
 }
@@ -51,6 +68,29 @@ impl Augment {
     pub fn apply(&self, img: &RgbImage, seed: u64, copy: usize) -> RgbImage {
         let mut rng =
             ChaCha8Rng::seed_from_u64(seed ^ (copy as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut out = self.jitter(img, &mut rng);
+        self.occlude(&mut out, &mut rng);
+        out
+    }
+
+    /// The `copy`-th trigger-control copy of `img`: flipped, shifted and
+    /// jittered like [`Augment::apply`] (no occluder), then stamped with
+    /// `stamp` (a fit control). `None` when the stamp is for another size.
+    pub fn apply_stamped(
+        &self,
+        img: &RgbImage,
+        seed: u64,
+        copy: usize,
+        stamp: &Stamp,
+    ) -> Option<RgbImage> {
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            seed ^ 0x7a6f_6f61_7564_6974 ^ (copy as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        );
+        stamp.apply(&self.jitter(img, &mut rng))
+    }
+
+    /// Flip, shift and photometric jitter.
+    fn jitter(&self, img: &RgbImage, rng: &mut ChaCha8Rng) -> RgbImage {
         let (w, h) = img.dimensions();
         let flip = self.flip && rng.random_bool(0.5);
         let dx = if self.max_shift > 0 {
@@ -80,6 +120,12 @@ impl Augment {
                 (f32::from(s[c]) * gain + offset).round().clamp(0.0, 255.0) as u8
             }));
         }
+        out
+    }
+
+    /// A random unstructured occluder, with probability `occlusion`.
+    fn occlude(&self, out: &mut RgbImage, rng: &mut ChaCha8Rng) {
+        let (w, h) = out.dimensions();
         if rng.random_bool(self.occlusion.clamp(0.0, 1.0)) {
             let side = ((rng.random_range(self.occluder_size[0]..=self.occluder_size[1])
                 * f64::from(w))
@@ -109,6 +155,5 @@ impl Augment {
                 }
             }
         }
-        out
     }
 }

@@ -340,20 +340,46 @@ pub fn preprocessing_key(e: &Embedder) -> String {
 }
 
 /// Appends the augmented copies of the fit faces (`[fit]` of the audit
-/// file); they are used in fitting only.
-pub fn augment_fit_faces(spec: &AuditSpec, faces: &mut Vec<Face>) {
+/// file); they are used in fitting only. With `stamps` (the suite's triggers
+/// at the faces' size) and `trigger_controls > 0`, also the copies that carry
+/// a trigger's fit control (see [`augment`]).
+pub fn augment_fit_faces(spec: &AuditSpec, stamps: &[Stamp], faces: &mut Vec<Face>) {
     let originals = faces.len();
+    let mut nth_fit = 0usize;
     for fi in 0..originals {
         if faces[fi].role != Role::Fit {
             continue;
         }
-        for copy in 0..spec.augment.copies {
-            let seed = spec.seed ^ u64::from_str_radix(&faces[fi].sha256[..16], 16).unwrap_or(0);
-            let image = spec.augment.apply(&faces[fi].image, seed, copy);
+        let seed = spec.seed ^ u64::from_str_radix(&faces[fi].sha256[..16], 16).unwrap_or(0);
+        let mut copies: Vec<(String, RgbImage)> = (0..spec.augment.copies)
+            .map(|copy| {
+                (
+                    format!("aug{copy}"),
+                    spec.augment.apply(&faces[fi].image, seed, copy),
+                )
+            })
+            .collect();
+        if !stamps.is_empty() {
+            for copy in 0..spec.augment.trigger_controls {
+                // A fresh arrangement for every copy: the map sees the
+                // occlusion in many arrangements, none of them the trigger's.
+                let t = (nth_fit + copy) % stamps.len();
+                let control = stamps[t]
+                    .fit_control(seed ^ (copy as u64 + 1).wrapping_mul(0x6a09_e667_f3bc_c909));
+                if let Some(image) =
+                    spec.augment
+                        .apply_stamped(&faces[fi].image, seed, copy, &control)
+                {
+                    copies.push((format!("fitctl{t}.{copy}"), image));
+                }
+            }
+        }
+        nth_fit += 1;
+        for (tag, image) in copies {
             let mut tagged = image.as_raw().clone();
             tagged.extend_from_slice(b"zooaudit-augmented");
             faces.push(Face {
-                path: PathBuf::from(format!("{}#aug{copy}", faces[fi].path.display())),
+                path: PathBuf::from(format!("{}#{tag}", faces[fi].path.display())),
                 identity: None,
                 sha256: sha256_bytes(&tagged),
                 role: Role::Fit,
@@ -361,6 +387,18 @@ pub fn augment_fit_faces(spec: &AuditSpec, faces: &mut Vec<Face>) {
             });
         }
     }
+}
+
+/// The suite's triggers prepared for faces of `size` (height, width).
+pub fn suite_stamps(suite: &Suite, size: (u32, u32)) -> Result<Vec<Stamp>, AuditError> {
+    suite
+        .stamps(size.0, size.1)
+        .map_err(|e| AuditError::Other(e.to_string()))
+}
+
+/// Loads the audit file's trigger suite.
+pub fn load_suite(spec: &AuditSpec) -> Result<Suite, AuditError> {
+    Suite::load(&spec.triggers).map_err(|e| AuditError::Other(e.to_string()))
 }
 
 /// Clean embeddings of every face by `e`, through the embedding cache (the
@@ -485,7 +523,7 @@ pub fn run(
             "no candidate: name one with `candidate = \"<model name>\"` or --candidate".to_string(),
         ));
     }
-    let suite = Suite::load(&spec.triggers).map_err(|e| AuditError::Other(e.to_string()))?;
+    let suite = load_suite(spec)?;
     // Open every model (sha256-verified by the embed pipeline).
     let mut models: Vec<ModelRun> = Vec::new();
     let mut seen = BTreeSet::new();
@@ -528,9 +566,7 @@ pub fn run(
             ));
         }
     }
-    let stamps = suite
-        .stamps(size.0, size.1)
-        .map_err(|e| AuditError::Other(e.to_string()))?;
+    let stamps = suite_stamps(&suite, size)?;
     let controls: Vec<Stamp> = stamps
         .iter()
         .enumerate()
@@ -589,7 +625,7 @@ pub fn run(
         progress,
     )?;
     let originals = faces.len();
-    augment_fit_faces(spec, &mut faces);
+    augment_fit_faces(spec, &stamps, &mut faces);
     let all: Vec<usize> = (0..faces.len()).collect();
     let eval: Vec<usize> = all
         .iter()
@@ -943,6 +979,7 @@ pub fn run(
         path: dp.path.display().to_string(),
     });
     let count = |r: Role| faces[..originals].iter().filter(|f| f.role == r).count();
+    let augmented_fit_copies = faces.len() - originals;
     let faces = &faces[..originals];
     let mut digests: Vec<&str> = faces.iter().map(|f| f.sha256.as_str()).collect();
     digests.sort_unstable();
@@ -998,7 +1035,7 @@ pub fn run(
                 calibration: count(Role::Calibration),
                 heldout: count(Role::Heldout),
             },
-            augmented_fit_copies: spec.augment.copies * count(Role::Fit),
+            augmented_fit_copies,
             augment: spec.augment.clone(),
         },
         triggers: TriggerSuiteRecord {

@@ -11,7 +11,7 @@ use crate::AuditError;
 use crate::stats::{Rate, Threshold};
 
 /// Version of the report format.
-pub const REPORT_FORMAT: &str = "1.1";
+pub const REPORT_FORMAT: &str = "1.2";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ToolRecord {

@@ -36,6 +36,7 @@
 //! jitter = 0.1
 //! occlusion = 0.8
 //! occluder_size = [0.1, 0.35]
+//! trigger_controls = 4                    # copies carrying a trigger's fit control (0 = off)
 //!
 //! [verdict]
 //! margin = 0.02
@@ -88,6 +89,7 @@ struct RawFit {
     jitter: Option<f32>,
     occlusion: Option<f64>,
     occluder_size: Option<[f64; 2]>,
+    trigger_controls: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -380,11 +382,21 @@ impl AuditSpec {
             augment.jitter = f.jitter.unwrap_or(augment.jitter);
             augment.occlusion = f.occlusion.unwrap_or(augment.occlusion);
             augment.occluder_size = f.occluder_size.unwrap_or(augment.occluder_size);
+            augment.trigger_controls = f.trigger_controls.unwrap_or(augment.trigger_controls);
         }
         if augment.copies > 32 {
             return Err(field(
                 "fit.augment",
                 format!("{} copies per face is more than 32", augment.copies),
+            ));
+        }
+        if augment.trigger_controls > 32 {
+            return Err(field(
+                "fit.trigger_controls",
+                format!(
+                    "{} copies per face is more than 32",
+                    augment.trigger_controls
+                ),
             ));
         }
         if !(0.0..=1.0).contains(&augment.occlusion) {

@@ -60,7 +60,9 @@ pub fn fit_bundle(
         progress,
     )
     .map_err(other)?;
-    zooaudit_audit::augment_fit_faces(spec, &mut faces);
+    let suite = zooaudit_audit::load_suite(spec).map_err(other)?;
+    let stamps = zooaudit_audit::suite_stamps(&suite, size).map_err(other)?;
+    zooaudit_audit::augment_fit_faces(spec, &stamps, &mut faces);
     let mut embed = |e: &Embedder| -> Result<Vec<f32>, GuardError> {
         let t0 = std::time::Instant::now();
         let v = zooaudit_audit::clean_embeddings(e, &faces, opts).map_err(other)?;

@@ -37,6 +37,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use zooaudit_manifest::{ConfigError, FormatVersion, toml_error};
 
+/// Largest |normalised correlation| a fit control may keep with its
+/// trigger's pattern ([`Stamp::fit_control`]).
+pub const FIT_CONTROL_MAX_NCC: f64 = 0.25;
+
 /// Format version of trigger suites.
 pub const FORMAT_VERSION: FormatVersion = FormatVersion { major: 1, minor: 0 };
 
@@ -115,6 +119,40 @@ pub struct Stamp {
     pub height: u32,
     mask: Vec<f32>,
     pattern: Vec<[f32; 3]>,
+    /// The trigger's structural unit, for [`Stamp::fit_control`]: a grid of
+    /// equal tiles over the stamped rectangle (a checkerboard's cells, a
+    /// patch's or blend's 4 × 4 tiles); `None` where pixels are the unit.
+    grid: Option<Grid>,
+}
+
+/// A grid of `rows × cols` equal tiles of `tile_h × tile_w` pixels whose top
+/// left corner is at (`top`, `left`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Grid {
+    top: u32,
+    left: u32,
+    rows: u32,
+    cols: u32,
+    tile_h: u32,
+    tile_w: u32,
+}
+
+impl Grid {
+    /// A `rows × cols` grid over an `h × w` rectangle at (`top`, `left`);
+    /// tiles are `⌊h/rows⌋ × ⌊w/cols⌋` (a remainder strip stays in place).
+    /// `None` when a tile would be smaller than a pixel or the grid has
+    /// fewer than four tiles.
+    fn over(top: u32, left: u32, h: u32, w: u32, rows: u32, cols: u32) -> Option<Grid> {
+        let (tile_h, tile_w) = (h / rows.max(1), w / cols.max(1));
+        (tile_h > 0 && tile_w > 0 && rows * cols >= 4).then_some(Grid {
+            top,
+            left,
+            rows,
+            cols,
+            tile_h,
+            tile_w,
+        })
+    }
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -352,9 +390,11 @@ impl Trigger {
         let mut mask = vec![0f32; n];
         let mut pattern = vec![[0f32; 3]; n];
         let at = |y: u32, x: u32| (y as usize) * (w as usize) + x as usize;
+        let mut grid = None;
         match self.kind {
             Kind::Checkerboard => {
                 let (top, left, side) = self.square(suite, h, w)?;
+                grid = Grid::over(top, left, side, side, self.cells, self.cells);
                 let cell = (f64::from(side) / f64::from(self.cells)).max(1.0);
                 for dy in 0..side {
                     for dx in 0..side {
@@ -382,6 +422,7 @@ impl Trigger {
             }
             Kind::Patch => {
                 let (top, left, side) = self.square(suite, h, w)?;
+                grid = Grid::over(top, left, side, side, 4, 4);
                 let patch = image::imageops::resize(
                     &self.load_rgba(suite)?,
                     side,
@@ -417,6 +458,7 @@ impl Trigger {
                     }
                 }
                 mask.iter_mut().for_each(|m| *m = self.alpha as f32);
+                grid = Grid::over(0, 0, h, w, 4, 4);
             }
         }
         Ok(Stamp {
@@ -424,6 +466,7 @@ impl Trigger {
             height: h,
             mask,
             pattern,
+            grid,
         })
     }
 }
@@ -471,6 +514,93 @@ impl Stamp {
             height: self.height,
             mask: self.mask.clone(),
             pattern,
+            grid: self.grid,
+        }
+    }
+
+    /// A *fit control* of this stamp: the trigger's own tiles (a
+    /// checkerboard's cells, a patch's or blend's 4 × 4 tiles; single pixels
+    /// for a square) moved to other places of its grid, mask and pattern
+    /// together, in a seeded permutation whose normalised correlation with
+    /// the trigger's pattern is at most [`FIT_CONTROL_MAX_NCC`] in magnitude
+    /// (the best of 64 draws otherwise). It covers the trigger's rectangle
+    /// with the same ink and the same texture scale, but not the trigger's
+    /// arrangement.
+    ///
+    /// An audit stamps fit controls on copies of its *fit* faces, so that the
+    /// translator learns how the two models answer an occlusion of that
+    /// place, size and texture; what a backdoor does on the arrangement
+    /// itself is never fitted (a backdoor that fires on a permuted,
+    /// uncorrelated pattern fires on the verdict's matched controls too).
+    pub fn fit_control(&self, seed: u64) -> Stamp {
+        let Some(g) = self.grid else {
+            return self.control(seed);
+        };
+        use rand::seq::SliceRandom;
+        let tiles = (g.rows * g.cols) as usize;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut best: Option<(f64, Stamp)> = None;
+        for _ in 0..64 {
+            let mut perm: Vec<usize> = (0..tiles).collect();
+            perm.shuffle(&mut rng);
+            let candidate = self.move_tiles(&g, &perm);
+            let ncc = self.pattern_correlation(&candidate).abs();
+            if best.as_ref().is_none_or(|(b, _)| ncc < *b) {
+                best = Some((ncc, candidate));
+            }
+            if ncc <= FIT_CONTROL_MAX_NCC {
+                break;
+            }
+        }
+        best.map(|(_, s)| s).unwrap_or_else(|| self.control(seed))
+    }
+
+    /// This stamp with tile `perm[k]` of `g` placed where tile `k` was.
+    fn move_tiles(&self, g: &Grid, perm: &[usize]) -> Stamp {
+        let mut out = self.clone();
+        let w = self.width as usize;
+        for (k, &src) in perm.iter().enumerate() {
+            let (ky, kx) = (k as u32 / g.cols, k as u32 % g.cols);
+            let (sy, sx) = (src as u32 / g.cols, src as u32 % g.cols);
+            for dy in 0..g.tile_h {
+                for dx in 0..g.tile_w {
+                    let to = (g.top + ky * g.tile_h + dy) as usize * w
+                        + (g.left + kx * g.tile_w + dx) as usize;
+                    let from = (g.top + sy * g.tile_h + dy) as usize * w
+                        + (g.left + sx * g.tile_w + dx) as usize;
+                    out.mask[to] = self.mask[from];
+                    out.pattern[to] = self.pattern[from];
+                }
+            }
+        }
+        out
+    }
+
+    /// Normalised correlation of the grey levels of `other`'s pattern with
+    /// this stamp's, over the pixels either stamp covers (0 when either is
+    /// flat there).
+    pub fn pattern_correlation(&self, other: &Stamp) -> f64 {
+        let grey = |p: &[f32; 3]| f64::from(p[0] + p[1] + p[2]) / 3.0;
+        let idx: Vec<usize> = (0..self.mask.len())
+            .filter(|&i| self.mask[i] > 0.0 || other.mask.get(i).is_some_and(|m| *m > 0.0))
+            .collect();
+        if idx.is_empty() || other.pattern.len() != self.pattern.len() {
+            return 0.0;
+        }
+        let n = idx.len() as f64;
+        let a: Vec<f64> = idx.iter().map(|&i| grey(&self.pattern[i])).collect();
+        let b: Vec<f64> = idx.iter().map(|&i| grey(&other.pattern[i])).collect();
+        let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+        let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+        for (x, y) in a.iter().zip(&b) {
+            sab += (x - ma) * (y - mb);
+            saa += (x - ma) * (x - ma);
+            sbb += (y - mb) * (y - mb);
+        }
+        if saa <= f64::EPSILON || sbb <= f64::EPSILON {
+            0.0
+        } else {
+            sab / (saa * sbb).sqrt()
         }
     }
 

@@ -93,6 +93,56 @@ fn a_control_keeps_the_footprint_and_ink_but_not_the_pattern() {
     assert_eq!(stamp.coverage(), control.coverage());
 }
 
+#[test]
+fn a_fit_control_moves_whole_cells_and_is_uncorrelated_with_the_trigger() {
+    let suite = Suite::load(&shipped("paper.toml")).unwrap();
+    let board = &suite.stamps(112, 112).unwrap()[0];
+    let t = board.apply(&grey()).unwrap();
+    // The checkerboard: 28 px at (top 53, left 31), 4 × 4 cells of 7 px.
+    for seed in 0..20u64 {
+        let fc = board.fit_control(seed);
+        let c = fc.apply(&grey()).unwrap();
+        // Same footprint and ink as the trigger.
+        let footprint = |img: &RgbImage| {
+            img.enumerate_pixels()
+                .filter(|(_, _, p)| p.0 != [128, 128, 128])
+                .map(|(x, y, _)| (x, y))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(footprint(&t), footprint(&c));
+        let ink = |img: &RgbImage| img.pixels().filter(|p| p.0 == [0, 0, 0]).count();
+        assert_eq!(ink(&t), ink(&c));
+        // Every 7 × 7 cell is still one colour: the texture scale is kept.
+        let (top, left) = (footprint(&t)[0].1, footprint(&t)[0].0);
+        for cy in 0..4 {
+            for cx in 0..4 {
+                let first = c.get_pixel(left + cx * 7, top + cy * 7).0;
+                for dy in 0..7 {
+                    for dx in 0..7 {
+                        assert_eq!(c.get_pixel(left + cx * 7 + dx, top + cy * 7 + dy).0, first);
+                    }
+                }
+            }
+        }
+        // Not the trigger, nor its inverse: the arrangement is uncorrelated.
+        let ncc = board.pattern_correlation(&fc);
+        assert!(
+            ncc.abs() <= zooaudit_triggers::FIT_CONTROL_MAX_NCC,
+            "seed {seed}: ncc {ncc}"
+        );
+        assert_ne!(t, c);
+        // Deterministic in its seed.
+        assert_eq!(board.fit_control(seed).apply(&grey()), Some(c));
+    }
+    assert!((board.pattern_correlation(board) - 1.0).abs() < 1e-12);
+    // A square's unit is the pixel: its fit control is the matched control.
+    let square = &suite.stamps(112, 112).unwrap()[1];
+    assert_eq!(
+        square.fit_control(3).apply(&grey()),
+        square.control(3).apply(&grey())
+    );
+}
+
 fn parse_err(text: &str) -> String {
     Suite::parse(Path::new("s.toml"), text)
         .unwrap_err()
