@@ -16,6 +16,19 @@ fn grey() -> RgbImage {
     RgbImage::from_pixel(112, 112, Rgb([128, 128, 128]))
 }
 
+/// The pixels a stamp changed on [`grey`].
+fn footprint(img: &RgbImage) -> Vec<(u32, u32)> {
+    img.enumerate_pixels()
+        .filter(|(_, _, p)| p.0 != [128, 128, 128])
+        .map(|(x, y, _)| (x, y))
+        .collect()
+}
+
+/// Black pixels.
+fn ink(img: &RgbImage) -> usize {
+    img.pixels().filter(|p| p.0 == [0, 0, 0]).count()
+}
+
 #[test]
 fn the_paper_suite_places_its_triggers_where_the_paper_says() {
     let suite = Suite::load(&shipped("paper.toml")).unwrap();
@@ -80,14 +93,7 @@ fn a_control_keeps_the_footprint_and_ink_but_not_the_pattern() {
         stamp.apply(&grey()).unwrap(),
         control.apply(&grey()).unwrap(),
     );
-    let footprint = |img: &RgbImage| {
-        img.enumerate_pixels()
-            .filter(|(_, _, p)| p.0 != [128, 128, 128])
-            .map(|(x, y, _)| (x, y))
-            .collect::<Vec<_>>()
-    };
     assert_eq!(footprint(&t), footprint(&c));
-    let ink = |img: &RgbImage| img.pixels().filter(|p| p.0 == [0, 0, 0]).count();
     assert_eq!(ink(&t), ink(&c));
     assert_ne!(t, c);
     assert_eq!(stamp.coverage(), control.coverage());
@@ -103,14 +109,7 @@ fn a_fit_control_moves_whole_cells_and_is_uncorrelated_with_the_trigger() {
         let fc = board.fit_control(seed);
         let c = fc.apply(&grey()).unwrap();
         // Same footprint and ink as the trigger.
-        let footprint = |img: &RgbImage| {
-            img.enumerate_pixels()
-                .filter(|(_, _, p)| p.0 != [128, 128, 128])
-                .map(|(x, y, _)| (x, y))
-                .collect::<Vec<_>>()
-        };
         assert_eq!(footprint(&t), footprint(&c));
-        let ink = |img: &RgbImage| img.pixels().filter(|p| p.0 == [0, 0, 0]).count();
         assert_eq!(ink(&t), ink(&c));
         // Every 7 × 7 cell is still one colour: the texture scale is kept.
         let (top, left) = (footprint(&t)[0].1, footprint(&t)[0].0);
