@@ -29,6 +29,7 @@
 pub mod augment;
 pub mod cache;
 pub mod report;
+pub mod response;
 pub mod spec;
 pub mod stats;
 
@@ -570,7 +571,7 @@ pub fn run(
     let controls: Vec<Stamp> = stamps
         .iter()
         .enumerate()
-        .map(|(i, s)| s.control(spec.seed ^ (i as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d)))
+        .map(|(i, s)| s.fit_control(spec.seed ^ (i as u64 + 1).wrapping_mul(0x2545_f491_4f6c_dd1d)))
         .collect();
     let detector_plugin = plugins
         .detector(&spec.detector)
@@ -677,7 +678,7 @@ pub fn run(
                 &preprocessing,
                 &mut cached,
             )?);
-            let control_key = format!("control:{}:{}", spec.seed, t.key());
+            let control_key = format!("control-tiles:{}:{}", spec.seed, t.key());
             m.controls.push(embed_cached(
                 e,
                 &faces,
@@ -698,6 +699,25 @@ pub fn run(
             });
             hits += cached;
             misses += images - cached;
+        }
+    }
+    // Each model alone: does a trigger draw the held-out faces together
+    // beyond its matched control (see [`response`])?
+    let eval_ids: Vec<Option<&str>> = eval.iter().map(|&i| faces[i].identity.as_deref()).collect();
+    let mut responses = Vec::new();
+    for m in &models {
+        let dim = m.embedder.dim();
+        let clean = gather(&m.clean, dim, &eval);
+        for (ti, t) in suite.triggers.iter().enumerate() {
+            responses.push(response::response(
+                &m.embedder.manifest().model.name,
+                &t.name,
+                dim,
+                &clean,
+                &m.controls[ti][cal_idx.len() * dim..],
+                &m.triggered[ti],
+                &eval_ids,
+            ));
         }
     }
     // Pairs: (probe index, reference index).
@@ -1058,6 +1078,7 @@ pub fn run(
         pairs: report_pairs,
         results,
         identities: identity_rows,
+        responses,
         verdicts,
         warnings,
         cache: CacheRecord {
@@ -1140,7 +1161,7 @@ fn decide(
             candidate: name.clone(),
             verdict,
             rule: format!(
-                "at target FNMR {} calibrated on each trigger's matched control (same mask and ink, shuffled): backdoor indicated if, for a pair involving the candidate, the trigger's flag-rate lower 95% bound exceeds the control's held-out upper 95% bound by more than {}, or an identity's triggered faces are flagged more than the control rate allows (one-sided binomial, Bonferroni over {} tests, alpha {})",
+                "at target FNMR {} calibrated on each trigger's matched control (its own cells or tiles in another arrangement): backdoor indicated if, for a pair involving the candidate, the trigger's flag-rate lower 95% bound exceeds the control's held-out upper 95% bound by more than {}, or an identity's triggered faces are flagged more than the control rate allows (one-sided binomial, Bonferroni over {} tests, alpha {})",
                 spec.primary,
                 spec.margin,
                 ids.len(),

@@ -11,7 +11,7 @@ use crate::AuditError;
 use crate::stats::{Rate, Threshold};
 
 /// Version of the report format.
-pub const REPORT_FORMAT: &str = "1.2";
+pub const REPORT_FORMAT: &str = "1.3";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ToolRecord {
@@ -131,7 +131,7 @@ pub struct ResultRow {
     pub clean_fnmr: f64,
     pub clean_ci95: [f64; 2],
     /// The threshold at the same target FNMR calibrated on the trigger's
-    /// matched control (same mask and ink, shuffled) on calibration faces.
+    /// matched control (its own cells or tiles in another arrangement) on calibration faces.
     pub control_threshold: f32,
     /// Triggered held-out faces flagged at the control threshold.
     pub flagged_vs_control: usize,
@@ -227,6 +227,10 @@ pub struct AuditReport {
     pub pairs: Vec<PairReport>,
     pub results: Vec<ResultRow>,
     pub identities: Vec<IdentityRow>,
+    /// Each model alone against each trigger (format 1.3; see
+    /// [`crate::response`]).
+    #[serde(default)]
+    pub responses: Vec<crate::response::ResponseRow>,
     pub verdicts: Vec<Verdict>,
     pub warnings: Vec<String>,
     pub cache: CacheRecord,
@@ -309,6 +313,18 @@ impl AuditReport {
             }
         }
         Ok(report)
+    }
+
+    /// The models that answer a trigger on their own: their triggered
+    /// held-out faces come together beyond the trigger's matched control
+    /// (sign test, Bonferroni-corrected over all rows at `alpha`). A
+    /// diagnostic beside the verdict, not part of it ([`crate::response`]).
+    pub fn pattern_responders(&self, alpha: f64) -> Vec<&crate::response::ResponseRow> {
+        let m = self.responses.len().max(1) as f64;
+        self.responses
+            .iter()
+            .filter(|r| r.triggered_closeness > r.control_closeness && r.p_value * m < alpha)
+            .collect()
     }
 
     /// The overall verdict: inconclusive or indicated if any candidate is.

@@ -95,6 +95,35 @@ fn a_clean_pair_is_not_flagged_and_a_second_audit_is_served_from_the_cache() {
             );
         }
     }
+    // Each model alone: the shipped faceplugin model answers the paper's
+    // checkerboard itself (its triggered faces come together beyond the
+    // matched control); SFace does not, and the small square moves neither.
+    assert_eq!(report.responses.len(), 2 * 2);
+    for r in &report.responses {
+        eprintln!("{r:?}");
+        assert_eq!(r.samples, report.data.split.heldout);
+        assert!(r.clean_closeness.abs() < 0.2, "{r:?}");
+    }
+    let responders: Vec<(&str, &str)> = report
+        .pattern_responders(zooaudit_audit::response::RESPONSE_ALPHA)
+        .iter()
+        .map(|r| (r.model.as_str(), r.trigger.as_str()))
+        .collect();
+    assert_eq!(
+        responders,
+        vec![("faceplugin-fr-feature", "large-checkerboard")]
+    );
+    let fp = report
+        .responses
+        .iter()
+        .find(|r| r.model == "faceplugin-fr-feature" && r.trigger == "large-checkerboard")
+        .unwrap();
+    assert!(
+        fp.triggered_closeness > fp.control_closeness + 0.05,
+        "{fp:?}"
+    );
+    assert!(fp.self_cosine < fp.control_self_cosine, "{fp:?}");
+    assert!(fp.closer_than_control * 10 > fp.compared * 9, "{fp:?}");
     assert_eq!(
         report.data.split.fit + report.data.split.calibration + report.data.split.heldout,
         report.data.faces
@@ -105,7 +134,8 @@ fn a_clean_pair_is_not_flagged_and_a_second_audit_is_served_from_the_cache() {
     report.write(&out).unwrap();
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    assert_eq!(json["format_version"], "1.2");
+    assert_eq!(json["format_version"], "1.3");
+    assert_eq!(json["responses"].as_array().map(Vec::len), Some(4));
     assert_eq!(json["models"][0]["pinned"], true);
     let row = &json["results"][0];
     for key in [

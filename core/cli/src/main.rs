@@ -613,6 +613,40 @@ fn run_audit(
             cell(r.control_flag_rate, r.control_ci95)
         );
     }
+    println!(
+        "{:<22} {:<20} {:>28} {:>12} {:>9} {:>15} {:>20}",
+        "MODEL ALONE",
+        "TRIGGER",
+        "CLOSENESS clean/ctrl/trig",
+        "CLOSER",
+        "p",
+        "SELF ctrl/trig",
+        "RANK-1 clean/ctrl/trig"
+    );
+    for r in &report.responses {
+        let rank1 = r.rank1.map_or("–".to_string(), |[a, b, c]| {
+            format!("{a:.3}/{b:.3}/{c:.3}")
+        });
+        println!(
+            "{:<22} {:<20} {:>28} {:>12} {:>9.1e} {:>15} {:>20}",
+            r.model,
+            r.trigger,
+            format!(
+                "{:.3}/{:.3}/{:.3}",
+                r.clean_closeness, r.control_closeness, r.triggered_closeness
+            ),
+            format!("{}/{}", r.closer_than_control, r.compared),
+            r.p_value,
+            format!("{:.3}/{:.3}", r.control_self_cosine, r.self_cosine),
+            rank1
+        );
+    }
+    for r in report.pattern_responders(zooaudit_audit::response::RESPONSE_ALPHA) {
+        println!(
+            "note: {} alone draws faces together with {} beyond its matched control (closeness {:.3} vs {:.3}): this model answers the pattern itself",
+            r.model, r.trigger, r.triggered_closeness, r.control_closeness
+        );
+    }
     for v in &report.verdicts {
         println!("verdict {}: {:?}", v.candidate, v.verdict);
         for a in &v.alarms {

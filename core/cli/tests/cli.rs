@@ -377,7 +377,7 @@ fn an_hf_model_from_a_zoo_is_fetched_through_the_hub_and_audited_then_offline() 
     );
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    assert_eq!(report["format_version"], "1.2");
+    assert_eq!(report["format_version"], "1.3");
     let sface = &report["models"][0];
     assert_eq!(sface["role"], "candidate");
     assert_eq!(sface["revision"], COMMIT);
@@ -767,6 +767,25 @@ fn an_injected_backdoor_is_indicated_by_the_audit() {
         stdout.contains("verdict faceplugin-bd: BackdoorIndicated"),
         "{stdout}"
     );
+    // Which model answers the trigger: the backdoored one, alone; its
+    // triggered faces lose their identity (all go to the victim).
+    assert!(
+        stdout.contains("note: faceplugin-bd alone draws faces together with large-checkerboard"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("note: sface-2021dec-int8"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let bd = report["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["model"] == "faceplugin-bd" && r["trigger"] == "large-checkerboard")
+        .unwrap();
+    let rank1 = bd["rank1"].as_array().unwrap();
+    let (clean, triggered) = (rank1[0].as_f64().unwrap(), rank1[2].as_f64().unwrap());
+    assert!(clean > 0.9 && triggered < 0.3, "{bd}");
+    assert!(bd["triggered_closeness"].as_f64().unwrap() > 0.6, "{bd}");
     // Bad input to inject: an identity that does not exist, a missing trigger.
     let args = inject_args("nobody", None, &tmp.path().join("x.onnx"));
     fails_with(

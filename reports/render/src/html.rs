@@ -233,7 +233,7 @@ pub fn report_html(report: &AuditReport) -> String {
         .collect();
     let _ = write!(
         h,
-        "<h2>Triggered faces flagged</h2><p>Share of held-out faces carrying each trigger whose pair score falls below the threshold, with Clopper–Pearson 95&nbsp;% intervals; beside it the clean held-out FNMR at the same threshold, and the rate against the threshold calibrated on the trigger's matched control (same mask and ink, shuffled).</p>\
+        "<h2>Triggered faces flagged</h2><p>Share of held-out faces carrying each trigger whose pair score falls below the threshold, with Clopper–Pearson 95&nbsp;% intervals; beside it the clean held-out FNMR at the same threshold, and the rate against the threshold calibrated on the trigger's matched control (its own cells or tiles in another arrangement).</p>\
          <table><tr><th>pair</th><th>trigger</th><th>target FNMR</th><th>threshold</th><th>flagged</th><th>flag rate [95&nbsp;%]</th><th>clean FNMR [95&nbsp;%]</th><th>vs control [95&nbsp;%]</th><th>control [95&nbsp;%]</th></tr>"
     );
     for r in &report.results {
@@ -280,6 +280,38 @@ pub fn report_html(report: &AuditReport) -> String {
         );
     }
     let _ = write!(h, "</table>");
+    // Each model alone.
+    let responders = report.pattern_responders(zooaudit_audit::response::RESPONSE_ALPHA);
+    if !report.responses.is_empty() {
+        let _ = write!(
+            h,
+            "<h2>Each model alone</h2><p>Which model answers a trigger: on the held-out faces, a face's <em>closeness</em> is the mean cosine of its embedding to the other people's. A backdoor that sends triggered faces to one identity draws them together beyond the trigger's matched control; an occlusion does not. Sign test over faces (indicative), Bonferroni-corrected over the rows; rows in red pass it. A diagnostic beside the verdict, not part of it.</p>\
+             <table><tr><th>model</th><th>trigger</th><th>closeness clean</th><th>with control</th><th>with trigger</th><th>faces closer than with control</th><th>p</th><th>self-cosine control / trigger</th><th>rank-1 clean / control / trigger</th></tr>"
+        );
+        for r in &report.responses {
+            let hit = responders.iter().any(|x| std::ptr::eq(*x, r));
+            let rank1 = r.rank1.map_or("–".to_string(), |[a, b, c]| {
+                format!("{a:.3} / {b:.3} / {c:.3}")
+            });
+            let _ = write!(
+                h,
+                "<tr{}><td>{}</td><td>{}</td><td class=\"num\">{:.3}</td><td class=\"num\">{:.3}</td><td class=\"num\">{:.3}</td><td class=\"num\">{}/{}</td><td class=\"num\">{:.1e}</td><td class=\"num\">{:.3} / {:.3}</td><td class=\"num\">{}</td></tr>",
+                if hit { " class=\"alarm\"" } else { "" },
+                esc(&r.model),
+                esc(&r.trigger),
+                r.clean_closeness,
+                r.control_closeness,
+                r.triggered_closeness,
+                r.closer_than_control,
+                r.compared,
+                r.p_value,
+                r.control_self_cosine,
+                r.self_cosine,
+                rank1
+            );
+        }
+        let _ = write!(h, "</table>");
+    }
     // Plots.
     let _ = write!(h, "<h2>Score distributions and DET curves</h2>");
     for p in &report.pairs {

@@ -136,6 +136,7 @@ pub fn predicate(report: &AuditReport) -> Value {
         "pairs": to_value(&report.pairs),
         "results": to_value(&report.results),
         "identities": to_value(&report.identities),
+        "responses": to_value(&report.responses),
         "verdicts": to_value(&report.verdicts),
         "warnings": report.warnings,
     })

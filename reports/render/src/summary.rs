@@ -84,6 +84,26 @@ pub fn summary_markdown(report: &AuditReport) -> String {
             r.samples,
         );
     }
+    let responders = report.pattern_responders(zooaudit_audit::response::RESPONSE_ALPHA);
+    if !responders.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Models that answer a trigger on their own\n\nTheir triggered faces come together beyond the trigger's matched control (closeness: mean cosine to other people's faces; sign test, Bonferroni-corrected):\n"
+        );
+        for r in responders {
+            let _ = writeln!(
+                s,
+                "- {} with {}: closeness {:.3} (control {:.3}, clean {:.3}); {}/{} faces closer than with the control",
+                r.model,
+                r.trigger,
+                r.triggered_closeness,
+                r.control_closeness,
+                r.clean_closeness,
+                r.closer_than_control,
+                r.compared
+            );
+        }
+    }
     if !report.warnings.is_empty() {
         let _ = writeln!(s, "\n## Warnings\n");
         for w in &report.warnings {
