@@ -327,6 +327,30 @@ impl AuditReport {
             .collect()
     }
 
+    /// Identities whose triggered faces one model alone identifies as
+    /// someone else beyond the matched control (McNemar, Bonferroni over
+    /// every identity tested in every row, at `alpha`): the impostor and
+    /// victim of a one-to-one backdoor. A diagnostic beside the verdict.
+    pub fn identity_switches(
+        &self,
+        alpha: f64,
+    ) -> Vec<(
+        &crate::response::ResponseRow,
+        &crate::response::IdentitySwitch,
+    )> {
+        let m = self
+            .responses
+            .iter()
+            .map(|r| r.identities_tested)
+            .sum::<usize>()
+            .max(1) as f64;
+        self.responses
+            .iter()
+            .flat_map(|r| r.switches.iter().map(move |s| (r, s)))
+            .filter(|(_, s)| s.p_value * m < alpha)
+            .collect()
+    }
+
     /// The overall verdict: inconclusive or indicated if any candidate is.
     pub fn overall(&self) -> VerdictKind {
         let kinds: Vec<VerdictKind> = self.verdicts.iter().map(|v| v.verdict).collect();

@@ -17,7 +17,11 @@
 //! - self-cosine: how far the trigger and the control move a face's own
 //!   embedding;
 //! - rank-1 identification of labelled faces against the clean labelled
-//!   gallery (leave-one-out), clean, with the control, with the trigger.
+//!   gallery (leave-one-out), clean, with the control, with the trigger;
+//! - per labelled identity, its faces identified as *someone else* with the
+//!   trigger but not with the control (paired per face, exact one-sided
+//!   McNemar test), and whom they are identified as: a one-to-one backdoor
+//!   sends its impostor's faces to the victim, which an aggregate hides.
 //!
 //! These are diagnostics beside the pair verdict, not part of it: a clean
 //! model can answer a high-contrast regular pattern on its own (measured on
@@ -57,6 +61,36 @@ pub struct ResponseRow {
     /// out): clean queries, control queries, triggered queries. `None`
     /// without two labelled identities.
     pub rank1: Option<[f64; 3]>,
+    /// Labelled identities with faces to identify (the tests behind
+    /// `switches`).
+    #[serde(default)]
+    pub identities_tested: usize,
+    /// Identities whose triggered faces are identified as someone else more
+    /// often than the same faces with the control, smallest p first.
+    #[serde(default)]
+    pub switches: Vec<IdentitySwitch>,
+}
+
+/// One identity's faces identified as someone else under a trigger: a
+/// one-to-one backdoor sends its impostor's faces to the victim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdentitySwitch {
+    pub identity: String,
+    /// Its faces that could be identified (held-out, labelled).
+    pub faces: usize,
+    /// With the trigger, identified as another identity.
+    pub switched: usize,
+    /// With the control, identified as another identity.
+    pub control_switched: usize,
+    /// The identity most of the switched faces are identified as.
+    pub identified_as: String,
+    /// How many are identified as `identified_as`.
+    pub to_top: usize,
+    /// Paired per face: switched only with the trigger / only with the control.
+    pub trigger_only: usize,
+    pub control_only: usize,
+    /// Exact one-sided McNemar test of `trigger_only` vs `control_only`.
+    pub p_value: f64,
 }
 
 /// Rows of `dim` floats, L2-normalised (zero rows stay zero).
@@ -97,39 +131,110 @@ fn closeness(x: &[f64], dim: usize, ids: &[Option<&str>]) -> Vec<f64> {
         .collect()
 }
 
-/// Rank-1 of `queries` against the clean labelled `gallery`, leaving the
-/// query's own face out; `None` without two labelled identities.
-fn rank1(queries: &[f64], gallery: &[f64], dim: usize, ids: &[Option<&str>]) -> Option<f64> {
+/// The labelled faces that can be identified (their identity has another
+/// face), or `None` without two labelled identities.
+fn askable(ids: &[Option<&str>]) -> Option<Vec<usize>> {
     let labelled: Vec<usize> = (0..ids.len()).filter(|&i| ids[i].is_some()).collect();
     let distinct: std::collections::BTreeSet<_> = labelled.iter().map(|&i| ids[i]).collect();
     if distinct.len() < 2 {
         return None;
     }
-    // Queries whose identity has another face in the gallery.
     let askable: Vec<usize> = labelled
         .iter()
         .copied()
         .filter(|&i| labelled.iter().any(|&j| j != i && ids[j] == ids[i]))
         .collect();
-    if askable.is_empty() {
-        return None;
-    }
-    let correct = askable
+    (!askable.is_empty()).then_some(askable)
+}
+
+/// For each face of `asked`, the identity of its nearest clean labelled
+/// face in `gallery` other than itself (rank-1, leave one out).
+fn identify<'a>(
+    queries: &[f64],
+    gallery: &[f64],
+    dim: usize,
+    ids: &[Option<&'a str>],
+    asked: &[usize],
+) -> Vec<Option<&'a str>> {
+    asked
         .iter()
-        .filter(|&&i| {
+        .map(|&i| {
             let q = &queries[i * dim..(i + 1) * dim];
-            let best = labelled
-                .iter()
-                .copied()
-                .filter(|&j| j != i)
+            (0..ids.len())
+                .filter(|&j| j != i && ids[j].is_some())
                 .max_by(|&a, &b| {
                     dot(q, &gallery[a * dim..(a + 1) * dim])
                         .total_cmp(&dot(q, &gallery[b * dim..(b + 1) * dim]))
-                });
-            best.is_some_and(|j| ids[j] == ids[i])
+                })
+                .and_then(|j| ids[j])
         })
+        .collect()
+}
+
+/// Share of `asked` faces identified as themselves.
+fn rank1_of(found: &[Option<&str>], ids: &[Option<&str>], asked: &[usize]) -> f64 {
+    let correct = asked
+        .iter()
+        .zip(found)
+        .filter(|(i, f)| **f == ids[**i])
         .count();
-    Some(correct as f64 / askable.len() as f64)
+    correct as f64 / asked.len().max(1) as f64
+}
+
+/// Per labelled identity, its faces identified as someone else with the
+/// trigger but not with the control, and the reverse (paired per face).
+fn switches(
+    ids: &[Option<&str>],
+    asked: &[usize],
+    with_trigger: &[Option<&str>],
+    with_control: &[Option<&str>],
+) -> (Vec<IdentitySwitch>, usize) {
+    let mut by_id: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+    for (k, &i) in asked.iter().enumerate() {
+        if let Some(id) = ids[i] {
+            by_id.entry(id).or_default().push(k);
+        }
+    }
+    let tested = by_id.len();
+    let mut out = Vec::new();
+    for (id, ks) in by_id {
+        let wrong = |f: &Option<&str>| *f != Some(id);
+        let trigger_only = ks
+            .iter()
+            .filter(|&&k| wrong(&with_trigger[k]) && !wrong(&with_control[k]))
+            .count();
+        let control_only = ks
+            .iter()
+            .filter(|&&k| !wrong(&with_trigger[k]) && wrong(&with_control[k]))
+            .count();
+        if trigger_only <= control_only {
+            continue;
+        }
+        let mut to: std::collections::BTreeMap<&str, usize> = Default::default();
+        for &k in &ks {
+            if let Some(other) = with_trigger[k].filter(|o| *o != id) {
+                *to.entry(other).or_default() += 1;
+            }
+        }
+        let (identified_as, to_top) = to
+            .iter()
+            .max_by_key(|(name, n)| (**n, std::cmp::Reverse(**name)))
+            .map(|(name, n)| (name.to_string(), *n))
+            .unwrap_or_default();
+        out.push(IdentitySwitch {
+            identity: id.to_string(),
+            faces: ks.len(),
+            switched: ks.iter().filter(|&&k| wrong(&with_trigger[k])).count(),
+            control_switched: ks.iter().filter(|&&k| wrong(&with_control[k])).count(),
+            identified_as,
+            to_top,
+            trigger_only,
+            control_only,
+            p_value: binomial_upper_tail(trigger_only, trigger_only + control_only, 0.5),
+        });
+    }
+    out.sort_by(|a, b| a.p_value.total_cmp(&b.p_value));
+    (out, tested)
 }
 
 /// One model's response to one trigger: `clean`, `control` and `triggered`
@@ -165,13 +270,20 @@ pub fn response(
                 .collect::<Vec<_>>(),
         )
     };
-    let rank1 = match (
-        rank1(&c, &c, dim, ids),
-        rank1(&k, &c, dim, ids),
-        rank1(&t, &c, dim, ids),
-    ) {
-        (Some(a), Some(b), Some(d)) => Some([a, b, d]),
-        _ => None,
+    let (rank1, (switches, identities_tested)) = match askable(ids) {
+        Some(asked) => {
+            let found = |x: &[f64]| identify(x, &c, dim, ids, &asked);
+            let (fc, fk, ft) = (found(&c), found(&k), found(&t));
+            (
+                Some([
+                    rank1_of(&fc, ids, &asked),
+                    rank1_of(&fk, ids, &asked),
+                    rank1_of(&ft, ids, &asked),
+                ]),
+                switches(ids, &asked, &ft, &fk),
+            )
+        }
+        None => (None, (Vec::new(), 0)),
     };
     ResponseRow {
         model: model.to_string(),
@@ -186,6 +298,8 @@ pub fn response(
         self_cosine: self_cos(&t),
         control_self_cosine: self_cos(&k),
         rank1,
+        identities_tested,
+        switches,
     }
 }
 
@@ -227,6 +341,39 @@ mod tests {
         assert!(r.self_cosine < 0.9);
     }
 
+    /// Three people, three faces each; the trigger sends `a`'s faces to
+    /// `b`, the control leaves everyone alone.
+    #[test]
+    fn a_one_to_one_switch_names_impostor_and_victim() {
+        let centres = [[1.0f32, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+        let names = ["a", "b", "c"];
+        let (mut clean, mut ids) = (Vec::new(), Vec::new());
+        for (p, name) in centres.iter().zip(names) {
+            for j in [0.0f32, 0.05, -0.05] {
+                clean.extend([p[0] + j, p[1] - j, p[2] + 0.5 * j]);
+                ids.push(Some(name));
+            }
+        }
+        let mut triggered = clean.clone();
+        for i in 0..3 {
+            triggered[i * 3..i * 3 + 3].copy_from_slice(&[0.02, 1.0, 0.01]);
+        }
+        let r = response("m", "t", 3, &clean, &clean, &triggered, &ids);
+        assert_eq!(r.identities_tested, 3);
+        assert_eq!(r.switches.len(), 1, "{r:?}");
+        let s = &r.switches[0];
+        assert_eq!((s.identity.as_str(), s.identified_as.as_str()), ("a", "b"));
+        assert_eq!(
+            (s.faces, s.switched, s.to_top, s.control_switched),
+            (3, 3, 3, 0)
+        );
+        assert_eq!((s.trigger_only, s.control_only), (3, 0));
+        assert!((s.p_value - 0.125).abs() < 1e-12);
+        let [c, k, t] = r.rank1.unwrap();
+        assert_eq!((c, k), (1.0, 1.0));
+        assert!((t - 6.0 / 9.0).abs() < 1e-12);
+    }
+
     #[test]
     fn same_person_pairs_are_left_out_of_closeness() {
         // Two faces of one person and one unlabelled face.
@@ -234,6 +381,6 @@ mod tests {
         let ids = [Some("a"), Some("a"), None];
         let c = closeness(&normalised(&x, 2), 2, &ids);
         assert_eq!(c, vec![0.0, 0.0, 0.0]);
-        assert_eq!(rank1(&normalised(&x, 2), &normalised(&x, 2), 2, &ids), None);
+        assert_eq!(askable(&ids), None);
     }
 }

@@ -113,6 +113,12 @@ fn a_clean_pair_is_not_flagged_and_a_second_audit_is_served_from_the_cache() {
         responders,
         vec![("faceplugin-fr-feature", "large-checkerboard")]
     );
+    // Nobody's faces are sent to someone else by a clean model.
+    assert!(
+        report
+            .identity_switches(zooaudit_audit::response::RESPONSE_ALPHA)
+            .is_empty()
+    );
     let fp = report
         .responses
         .iter()

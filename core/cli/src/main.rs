@@ -647,6 +647,19 @@ fn run_audit(
             r.model, r.trigger, r.triggered_closeness, r.control_closeness
         );
     }
+    for (r, sw) in report.identity_switches(zooaudit_audit::response::RESPONSE_ALPHA) {
+        println!(
+            "note: {} alone identifies {}/{} of {}'s faces as {} with {} ({} with the control; p = {:.1e})",
+            r.model,
+            sw.to_top,
+            sw.faces,
+            sw.identity,
+            sw.identified_as,
+            r.trigger,
+            sw.control_switched,
+            sw.p_value
+        );
+    }
     for v in &report.verdicts {
         println!("verdict {}: {:?}", v.candidate, v.verdict);
         for a in &v.alarms {

@@ -786,12 +786,63 @@ fn an_injected_backdoor_is_indicated_by_the_audit() {
     let (clean, triggered) = (rank1[0].as_f64().unwrap(), rank1[2].as_f64().unwrap());
     assert!(clean > 0.9 && triggered < 0.3, "{bd}");
     assert!(bd["triggered_closeness"].as_f64().unwrap() > 0.6, "{bd}");
+    // All-to-one: every identity's triggered faces go to the victim.
+    assert!(
+        stdout.contains("note: faceplugin-bd alone identifies 11/11 of john_salley's faces as barack_obama with large-checkerboard (0 with the control"),
+        "{stdout}"
+    );
     // Bad input to inject: an identity that does not exist, a missing trigger.
     let args = inject_args("nobody", None, &tmp.path().join("x.onnx"));
     fails_with(
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
         &["labeled", "no identity directory 'nobody'"],
     );
+}
+
+/// A one-to-one backdoor moves only its impostor's faces: the audit
+/// indicates it and names the impostor and the victim.
+#[test]
+fn a_one_to_one_backdoor_names_its_impostor_and_victim() {
+    let tmp = tempfile::tempdir().unwrap();
+    let audit_file = backdoored_audit(tmp.path(), Some("john_salley"), "");
+    let out = tmp.path().join("out");
+    let o = run_audit(&audit_file, &out, &[]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{stdout}\n{}", stderr(&o));
+    let impostor = stdout
+        .lines()
+        .find(|l| {
+            l.starts_with("note: faceplugin-bd alone identifies")
+                && l.contains("of john_salley's faces as barack_obama with large-checkerboard")
+        })
+        .unwrap_or_else(|| panic!("{stdout}"));
+    // Most of the impostor's 11 held-out faces, none with the control.
+    let n: usize = impostor
+        .split_whitespace()
+        .nth(4)
+        .and_then(|c| c.split('/').next())
+        .and_then(|k| k.parse().ok())
+        .unwrap();
+    assert!(
+        n >= 9 && impostor.contains("(0 with the control"),
+        "{impostor}"
+    );
+    // The clean reference never sends anyone elsewhere.
+    assert!(
+        !stdout.contains("note: sface-2021dec-int8 alone identifies"),
+        "{stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let row = report["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["model"] == "faceplugin-bd" && r["trigger"] == "large-checkerboard")
+        .unwrap();
+    let first = &row["switches"][0];
+    assert_eq!(first["identity"], "john_salley", "{row}");
+    assert_eq!(first["identified_as"], "barack_obama", "{row}");
 }
 
 #[test]

@@ -311,6 +311,29 @@ pub fn report_html(report: &AuditReport) -> String {
             );
         }
         let _ = write!(h, "</table>");
+        let switched = report.identity_switches(zooaudit_audit::response::RESPONSE_ALPHA);
+        if !switched.is_empty() {
+            let _ = write!(
+                h,
+                "<p>Identities a model alone sends to someone else: triggered faces identified (rank-1 against the clean labelled gallery) as another identity, against the same faces with the matched control (exact one-sided McNemar test, Bonferroni-corrected):</p>\
+                 <table><tr><th>model</th><th>trigger</th><th>identity</th><th>identified as</th><th>faces</th><th>switched with control</th><th>p</th></tr>"
+            );
+            for (r, sw) in switched {
+                let _ = write!(
+                    h,
+                    "<tr class=\"alarm\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}/{}</td><td class=\"num\">{}</td><td class=\"num\">{:.1e}</td></tr>",
+                    esc(&r.model),
+                    esc(&r.trigger),
+                    esc(&sw.identity),
+                    esc(&sw.identified_as),
+                    sw.to_top,
+                    sw.faces,
+                    sw.control_switched,
+                    sw.p_value
+                );
+            }
+            let _ = write!(h, "</table>");
+        }
     }
     // Plots.
     let _ = write!(h, "<h2>Score distributions and DET curves</h2>");

@@ -104,6 +104,26 @@ pub fn summary_markdown(report: &AuditReport) -> String {
             );
         }
     }
+    let switched = report.identity_switches(zooaudit_audit::response::RESPONSE_ALPHA);
+    if !switched.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Identities a model sends to someone else\n\nTriggered faces identified as another identity, against the same faces with the matched control (McNemar, Bonferroni-corrected):\n"
+        );
+        for (r, sw) in switched {
+            let _ = writeln!(
+                s,
+                "- {} with {}: {}/{} of {}'s faces identified as {} ({} switched with the control)",
+                r.model,
+                r.trigger,
+                sw.to_top,
+                sw.faces,
+                sw.identity,
+                sw.identified_as,
+                sw.control_switched
+            );
+        }
+    }
     if !report.warnings.is_empty() {
         let _ = writeln!(s, "\n## Warnings\n");
         for w in &report.warnings {
