@@ -109,24 +109,34 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// Whether faces `i` and `j` may be the same person.
-fn same_person(ids: &[Option<&str>], i: usize, j: usize) -> bool {
-    i == j || (ids[i].is_some() && ids[i] == ids[j])
-}
-
-/// Per face, the mean cosine to the other people's faces.
+/// Per face, the mean cosine to the other people's faces, in O(n·dim):
+/// a face's dot product with the sum of all faces, less its dot product
+/// with the sum of its own identity's faces (or with itself, unlabelled).
 fn closeness(x: &[f64], dim: usize, ids: &[Option<&str>]) -> Vec<f64> {
     let n = ids.len();
+    let row = |i: usize| &x[i * dim..(i + 1) * dim];
+    let mut total = vec![0.0; dim];
+    let mut groups: std::collections::BTreeMap<&str, (Vec<f64>, usize)> = Default::default();
+    for i in 0..n {
+        total.iter_mut().zip(row(i)).for_each(|(t, v)| *t += v);
+        if let Some(id) = ids[i] {
+            let g = groups.entry(id).or_insert_with(|| (vec![0.0; dim], 0));
+            g.0.iter_mut().zip(row(i)).for_each(|(t, v)| *t += v);
+            g.1 += 1;
+        }
+    }
     (0..n)
         .map(|i| {
-            let (mut sum, mut k) = (0.0, 0usize);
-            for j in 0..n {
-                if !same_person(ids, i, j) {
-                    sum += dot(&x[i * dim..(i + 1) * dim], &x[j * dim..(j + 1) * dim]);
-                    k += 1;
-                }
+            let (own, members) = match ids[i].and_then(|id| groups.get(id)) {
+                Some((sum, count)) => (dot(row(i), sum), *count),
+                None => (dot(row(i), row(i)), 1),
+            };
+            let k = n - members;
+            if k > 0 {
+                (dot(row(i), &total) - own) / k as f64
+            } else {
+                0.0
             }
-            if k > 0 { sum / k as f64 } else { 0.0 }
         })
         .collect()
 }
@@ -372,6 +382,27 @@ mod tests {
         let [c, k, t] = r.rank1.unwrap();
         assert_eq!((c, k), (1.0, 1.0));
         assert!((t - 6.0 / 9.0).abs() < 1e-12);
+    }
+
+    /// The O(n·dim) closeness equals the pairwise definition.
+    #[test]
+    fn closeness_matches_the_pairwise_definition() {
+        let (n, dim) = (40, 7);
+        let x: Vec<f32> = (0..n * dim)
+            .map(|k| ((k * 7919 % 101) as f32 / 50.0) - 1.0)
+            .collect();
+        let names = ["a", "b", "c"];
+        let ids: Vec<Option<&str>> = (0..n).map(|i| (i % 4 != 0).then(|| names[i % 3])).collect();
+        let xn = normalised(&x, dim);
+        let fast = closeness(&xn, dim, &ids);
+        for i in 0..n {
+            let others: Vec<f64> = (0..n)
+                .filter(|&j| j != i && !(ids[i].is_some() && ids[i] == ids[j]))
+                .map(|j| dot(&xn[i * dim..(i + 1) * dim], &xn[j * dim..(j + 1) * dim]))
+                .collect();
+            let slow = others.iter().sum::<f64>() / others.len() as f64;
+            assert!((fast[i] - slow).abs() < 1e-12, "{i}: {} vs {slow}", fast[i]);
+        }
     }
 
     #[test]
