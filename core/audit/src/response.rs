@@ -117,9 +117,9 @@ fn closeness(x: &[f64], dim: usize, ids: &[Option<&str>]) -> Vec<f64> {
     let row = |i: usize| &x[i * dim..(i + 1) * dim];
     let mut total = vec![0.0; dim];
     let mut groups: std::collections::BTreeMap<&str, (Vec<f64>, usize)> = Default::default();
-    for i in 0..n {
+    for (i, id) in ids.iter().enumerate() {
         total.iter_mut().zip(row(i)).for_each(|(t, v)| *t += v);
-        if let Some(id) = ids[i] {
+        if let Some(id) = *id {
             let g = groups.entry(id).or_insert_with(|| (vec![0.0; dim], 0));
             g.0.iter_mut().zip(row(i)).for_each(|(t, v)| *t += v);
             g.1 += 1;
