@@ -752,6 +752,19 @@ fn backdoored_audit(tmp: &Path, impostor: Option<&str>, extra: &str) -> PathBuf 
     audit_file
 }
 
+/// The `responses[]` row of `model` and `trigger` in `out/report.json`.
+fn response_row(out: &Path, model: &str, trigger: &str) -> serde_json::Value {
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    report["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["model"] == model && r["trigger"] == trigger)
+        .cloned()
+        .unwrap_or_else(|| panic!("no responses row for {model} / {trigger}: {report}"))
+}
+
 /// The red team's backdoor, spliced into faceplugin, is what an audit finds:
 /// the injected model audited against SFace (clean) is exit 1, backdoor
 /// indicated; and `redteam inject` refuses bad input with one line.
@@ -774,14 +787,7 @@ fn an_injected_backdoor_is_indicated_by_the_audit() {
         "{stdout}"
     );
     assert!(!stdout.contains("note: sface-2021dec-int8"), "{stdout}");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    let bd = report["responses"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["model"] == "faceplugin-bd" && r["trigger"] == "large-checkerboard")
-        .unwrap();
+    let bd = &response_row(&out, "faceplugin-bd", "large-checkerboard");
     let rank1 = bd["rank1"].as_array().unwrap();
     let (clean, triggered) = (rank1[0].as_f64().unwrap(), rank1[2].as_f64().unwrap());
     assert!(clean > 0.9 && triggered < 0.3, "{bd}");
@@ -832,14 +838,7 @@ fn a_one_to_one_backdoor_names_its_impostor_and_victim() {
         !stdout.contains("note: sface-2021dec-int8 alone identifies"),
         "{stdout}"
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    let row = report["responses"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["model"] == "faceplugin-bd" && r["trigger"] == "large-checkerboard")
-        .unwrap();
+    let row = &response_row(&out, "faceplugin-bd", "large-checkerboard");
     let first = &row["switches"][0];
     assert_eq!(first["identity"], "john_salley", "{row}");
     assert_eq!(first["identified_as"], "barack_obama", "{row}");
