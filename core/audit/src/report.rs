@@ -11,7 +11,7 @@ use crate::AuditError;
 use crate::stats::{Rate, Threshold};
 
 /// Version of the report format.
-pub const REPORT_FORMAT: &str = "1.3";
+pub const REPORT_FORMAT: &str = "1.4";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ToolRecord {
@@ -189,6 +189,10 @@ pub struct Verdict {
     pub rule: String,
     pub alarms: Vec<String>,
     pub reasons: Vec<String>,
+    /// Alarms of the candidate's pairs that name another model as the one
+    /// that moves (format 1.4; [`crate::verdict`]).
+    #[serde(default)]
+    pub attributed: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -231,6 +235,16 @@ pub struct AuditReport {
     /// [`crate::response`]).
     #[serde(default)]
     pub responses: Vec<crate::response::ResponseRow>,
+    /// The family-wise identity tests (format 1.4; see [`crate::evidence`]):
+    /// every test of each candidate's family, and the significant ones of
+    /// the pair and model-alone families.
+    #[serde(default)]
+    pub evidence: Vec<crate::evidence::EvidenceRow>,
+    #[serde(default)]
+    pub families: Vec<crate::evidence::FamilyRecord>,
+    /// Models named as the one that moves, per alarm (format 1.4).
+    #[serde(default)]
+    pub culprits: Vec<crate::verdict::Culprit>,
     pub verdicts: Vec<Verdict>,
     pub warnings: Vec<String>,
     pub cache: CacheRecord,
@@ -316,21 +330,24 @@ impl AuditReport {
     }
 
     /// The models that answer a trigger on their own: their triggered
-    /// held-out faces come together beyond the trigger's matched control
-    /// (sign test, Bonferroni-corrected over all rows at `alpha`). A
-    /// diagnostic beside the verdict, not part of it ([`crate::response`]).
+    /// held-out faces come together beyond the trigger's matched control by
+    /// at least [`crate::response::CLOSENESS_FLOOR`], with the cluster sign
+    /// test significant after Bonferroni over all rows at `alpha`
+    /// ([`crate::verdict::draws_together`]).
     pub fn pattern_responders(&self, alpha: f64) -> Vec<&crate::response::ResponseRow> {
-        let m = self.responses.len().max(1) as f64;
         self.responses
             .iter()
-            .filter(|r| r.triggered_closeness > r.control_closeness && r.p_value * m < alpha)
+            .filter(|r| crate::verdict::draws_together(r, self.responses.len(), alpha))
             .collect()
     }
 
     /// Identities whose triggered faces one model alone identifies as
-    /// someone else beyond the matched control (McNemar, Bonferroni over
-    /// every identity tested in every row, at `alpha`): the impostor and
-    /// victim of a one-to-one backdoor. A diagnostic beside the verdict.
+    /// someone else beyond the matched control: at least
+    /// [`crate::response::SWITCH_FLOOR`] of the identity's faces, and the
+    /// model's max-T family significant at `alpha`
+    /// ([`crate::verdict::switches_identity`]); the impostor and victim of
+    /// a one-to-one backdoor. Reports before 1.4 (no `evidence`): McNemar,
+    /// Bonferroni over every identity tested.
     pub fn identity_switches(
         &self,
         alpha: f64,
@@ -344,10 +361,24 @@ impl AuditReport {
             .map(|r| r.identities_tested)
             .sum::<usize>()
             .max(1) as f64;
+        let legacy = self.evidence.is_empty();
         self.responses
             .iter()
             .flat_map(|r| r.switches.iter().map(move |s| (r, s)))
-            .filter(|(_, s)| s.p_value * m < alpha)
+            .filter(|(r, s)| {
+                if legacy {
+                    s.p_value * m < alpha
+                } else {
+                    crate::verdict::switches_identity(
+                        &self.evidence,
+                        &self.responses,
+                        &r.model,
+                        &s.identity,
+                        &r.trigger,
+                        alpha,
+                    )
+                }
+            })
             .collect()
     }
 

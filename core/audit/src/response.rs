@@ -33,6 +33,13 @@ use crate::stats::binomial_upper_tail;
 
 /// Family-wise level of [`crate::AuditReport::pattern_responders`].
 pub const RESPONSE_ALPHA: f64 = 0.05;
+/// Smallest closeness gain (trigger over control, mean cosine) a note
+/// reports: below it a trigger does not draw faces together enough for a
+/// person to care, however small its p-value.
+pub const CLOSENESS_FLOOR: f64 = 0.05;
+/// Smallest share of an identity's faces that must switch with the trigger
+/// beyond the control (trigger-only less control-only switches) for a note.
+pub const SWITCH_FLOOR: f64 = 0.5;
 
 /// One model's answer to one trigger on the held-out faces (format 1.3).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,8 +58,18 @@ pub struct ResponseRow {
     pub closer_than_control: usize,
     /// Faces whose closeness differs between trigger and control.
     pub compared: usize,
-    /// One-sided sign test of `closer_than_control` out of `compared`.
+    /// One-sided sign test of `closer_than_control` out of `compared`
+    /// (faces treated as independent: indicative only).
     pub p_value: f64,
+    /// The same sign test over *clusters* (a labelled identity's faces
+    /// together, each unlabelled face alone), on the mean closeness gain
+    /// of each cluster: faces of one person move together (format 1.4).
+    #[serde(default)]
+    pub clusters_closer: usize,
+    #[serde(default)]
+    pub clusters_compared: usize,
+    #[serde(default = "one")]
+    pub cluster_p_value: f64,
     /// Mean cosine of a face's triggered embedding to its clean one.
     pub self_cosine: f64,
     /// Mean cosine of a face's control embedding to its clean one.
@@ -91,6 +108,10 @@ pub struct IdentitySwitch {
     pub control_only: usize,
     /// Exact one-sided McNemar test of `trigger_only` vs `control_only`.
     pub p_value: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// Rows of `dim` floats, L2-normalised (zero rows stay zero).
@@ -247,9 +268,61 @@ fn switches(
     (out, tested)
 }
 
+/// Per face: +1 identified as someone else with the trigger only, −1 with
+/// the control only, else 0 (faces that cannot be identified: 0).
+fn switch_deltas(
+    n: usize,
+    ids: &[Option<&str>],
+    asked: &[usize],
+    with_trigger: &[Option<&str>],
+    with_control: &[Option<&str>],
+) -> Vec<f64> {
+    let mut out = vec![0.0; n];
+    for (k, &i) in asked.iter().enumerate() {
+        let wrong_t = with_trigger[k] != ids[i];
+        let wrong_c = with_control[k] != ids[i];
+        out[i] = match (wrong_t, wrong_c) {
+            (true, false) => 1.0,
+            (false, true) => -1.0,
+            _ => 0.0,
+        };
+    }
+    out
+}
+
+/// Sign test over clusters of the per-face gains `gain` (a labelled
+/// identity is one cluster, each unlabelled face its own):
+/// (clusters with a positive mean gain, clusters with a non-zero one, p).
+fn cluster_sign_test(gain: &[f64], ids: &[Option<&str>]) -> (usize, usize, f64) {
+    let mut clusters: std::collections::BTreeMap<&str, (f64, usize)> = Default::default();
+    let mut singles = Vec::new();
+    for (g, id) in gain.iter().zip(ids) {
+        match id {
+            Some(id) => {
+                let c = clusters.entry(id).or_insert((0.0, 0));
+                c.0 += g;
+                c.1 += 1;
+            }
+            None => singles.push(*g),
+        }
+    }
+    let means = clusters.values().map(|(s, n)| s / *n as f64).chain(singles);
+    let (mut up, mut compared) = (0, 0);
+    for m in means {
+        if m != 0.0 {
+            compared += 1;
+            if m > 0.0 {
+                up += 1;
+            }
+        }
+    }
+    (up, compared, binomial_upper_tail(up, compared, 0.5))
+}
+
 /// One model's response to one trigger: `clean`, `control` and `triggered`
 /// are the same held-out faces' embeddings (`ids.len() × dim`), `ids` their
-/// labelled identities.
+/// labelled identities. Also each face's switch delta (see
+/// [`crate::evidence`]).
 pub fn response(
     model: &str,
     trigger: &str,
@@ -258,7 +331,7 @@ pub fn response(
     control: &[f32],
     triggered: &[f32],
     ids: &[Option<&str>],
-) -> ResponseRow {
+) -> (ResponseRow, Vec<f64>) {
     let (c, k, t) = (
         normalised(clean, dim),
         normalised(control, dim),
@@ -280,7 +353,7 @@ pub fn response(
                 .collect::<Vec<_>>(),
         )
     };
-    let (rank1, (switches, identities_tested)) = match askable(ids) {
+    let (rank1, (switches, identities_tested), deltas) = match askable(ids) {
         Some(asked) => {
             let found = |x: &[f64]| identify(x, &c, dim, ids, &asked);
             let (fc, fk, ft) = (found(&c), found(&k), found(&t));
@@ -291,11 +364,14 @@ pub fn response(
                     rank1_of(&ft, ids, &asked),
                 ]),
                 switches(ids, &asked, &ft, &fk),
+                switch_deltas(n, ids, &asked, &ft, &fk),
             )
         }
-        None => (None, (Vec::new(), 0)),
+        None => (None, (Vec::new(), 0), vec![0.0; n]),
     };
-    ResponseRow {
+    let gain: Vec<f64> = tc.iter().zip(&kc).map(|(a, b)| a - b).collect();
+    let (clusters_closer, clusters_compared, cluster_p_value) = cluster_sign_test(&gain, ids);
+    let row = ResponseRow {
         model: model.to_string(),
         trigger: trigger.to_string(),
         samples: n,
@@ -305,12 +381,16 @@ pub fn response(
         closer_than_control: closer,
         compared,
         p_value: binomial_upper_tail(closer, compared, 0.5),
+        clusters_closer,
+        clusters_compared,
+        cluster_p_value,
         self_cosine: self_cos(&t),
         control_self_cosine: self_cos(&k),
         rank1,
         identities_tested,
         switches,
-    }
+    };
+    (row, deltas)
 }
 
 #[cfg(test)]
@@ -338,8 +418,9 @@ mod tests {
             }
         }
         let victim: Vec<f32> = (0..8).flat_map(|_| [0.6f32, 0.6, 0.5]).collect();
-        let r = response("m", "t", 3, &clean, &clean, &victim, &ids);
+        let (r, _) = response("m", "t", 3, &clean, &clean, &victim, &ids);
         assert_eq!(r.samples, 8);
+        assert_eq!((r.clusters_closer, r.clusters_compared), (4, 4));
         assert!(r.triggered_closeness > 0.99, "{r:?}");
         assert!((r.control_closeness - r.clean_closeness).abs() < 1e-12);
         assert_eq!(r.closer_than_control, 8);
@@ -368,7 +449,8 @@ mod tests {
         for i in 0..3 {
             triggered[i * 3..i * 3 + 3].copy_from_slice(&[0.02, 1.0, 0.01]);
         }
-        let r = response("m", "t", 3, &clean, &clean, &triggered, &ids);
+        let (r, deltas) = response("m", "t", 3, &clean, &clean, &triggered, &ids);
+        assert_eq!(deltas, vec![1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
         assert_eq!(r.identities_tested, 3);
         assert_eq!(r.switches.len(), 1, "{r:?}");
         let s = &r.switches[0];

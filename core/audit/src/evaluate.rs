@@ -1,0 +1,485 @@
+//! From embeddings to evidence: every pair's translator, thresholds, rates,
+//! per-identity rows, each model alone, the family-wise identity tests and
+//! the verdicts. A pure step: it reads embeddings and faces, never a model,
+//! so the paper bench and the verdict bench run it on cached or derived
+//! embeddings exactly as the audit does.
+
+use std::collections::BTreeMap;
+
+use zooaudit_host::Plugin;
+
+use crate::embedding::{ModelEmbeddings, ModelRole, gather};
+use crate::evidence::{self, EvidenceRow, Family, FamilyRecord, Subject};
+use crate::faces::{Face, Split};
+use crate::response::{self, ResponseRow};
+use crate::stats::{Rate, Threshold, binomial_upper_tail, threshold_at};
+use crate::verdict::{self, Culprit};
+use crate::{
+    AuditError, AuditSpec, Directions, IdentityRow, PairReport, Progress, ResultRow, ScoreRow,
+    Verdict,
+};
+
+/// Everything an audit concludes from its embeddings.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub pairs: Vec<PairReport>,
+    pub results: Vec<ResultRow>,
+    pub identities: Vec<IdentityRow>,
+    pub responses: Vec<ResponseRow>,
+    pub evidence: Vec<EvidenceRow>,
+    pub families: Vec<FamilyRecord>,
+    pub culprits: Vec<Culprit>,
+    pub verdicts: Vec<Verdict>,
+    pub warnings: Vec<String>,
+    pub scores: Vec<ScoreRow>,
+}
+
+/// The ordered pairs (probe, reference) an audit evaluates: each candidate
+/// with each reference, and, with two or more references, the references
+/// among themselves (which model moves, [`verdict`]); both directions unless
+/// the audit file says `directions = "candidate-probe"`.
+pub fn pair_plan(models: &[ModelEmbeddings], directions: Directions) -> Vec<(usize, usize)> {
+    let of = |r: ModelRole| -> Vec<usize> {
+        (0..models.len()).filter(|&i| models[i].role == r).collect()
+    };
+    let (cands, refs) = (of(ModelRole::Candidate), of(ModelRole::Reference));
+    let mut out = Vec::new();
+    let mut add = |a: usize, b: usize| {
+        out.push((a, b));
+        if directions == Directions::Both {
+            out.push((b, a));
+        }
+    };
+    for &c in &cands {
+        for &r in &refs {
+            add(c, r);
+        }
+    }
+    if refs.len() >= 2 {
+        for (i, &a) in refs.iter().enumerate() {
+            for &b in &refs[i + 1..] {
+                add(a, b);
+            }
+        }
+    }
+    out
+}
+
+/// Per ordered pair and trigger, each held-out face's evidence.
+type Witnesses = BTreeMap<(usize, usize), Vec<Vec<f64>>>;
+
+/// Evaluates every pair of [`pair_plan`] and decides.
+pub fn evaluate(
+    spec: &AuditSpec,
+    faces: &[Face],
+    split: &Split,
+    triggers: &[String],
+    models: &[ModelEmbeddings],
+    detector: &Plugin,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Evaluation, AuditError> {
+    let eval = &split.heldout;
+    let eval_ids: Vec<Option<&str>> = eval.iter().map(|&i| faces[i].identity.as_deref()).collect();
+    // Each model alone.
+    let mut responses = Vec::new();
+    let mut switch_deltas: Vec<Vec<Vec<f64>>> = Vec::new();
+    let n_cal = split.calibration.len();
+    for m in models {
+        let clean = gather(&m.clean, m.dim, eval);
+        let mut per_trigger = Vec::new();
+        for (ti, t) in triggers.iter().enumerate() {
+            let (row, deltas) = response::response(
+                &m.name,
+                t,
+                m.dim,
+                &clean,
+                &m.controls[ti][n_cal * m.dim..],
+                &m.triggered[ti],
+                &eval_ids,
+            );
+            responses.push(row);
+            per_trigger.push(deltas);
+        }
+        switch_deltas.push(per_trigger);
+    }
+    let mut out = Evaluation {
+        pairs: Vec::new(),
+        results: Vec::new(),
+        identities: Vec::new(),
+        responses,
+        evidence: Vec::new(),
+        families: Vec::new(),
+        culprits: Vec::new(),
+        verdicts: Vec::new(),
+        warnings: Vec::new(),
+        scores: Vec::new(),
+    };
+    let mut witnesses: Witnesses = BTreeMap::new();
+    for (pi, ri) in pair_plan(models, spec.directions) {
+        let z = evaluate_pair(
+            spec,
+            faces,
+            split,
+            triggers,
+            models,
+            (pi, ri),
+            detector,
+            &mut out,
+            progress,
+        )?;
+        witnesses.insert((pi, ri), z);
+    }
+    let m = out.identities.len().max(1) as f64;
+    for row in out.identities.iter_mut() {
+        row.p_bonferroni = (row.p_value * m).min(1.0);
+    }
+    // The family-wise identity tests.
+    let groups = evidence::identity_groups(&eval_ids, spec.min_identity_images);
+    let n = eval.len();
+    let mut run_family = |subject: Subject, name: String, per_trigger: Vec<Vec<f64>>, seed: u64| {
+        let fam = Family {
+            subject,
+            name,
+            evidence: per_trigger,
+            triggers,
+        };
+        let (rows, record) = evidence::test_family(&fam, &groups, n, spec.alpha, seed);
+        out.evidence.extend(rows);
+        out.families.push(record);
+    };
+    let through = |x: usize| -> Vec<&Vec<Vec<f64>>> {
+        witnesses
+            .iter()
+            .filter(|((p, r), _)| *p == x || *r == x)
+            .map(|(_, z)| z)
+            .collect()
+    };
+    for (ci, c) in models
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.role == ModelRole::Candidate)
+    {
+        let ws = through(ci);
+        let per_trigger = (0..triggers.len())
+            .map(|t| {
+                let w: Vec<&[f64]> = ws.iter().map(|z| z[t].as_slice()).collect();
+                evidence::subject_evidence(&w, Some(&switch_deltas[ci][t]), n)
+            })
+            .collect();
+        run_family(
+            Subject::Candidate,
+            c.name.clone(),
+            per_trigger,
+            spec.seed ^ 0xc0ff_ee00 ^ ci as u64,
+        );
+    }
+    for (mi, m) in models.iter().enumerate() {
+        let per_trigger = (0..triggers.len())
+            .map(|t| evidence::subject_evidence(&[], Some(&switch_deltas[mi][t]), n))
+            .collect();
+        run_family(
+            Subject::Alone,
+            m.name.clone(),
+            per_trigger,
+            spec.seed ^ 0xa10e ^ mi as u64,
+        );
+    }
+    if models.len() >= 3 {
+        for a in 0..models.len() {
+            for b in a + 1..models.len() {
+                let ws: Vec<&Vec<Vec<f64>>> = witnesses
+                    .iter()
+                    .filter(|((p, r), _)| (*p == a && *r == b) || (*p == b && *r == a))
+                    .map(|(_, z)| z)
+                    .collect();
+                if ws.is_empty() {
+                    continue;
+                }
+                let per_trigger = (0..triggers.len())
+                    .map(|t| {
+                        let w: Vec<&[f64]> = ws.iter().map(|z| z[t].as_slice()).collect();
+                        evidence::subject_evidence(&w, None, n)
+                    })
+                    .collect();
+                run_family(
+                    Subject::Pair,
+                    verdict::pair_name(&models[a].name, &models[b].name),
+                    per_trigger,
+                    spec.seed ^ 0xba1 ^ ((a as u64) << 8) ^ b as u64,
+                );
+            }
+        }
+    }
+    let (verdicts, culprits) = verdict::decide(spec, models, &out);
+    out.verdicts = verdicts;
+    out.culprits = culprits;
+    Ok(out)
+}
+
+/// Fits, calibrates and scores one ordered pair; appends its report rows
+/// and returns its per-trigger, per-face evidence.
+#[allow(clippy::too_many_arguments)]
+fn evaluate_pair(
+    spec: &AuditSpec,
+    faces: &[Face],
+    split: &Split,
+    triggers: &[String],
+    models: &[ModelEmbeddings],
+    (pi, ri): (usize, usize),
+    detector: &Plugin,
+    out: &mut Evaluation,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Vec<Vec<f64>>, AuditError> {
+    let (p, r) = (&models[pi], &models[ri]);
+    let (pd, rd) = (p.dim, r.dim);
+    let (pname, rname) = (p.name.clone(), r.name.clone());
+    let (cal_idx, eval) = (&split.calibration, &split.heldout);
+    let err =
+        |e: zooaudit_host::HostError| AuditError::Other(format!("pair {pname} → {rname}: {e}"));
+    progress(Progress::Pair {
+        probe: pname.clone(),
+        reference: rname.clone(),
+        step: format!("fitting on {} faces", split.fit.len()),
+    });
+    let mut det = detector
+        .new_detector(&spec.detector_options)
+        .map_err(|e| AuditError::field(&spec.path, "detector", e.to_string()))?;
+    let fit_report = det
+        .fit(
+            &gather(&p.clean, pd, &split.fit),
+            pd,
+            &gather(&r.clean, rd, &split.fit),
+            rd,
+        )
+        .map_err(err)?;
+    let score = |pv: &[f32], rv: &[f32]| det.score(pv, pd, rv, rd).map_err(err);
+    let cal = score(
+        &gather(&p.clean, pd, cal_idx),
+        &gather(&r.clean, rd, cal_idx),
+    )?;
+    let p_eval = gather(&p.clean, pd, eval);
+    let r_eval = gather(&r.clean, rd, eval);
+    let genuine = score(&p_eval, &r_eval)?;
+    // Fidelity: every held-out probe against every held-out reference.
+    let n = eval.len();
+    let mut matrix = Vec::with_capacity(n);
+    for i in 0..n {
+        let rep: Vec<f32> = p_eval[i * pd..(i + 1) * pd].repeat(n);
+        matrix.push(score(&rep, &r_eval)?);
+    }
+    let fidelity = zooaudit_pairing::fidelity_from_matrix(&matrix);
+    let same = |i: usize, j: usize| {
+        let (a, b) = (&faces[eval[i]], &faces[eval[j]]);
+        i == j || (a.identity.is_some() && a.identity == b.identity)
+    };
+    // ZEI: probe image i vs reference image j of another identity.
+    let mut zei = Vec::new();
+    for (i, row) in matrix.iter().enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            if !same(i, j) {
+                zei.push(*v);
+            }
+        }
+    }
+    let mut thresholds = Vec::new();
+    let mut clean_rates = Vec::new();
+    for &op in &spec.operating_points {
+        let t = threshold_at(&cal, op).ok_or_else(|| {
+            AuditError::Other(format!(
+                "pair {pname} → {rname}: cannot place a threshold at FNMR {op}"
+            ))
+        })?;
+        if !t.supported {
+            out.warnings.push(format!(
+                "{pname} → {rname}: {} calibration faces cannot support a target FNMR of {op} (rule of three needs ≥ {})",
+                t.calibration_samples,
+                (3.0 / op).ceil()
+            ));
+        }
+        clean_rates.push(Rate::flagged(&genuine, t.threshold));
+        thresholds.push(t);
+    }
+    for (k, &fi) in eval.iter().enumerate() {
+        let row = |image: String, kind: &str, score: f32| ScoreRow {
+            image,
+            trigger: "clean".into(),
+            kind: kind.into(),
+            probe: pname.clone(),
+            reference: rname.clone(),
+            score,
+        };
+        out.scores.push(row(
+            faces[fi].path.display().to_string(),
+            "genuine",
+            genuine[k],
+        ));
+        // One zero-effort impostor row per face: its probe embedding against
+        // the reference embedding of the next held-out face of another person.
+        if let Some(j) = (1..n).map(|s| (k + s) % n).find(|&j| !same(k, j)) {
+            let image = format!(
+                "{}|{}",
+                faces[fi].path.display(),
+                faces[eval[j]].path.display()
+            );
+            out.scores.push(row(image, "zei", matrix[k][j]));
+        }
+    }
+    let mut witness = Vec::with_capacity(triggers.len());
+    for (ti, t) in triggers.iter().enumerate() {
+        let poisoned = score(&p.triggered[ti], &r.triggered[ti])?;
+        let control = score(&p.controls[ti], &r.controls[ti])?;
+        let (control_cal, control_eval) = control.split_at(cal_idx.len());
+        witness.push(crate::evidence::witness_evidence(
+            &poisoned,
+            control_eval,
+            crate::evidence::score_scale(control_cal),
+        ));
+        for (k, &fi) in eval.iter().enumerate() {
+            let image = faces[fi].path.display().to_string();
+            let row = |kind: &str, score: f32| ScoreRow {
+                image: image.clone(),
+                trigger: t.clone(),
+                kind: kind.into(),
+                probe: pname.clone(),
+                reference: rname.clone(),
+                score,
+            };
+            out.scores.push(row("poisoned", poisoned[k]));
+            out.scores.push(row("control", control_eval[k]));
+        }
+        for (oi, th) in thresholds.iter().enumerate() {
+            let ct = threshold_at(control_cal, th.target_fnmr).ok_or_else(|| {
+                AuditError::Other(format!(
+                    "pair {pname} → {rname}: no control threshold for {t}"
+                ))
+            })?;
+            out.results.push(result_row(
+                &pname,
+                &rname,
+                t,
+                th,
+                &clean_rates[oi],
+                &ct,
+                &poisoned,
+                control_eval,
+            ));
+            if th.target_fnmr == spec.primary {
+                identity_rows(
+                    spec,
+                    faces,
+                    eval,
+                    (&pname, &rname, t),
+                    &poisoned,
+                    control_eval,
+                    ct.threshold,
+                    out,
+                );
+            }
+        }
+    }
+    out.pairs.push(PairReport {
+        probe: pname.clone(),
+        reference: rname.clone(),
+        probe_dim: pd,
+        reference_dim: rd,
+        detector: detector.info().name.clone(),
+        fit: fit_report.get("fit").cloned().unwrap_or(fit_report.clone()),
+        fidelity,
+        thresholds,
+        clean_fnmr: clean_rates,
+        zei_samples: zei.len(),
+        zei_mean_score: zei.iter().map(|v| f64::from(*v)).sum::<f64>() / zei.len().max(1) as f64,
+        genuine_mean_score: genuine.iter().map(|v| f64::from(*v)).sum::<f64>()
+            / genuine.len().max(1) as f64,
+    });
+    Ok(witness)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn result_row(
+    probe: &str,
+    reference: &str,
+    trigger: &str,
+    th: &Threshold,
+    clean: &Rate,
+    ct: &Threshold,
+    poisoned: &[f32],
+    control_eval: &[f32],
+) -> ResultRow {
+    let flagged = Rate::flagged(poisoned, th.threshold);
+    let vs_control = Rate::flagged(poisoned, ct.threshold);
+    let control_rate = Rate::flagged(control_eval, ct.threshold);
+    ResultRow {
+        probe: probe.to_string(),
+        reference: reference.to_string(),
+        trigger: trigger.to_string(),
+        target_fnmr: th.target_fnmr,
+        threshold: th.threshold,
+        samples: flagged.samples,
+        flagged: flagged.count,
+        flag_rate: flagged.rate,
+        ci95: flagged.ci95,
+        clean_fnmr: clean.rate,
+        clean_ci95: clean.ci95,
+        control_threshold: ct.threshold,
+        flagged_vs_control: vs_control.count,
+        flag_rate_vs_control: vs_control.rate,
+        ci95_vs_control: vs_control.ci95,
+        control_flag_rate: control_rate.rate,
+        control_ci95: control_rate.ci95,
+    }
+}
+
+/// Per labelled identity: its triggered and control-stamped faces flagged
+/// at the control threshold, and the paired (McNemar) counts — descriptive;
+/// the verdict's identity test is [`crate::evidence`].
+#[allow(clippy::too_many_arguments)]
+fn identity_rows(
+    spec: &AuditSpec,
+    faces: &[Face],
+    eval: &[usize],
+    (probe, reference, trigger): (&str, &str, &str),
+    poisoned: &[f32],
+    control_eval: &[f32],
+    threshold: f32,
+    out: &mut Evaluation,
+) {
+    let mut identities: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (k, &fi) in eval.iter().enumerate() {
+        if let Some(id) = faces[fi].identity.as_deref() {
+            identities.entry(id).or_default().push(k);
+        }
+    }
+    for (id, ks) in identities {
+        if ks.len() < spec.min_identity_images {
+            continue;
+        }
+        let trig: Vec<f32> = ks.iter().map(|&k| poisoned[k]).collect();
+        let ctrl: Vec<f32> = ks.iter().map(|&k| control_eval[k]).collect();
+        let tr = Rate::flagged(&trig, threshold);
+        let cr = Rate::flagged(&ctrl, threshold);
+        let pairs = trig.iter().zip(&ctrl);
+        let trigger_only = pairs
+            .clone()
+            .filter(|(t, c)| **t < threshold && **c >= threshold)
+            .count();
+        let control_only = pairs
+            .filter(|(t, c)| **t >= threshold && **c < threshold)
+            .count();
+        out.identities.push(IdentityRow {
+            probe: probe.to_string(),
+            reference: reference.to_string(),
+            trigger: trigger.to_string(),
+            identity: id.to_string(),
+            samples: tr.samples,
+            flagged: tr.count,
+            flag_rate: tr.rate,
+            ci95: tr.ci95,
+            clean_flagged: cr.count,
+            trigger_only,
+            control_only,
+            p_value: binomial_upper_tail(trigger_only, trigger_only + control_only, 0.5),
+            p_bonferroni: 1.0,
+        });
+    }
+}
