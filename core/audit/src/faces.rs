@@ -126,7 +126,7 @@ pub fn load_faces(
     let unlabeled_files = zooaudit_imaging::collect_images(&spec.unlabeled)
         .map_err(|e| AuditError::Other(e.to_string()))?;
     let mut order: Vec<usize> = (0..unlabeled_files.len()).collect();
-    order.shuffle(&mut ChaCha8Rng::seed_from_u64(spec.seed));
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(spec.split_seed));
     let n = order.len();
     let n_fit = (n as f64 * spec.fit_share).round() as usize;
     let n_cal = (n as f64 * spec.calibration_share).round() as usize;
@@ -219,12 +219,12 @@ pub fn load_faces(
 /// a trigger's fit control (see [`augment`]).
 pub fn augment_fit_faces(spec: &AuditSpec, stamps: &[Stamp], faces: &mut Vec<Face>) {
     let originals = faces.len();
-    let mut nth_fit = 0usize;
     for fi in 0..originals {
         if faces[fi].role != Role::Fit {
             continue;
         }
-        let seed = spec.seed ^ u64::from_str_radix(&faces[fi].sha256[..16], 16).unwrap_or(0);
+        let face_key = u64::from_str_radix(&faces[fi].sha256[..16], 16).unwrap_or(0);
+        let seed = spec.seed ^ face_key;
         let mut copies: Vec<(String, RgbImage)> = (0..spec.augment.copies)
             .map(|copy| {
                 (
@@ -237,7 +237,10 @@ pub fn augment_fit_faces(spec: &AuditSpec, stamps: &[Stamp], faces: &mut Vec<Fac
             for copy in 0..spec.augment.trigger_controls {
                 // A fresh arrangement for every copy: the map sees the
                 // occlusion in many arrangements, none of them the trigger's.
-                let t = (nth_fit + copy) % stamps.len();
+                // Chosen by the face, not by its place in the split, so a
+                // face keeps its copies (and their cached embeddings) across
+                // splits.
+                let t = ((face_key % stamps.len() as u64) as usize + copy) % stamps.len();
                 let control = stamps[t]
                     .fit_control(seed ^ (copy as u64 + 1).wrapping_mul(0x6a09_e667_f3bc_c909));
                 if let Some(image) =
@@ -248,7 +251,6 @@ pub fn augment_fit_faces(spec: &AuditSpec, stamps: &[Stamp], faces: &mut Vec<Fac
                 }
             }
         }
-        nth_fit += 1;
         for (tag, image) in copies {
             let mut tagged = image.as_raw().clone();
             tagged.extend_from_slice(b"zooaudit-augmented");

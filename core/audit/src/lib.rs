@@ -353,7 +353,7 @@ pub fn run(
             identities,
             digest: faces::sha256_bytes(digests.join("\n").as_bytes()),
             split: SplitRecord {
-                seed: spec.seed,
+                seed: spec.split_seed,
                 fit: count(Role::Fit),
                 calibration: count(Role::Calibration),
                 heldout: count(Role::Heldout),

@@ -28,6 +28,7 @@
 //! [split]                                 # shares of the unlabeled pool; held-out gets the rest
 //! fit = 0.5
 //! calibration = 0.25
+//! seed = 42                               # optional: the split's own seed (default: seed)
 //!
 //! [fit]                                   # augmented copies of each fit face (see augment.rs)
 //! augment = 3
@@ -78,6 +79,7 @@ struct RawFaces {
 struct RawSplit {
     fit: Option<f64>,
     calibration: Option<f64>,
+    seed: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,7 +151,12 @@ pub struct AuditSpec {
     /// Why each reference was chosen (manifest path → reason).
     pub selection: Vec<(PathBuf, String)>,
     pub triggers: PathBuf,
+    /// Seeds the matched controls, the augmented copies and the
+    /// permutation tests.
     pub seed: u64,
+    /// Seeds the split of the unlabelled faces (`[split] seed`, default
+    /// `seed`): several splits can share one set of controls.
+    pub split_seed: u64,
     pub operating_points: Vec<f64>,
     pub primary: f64,
     pub directions: Directions,
@@ -363,7 +370,9 @@ impl AuditSpec {
         let split = raw.split.unwrap_or(RawSplit {
             fit: None,
             calibration: None,
+            seed: None,
         });
+        let split_seed = split.seed.unwrap_or(raw.seed);
         let fit_share = split.fit.unwrap_or(0.5);
         let calibration_share = split.calibration.unwrap_or(0.25);
         if !(fit_share > 0.0 && calibration_share > 0.0 && fit_share + calibration_share < 1.0) {
@@ -451,6 +460,7 @@ impl AuditSpec {
             selection: Vec::new(),
             triggers,
             seed: raw.seed,
+            split_seed,
             operating_points: ops,
             primary,
             directions: raw.directions.unwrap_or(Directions::Both),

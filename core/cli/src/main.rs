@@ -341,6 +341,10 @@ enum BenchCommand {
     /// Build a zoo of backdoored variants of two real models and audit every
     /// pairing; prints the paper's Tables 2, 3 and 4 measured.
     Paper(zooaudit_redteam::bench::PaperArgs),
+    /// Measure the audit verdict's power on injected backdoors (strengths,
+    /// suites, one and two references, impostor sizes) and its false alarms
+    /// on clean pairs over many split seeds.
+    Verdict(zooaudit_redteam::verdict_bench::VerdictArgs),
 }
 
 fn main() -> ExitCode {
@@ -511,6 +515,28 @@ fn run(cli: Cli) -> Result<u8> {
         } => {
             let set = plugins(&cli.plugin_dirs);
             zooaudit_redteam::bench::run_paper(&args, &set, &mut |line| eprintln!("{line}"))?;
+            Ok(0)
+        }
+        Command::Bench {
+            command: BenchCommand::Verdict(args),
+        } => {
+            let set = plugins(&cli.plugin_dirs);
+            let b = zooaudit_redteam::verdict_bench::run_verdict(&args, &set, &mut |line| {
+                eprintln!("{line}")
+            })?;
+            std::fs::create_dir_all(&args.out)?;
+            let md = zooaudit_redteam::verdict_bench::tables(&b);
+            zooaudit_reports::write_atomic(&args.out.join("verdict-bench.md"), md.as_bytes())?;
+            zooaudit_reports::write_atomic(
+                &args.out.join("verdict-bench.json"),
+                serde_json::to_string_pretty(&b)?.as_bytes(),
+            )?;
+            print!("{md}");
+            eprintln!(
+                "bench verdict: {} audits in {:.0} s",
+                b.outcomes.len(),
+                b.seconds
+            );
             Ok(0)
         }
         Command::Render { report } => {

@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod inject;
 pub mod metrics;
+pub mod verdict_bench;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
