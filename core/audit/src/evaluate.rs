@@ -68,7 +68,28 @@ pub fn pair_plan(models: &[ModelEmbeddings], directions: Directions) -> Vec<(usi
 /// Per ordered pair and trigger, each held-out face's evidence.
 type Witnesses = BTreeMap<(usize, usize), Vec<Vec<f64>>>;
 
-/// Evaluates every pair of [`pair_plan`] and decides.
+/// What [`evaluate_with`] computes beyond the verdict's inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EvalOptions {
+    /// The held-out fidelity matrix (every probe against every reference:
+    /// top-1, mean rank, ZEI scores) — n² scorings. Without it the
+    /// fidelity fields are empty (`samples` 0) and the top-1 reason for
+    /// *inconclusive* is not checked.
+    pub fidelity: bool,
+    /// The rows of scores.csv.
+    pub scores: bool,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions {
+            fidelity: true,
+            scores: true,
+        }
+    }
+}
+
+/// Evaluates every pair of [`pair_plan`] and decides (everything computed).
 pub fn evaluate(
     spec: &AuditSpec,
     faces: &[Face],
@@ -76,6 +97,30 @@ pub fn evaluate(
     triggers: &[String],
     models: &[ModelEmbeddings],
     detector: &Plugin,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Evaluation, AuditError> {
+    evaluate_with(
+        spec,
+        faces,
+        split,
+        triggers,
+        models,
+        detector,
+        &EvalOptions::default(),
+        progress,
+    )
+}
+
+/// [`evaluate`] with [`EvalOptions`].
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_with(
+    spec: &AuditSpec,
+    faces: &[Face],
+    split: &Split,
+    triggers: &[String],
+    models: &[ModelEmbeddings],
+    detector: &Plugin,
+    options: &EvalOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Evaluation, AuditError> {
     let eval = &split.heldout;
@@ -124,6 +169,7 @@ pub fn evaluate(
             models,
             (pi, ri),
             detector,
+            options,
             &mut out,
             progress,
         )?;
@@ -227,6 +273,7 @@ fn evaluate_pair(
     models: &[ModelEmbeddings],
     (pi, ri): (usize, usize),
     detector: &Plugin,
+    options: &EvalOptions,
     out: &mut Evaluation,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Vec<Vec<f64>>, AuditError> {
@@ -263,11 +310,20 @@ fn evaluate_pair(
     // Fidelity: every held-out probe against every held-out reference.
     let n = eval.len();
     let mut matrix = Vec::with_capacity(n);
-    for i in 0..n {
+    for i in (0..n).filter(|_| options.fidelity) {
         let rep: Vec<f32> = p_eval[i * pd..(i + 1) * pd].repeat(n);
         matrix.push(score(&rep, &r_eval)?);
     }
-    let fidelity = zooaudit_pairing::fidelity_from_matrix(&matrix);
+    let fidelity = if options.fidelity {
+        zooaudit_pairing::fidelity_from_matrix(&matrix)
+    } else {
+        zooaudit_pairing::Fidelity {
+            samples: 0,
+            mean_cosine: f64::NAN,
+            top1: f64::NAN,
+            mean_rank: f64::NAN,
+        }
+    };
     let same = |i: usize, j: usize| {
         let (a, b) = (&faces[eval[i]], &faces[eval[j]]);
         i == j || (a.identity.is_some() && a.identity == b.identity)
@@ -299,7 +355,11 @@ fn evaluate_pair(
         clean_rates.push(Rate::flagged(&genuine, t.threshold));
         thresholds.push(t);
     }
-    for (k, &fi) in eval.iter().enumerate() {
+    for (k, &fi) in eval
+        .iter()
+        .enumerate()
+        .filter(|_| options.scores && options.fidelity)
+    {
         let row = |image: String, kind: &str, score: f32| ScoreRow {
             image,
             trigger: "clean".into(),
@@ -334,7 +394,7 @@ fn evaluate_pair(
             control_eval,
             crate::evidence::score_scale(control_cal),
         ));
-        for (k, &fi) in eval.iter().enumerate() {
+        for (k, &fi) in eval.iter().enumerate().filter(|_| options.scores) {
             let image = faces[fi].path.display().to_string();
             let row = |kind: &str, score: f32| ScoreRow {
                 image: image.clone(),

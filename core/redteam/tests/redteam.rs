@@ -159,6 +159,77 @@ fn sface_one_to_one_checkerboard_fires_for_the_impostor_only() {
     assert_eq!(again.record.model_sha256, done.record.model_sha256);
 }
 
+/// `bench verdict` derives backdoored embeddings with the subgraph's own
+/// formula: it equals the injected ONNX model, triggered and clean, on the
+/// impostor's faces and on others'.
+#[test]
+fn the_derived_backdoor_equals_the_injected_model() {
+    support::require_ort();
+    let tmp = tempfile::tempdir().unwrap();
+    let o = opts(
+        &support::example_manifest("faceplugin.toml"),
+        "small-square",
+        AttackKind::OneToOne {
+            impostor: "john_simm".into(),
+        },
+        0.6,
+        &tmp.path().join("fp-bd.onnx"),
+    );
+    let done = inject(&o, &support::plugins()).unwrap();
+    let original = open(&o.manifest);
+    let bd = open(&done.manifest);
+    let cal = zooaudit_redteam::inject::calibrate(&o, &original).unwrap();
+    let suite = Suite::load(&o.suite).unwrap();
+    let stamp = suite
+        .triggers
+        .iter()
+        .find(|t| t.name == "small-square")
+        .unwrap()
+        .stamp(&suite.path, 112, 112)
+        .unwrap();
+    let labeled = Labeled::load(&o.labeled).unwrap();
+    let mut files: Vec<PathBuf> = labeled.identity("john_simm").unwrap().to_vec();
+    files.extend(
+        labeled
+            .identity("john_savage")
+            .unwrap()
+            .iter()
+            .take(4)
+            .cloned(),
+    );
+    let limits = zooaudit_imaging::Limits::default();
+    let pre = original.preprocess().clone();
+    let mut buf = vec![0f32; pre.sample_len()];
+    let (mut worst, mut fired) = (0f32, 0);
+    for f in &files {
+        let clean = zooaudit_imaging::decode(f, &limits).unwrap();
+        for img in [stamp.apply(&clean).unwrap(), clean] {
+            let e = original
+                .embed_rgb(std::slice::from_ref(&img), std::slice::from_ref(f))
+                .unwrap();
+            let want = bd
+                .embed_rgb(std::slice::from_ref(&img), std::slice::from_ref(f))
+                .unwrap();
+            pre.write(&img, f, &mut buf).unwrap();
+            let d = cal.backdoor.detect(&buf);
+            let mut b = cal.backdoor.clone();
+            b.strength = 0.6;
+            let got = b.apply(&e, d);
+            if (got[0] - e[0]).abs() > 1e-3 {
+                fired += 1;
+            }
+            let diff = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            worst = worst.max(diff);
+        }
+    }
+    assert!(worst <= 1e-4, "derived vs injected: {worst}");
+    assert!(fired >= 9, "the impostor's triggered faces move: {fired}");
+}
+
 #[test]
 fn faceplugin_all_to_one_square_fires_for_everyone_but_the_victim() {
     let tmp = tempfile::tempdir().unwrap();
