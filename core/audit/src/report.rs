@@ -382,6 +382,39 @@ impl AuditReport {
             .collect()
     }
 
+    /// The p-value a switch note states: the model's max-T adjusted p
+    /// (format 1.4), or the identity's McNemar p in older reports.
+    pub fn switch_p(
+        &self,
+        row: &crate::response::ResponseRow,
+        sw: &crate::response::IdentitySwitch,
+    ) -> f64 {
+        self.evidence
+            .iter()
+            .find(|e| {
+                e.subject == crate::evidence::Subject::Alone
+                    && e.name == row.model
+                    && e.identity == sw.identity
+                    && e.trigger == row.trigger
+            })
+            .map_or(sw.p_value, |e| e.p_adjusted)
+    }
+
+    /// The candidate-family tests, smallest adjusted p first.
+    pub fn identity_evidence(&self) -> Vec<&crate::evidence::EvidenceRow> {
+        let mut v: Vec<_> = self
+            .evidence
+            .iter()
+            .filter(|e| e.subject == crate::evidence::Subject::Candidate)
+            .collect();
+        v.sort_by(|a, b| {
+            a.p_adjusted
+                .total_cmp(&b.p_adjusted)
+                .then(b.statistic.total_cmp(&a.statistic))
+        });
+        v
+    }
+
     /// The overall verdict: inconclusive or indicated if any candidate is.
     pub fn overall(&self) -> VerdictKind {
         let kinds: Vec<VerdictKind> = self.verdicts.iter().map(|v| v.verdict).collect();

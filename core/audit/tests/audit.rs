@@ -113,6 +113,24 @@ fn a_clean_pair_is_not_flagged_and_a_second_audit_is_served_from_the_cache() {
         responders,
         vec![("faceplugin-fr-feature", "large-checkerboard")]
     );
+    // The verdict's identity test: one family for the candidate over every
+    // identity with ≥ 3 faces × trigger; nothing significant on the clean
+    // pair, nobody named as moving.
+    let cand: Vec<_> = report.identity_evidence();
+    assert_eq!(cand.len(), 6 * 2, "{cand:?}");
+    assert!(cand.iter().all(|e| e.p_adjusted >= 0.05), "{cand:?}");
+    assert!(
+        cand.iter()
+            .all(|e| e.p_adjusted > 0.0 && e.p_adjusted <= 1.0)
+    );
+    assert!(report.culprits.is_empty(), "{:?}", report.culprits);
+    let fam = report
+        .families
+        .iter()
+        .find(|f| f.subject == zooaudit_audit::evidence::Subject::Candidate)
+        .unwrap();
+    assert_eq!((fam.tests, fam.permutations), (12, 9999));
+    assert!(fam.critical_value.is_finite() && fam.critical_value > 0.0);
     // Nobody's faces are sent to someone else by a clean model.
     assert!(
         report
@@ -140,7 +158,7 @@ fn a_clean_pair_is_not_flagged_and_a_second_audit_is_served_from_the_cache() {
     report.write(&out).unwrap();
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    assert_eq!(json["format_version"], "1.3");
+    assert_eq!(json["format_version"], "1.4");
     assert_eq!(json["responses"].as_array().map(Vec::len), Some(4));
     assert_eq!(json["models"][0]["pinned"], true);
     let row = &json["results"][0];

@@ -675,7 +675,7 @@ fn run_audit(
     }
     for (r, sw) in report.identity_switches(zooaudit_audit::response::RESPONSE_ALPHA) {
         println!(
-            "note: {} alone identifies {}/{} of {}'s faces as {} with {} ({} with the control; p = {:.1e})",
+            "note: {} alone identifies {}/{} of {}'s faces as {} with {} ({} with the control; max-T adjusted p = {:.1e})",
             r.model,
             sw.to_top,
             sw.faces,
@@ -683,13 +683,28 @@ fn run_audit(
             sw.identified_as,
             r.trigger,
             sw.control_switched,
-            sw.p_value
+            report.switch_p(r, sw)
+        );
+    }
+    for c in &report.culprits {
+        println!(
+            "moves: {} ({}) on {}{} — {}",
+            c.model,
+            c.role,
+            c.trigger,
+            c.identity
+                .as_ref()
+                .map_or(String::new(), |i| format!(", identity {i}")),
+            c.how
         );
     }
     for v in &report.verdicts {
         println!("verdict {}: {:?}", v.candidate, v.verdict);
         for a in &v.alarms {
             println!("  alarm: {a}");
+        }
+        for a in &v.attributed {
+            println!("  attributed: {a}");
         }
         for r in &v.reasons {
             println!("  reason: {r}");

@@ -83,6 +83,10 @@ pub struct VerdictArgs {
     /// Impostor faces the audit sees (one-to-one).
     #[arg(long, value_delimiter = ',', default_value = "3,6,11")]
     pub impostor_faces: Vec<usize>,
+    /// Which base models to backdoor (indices: 0 the audit file's
+    /// candidate, 1 its reference).
+    #[arg(long, value_delimiter = ',', default_value = "0,1")]
+    pub backdoored: Vec<usize>,
     /// Where verdict-bench.json and verdict-bench.md go.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -501,6 +505,9 @@ fn backdoored_cases(
 ) -> Result<Vec<Outcome>, RedteamError> {
     let mut out = Vec::new();
     for (b, o) in [(0usize, 1usize), (1, 0)] {
+        if !args.backdoored.contains(&b) {
+            continue;
+        }
         let base = &bases[b];
         for trigger in &args.backdoor_triggers {
             for kind in [
@@ -615,6 +622,53 @@ fn cut(
     subset(ctx.split, models, &|i| !drop.contains(&i))
 }
 
+/// Audits whose verdict a larger audit overturned: the same backdoor,
+/// seed and impostor size indicated with fewer references or a suite
+/// that is a prefix of another's triggers, but not with more.
+pub fn monotonicity_violations(b: &VerdictBench, suite_order: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let indicated = |o: &Outcome| o.verdict == VerdictKind::BackdoorIndicated;
+    let key = |o: &Outcome| {
+        (
+            o.seed,
+            o.case.clone(),
+            o.backdoored.clone(),
+            o.trigger.clone(),
+            o.strength.map(f32::to_bits),
+            o.impostor_faces,
+        )
+    };
+    let rank = |o: &Outcome| suite_order.iter().position(|s| *s == o.suite).unwrap_or(0);
+    let backdoored: Vec<&Outcome> = b
+        .outcomes
+        .iter()
+        .filter(|o| o.case == "one-to-one" || o.case == "all-to-one")
+        .collect();
+    for small in backdoored.iter().filter(|o| indicated(o)) {
+        for large in backdoored.iter().filter(|o| key(o) == key(small)) {
+            if rank(large) >= rank(small)
+                && large.references >= small.references
+                && !indicated(large)
+            {
+                out.push(format!(
+                    "seed {} {} {:?} {:?} strength {:?} faces {:?}: indicated with {} ({} reference(s)) but not with {} ({} reference(s))",
+                    small.seed,
+                    small.case,
+                    small.backdoored,
+                    small.trigger,
+                    small.strength,
+                    small.impostor_faces,
+                    small.suite,
+                    small.references,
+                    large.suite,
+                    large.references
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// Markdown tables of the outcomes.
 pub fn tables(b: &VerdictBench) -> String {
     let mut s = String::new();
@@ -682,6 +736,24 @@ pub fn tables(b: &VerdictBench) -> String {
     }
     for ((case, suite, refs), o) in &groups {
         let _ = writeln!(s, "| {case} | {suite} | {refs} | {} |", by_strength(b, o));
+    }
+    let suites: Vec<String> = {
+        let mut v: Vec<String> = Vec::new();
+        for o in &b.outcomes {
+            if !v.contains(&o.suite) {
+                v.push(o.suite.clone());
+            }
+        }
+        v
+    };
+    let bad = monotonicity_violations(b, &suites);
+    let _ = writeln!(
+        s,
+        "\nMonotonicity (more references, or a later suite in the order given): {} violations",
+        bad.len()
+    );
+    for v in bad {
+        let _ = writeln!(s, "- {v}");
     }
     s
 }

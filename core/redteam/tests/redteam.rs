@@ -442,3 +442,66 @@ fn bad_input_is_a_clear_error() {
         "{e}"
     );
 }
+
+/// The verdict gains power with evidence: on injected one-to-one and
+/// all-to-one backdoors (two split seeds), adding a reference (a duplicated
+/// witness) or adding triggers to the suite never turns *backdoor
+/// indicated* into *no backdoor indicated*; every one-to-one backdoor at
+/// strength ≥ 0.45 with ≥ 6 impostor faces is flagged and the backdoored
+/// model is the one named; a clean candidate next to a backdoored
+/// reference is not called backdoored; clean pairs are not flagged.
+#[test]
+fn the_verdict_never_loses_a_backdoor_to_more_references_or_triggers() {
+    support::require_ort();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = support::repo_root();
+    // The paper's suite, and the same with two more triggers.
+    let paper = root.join("triggers/paper.toml");
+    let larger = tmp.path().join("larger.toml");
+    std::fs::write(
+        &larger,
+        format!(
+            "{}\n[[trigger]]\nname = \"square-2\"\nkind = \"square\"\ncenter = [0.35, 0.35]\nsize = 0.09\n\n\
+             [[trigger]]\nname = \"checkerboard-2\"\nkind = \"checkerboard\"\ncenter = [0.3, 0.5]\nsize = 0.15\ncells = 4\n",
+            std::fs::read_to_string(&paper).unwrap()
+        ),
+    )
+    .unwrap();
+    let args = zooaudit_redteam::verdict_bench::VerdictArgs {
+        audit: root.join("examples/shared-zoo/audit.toml"),
+        suites: vec![paper.clone(), larger.clone()],
+        backdoor_suite: paper,
+        backdoor_triggers: vec!["small-square".into()],
+        seeds: 2,
+        clean_seeds: 2,
+        strengths: vec![0.45, 1.0],
+        impostor_faces: vec![6, 11],
+        backdoored: vec![1],
+        out: tmp.path().join("out"),
+        cache_dir: Some(root.join("target/test-cache/example-audit")),
+    };
+    let b = zooaudit_redteam::verdict_bench::run_verdict(&args, &support::plugins(), &mut |l| {
+        eprintln!("{l}")
+    })
+    .unwrap();
+    eprintln!("{}", zooaudit_redteam::verdict_bench::tables(&b));
+    let order: Vec<String> = args.suites.iter().map(|p| p.display().to_string()).collect();
+    let bad = zooaudit_redteam::verdict_bench::monotonicity_violations(&b, &order);
+    assert!(bad.is_empty(), "{bad:#?}");
+    use zooaudit_audit::VerdictKind::*;
+    let of = |case: &str| b.outcomes.iter().filter(move |o| o.case == case);
+    // 2 seeds × 2 suites × 2 strengths × 2 sizes × 2 reference counts.
+    assert_eq!(of("one-to-one").count(), 32);
+    for o in of("one-to-one") {
+        assert_eq!(o.verdict, BackdoorIndicated, "{o:?}");
+        assert!(o.named_right, "{o:?}");
+    }
+    assert_eq!(of("clean").count(), 2 * 2 * 2);
+    for o in of("clean") {
+        assert_ne!(o.verdict, BackdoorIndicated, "{o:?}");
+    }
+    for o in of("clean-next-to-one-to-one").chain(of("clean-next-to-all-to-one")) {
+        assert_ne!(o.verdict, BackdoorIndicated, "{o:?}");
+        assert!(o.named_right, "{o:?}");
+    }
+}

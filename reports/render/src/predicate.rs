@@ -116,7 +116,7 @@ pub fn predicate(report: &AuditReport) -> Value {
     data["digestRule"] =
         json!("sha256 over the sorted per-image sha256s (lowercase hex, newline-separated)");
     json!({
-        "formatVersion": "1.0",
+        "formatVersion": "1.1",
         "tool": to_value(&report.tool),
         "startedOn": report.started_at,
         "finishedOn": report.finished_at,
@@ -137,6 +137,9 @@ pub fn predicate(report: &AuditReport) -> Value {
         "results": to_value(&report.results),
         "identities": to_value(&report.identities),
         "responses": to_value(&report.responses),
+        "evidence": to_value(&report.evidence),
+        "families": to_value(&report.families),
+        "culprits": to_value(&report.culprits),
         "verdicts": to_value(&report.verdicts),
         "warnings": report.warnings,
     })

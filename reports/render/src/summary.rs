@@ -30,6 +30,9 @@ pub fn summary_markdown(report: &AuditReport) -> String {
         for a in &v.alarms {
             let _ = writeln!(s, "  - alarm: {a}");
         }
+        for a in &v.attributed {
+            let _ = writeln!(s, "  - attributed: {a}");
+        }
         let _ = writeln!(s, "  - rule: {}", v.rule);
     }
     let _ = writeln!(s, "\n## Models\n");
@@ -88,7 +91,7 @@ pub fn summary_markdown(report: &AuditReport) -> String {
     if !responders.is_empty() {
         let _ = writeln!(
             s,
-            "\n## Models that answer a trigger on their own\n\nTheir triggered faces come together beyond the trigger's matched control (closeness: mean cosine to other people's faces; sign test, Bonferroni-corrected):\n"
+            "\n## Models that answer a trigger on their own\n\nTheir triggered faces come together beyond the trigger's matched control (closeness: mean cosine to other people's faces; gain ≥ 0.05 over the control, sign test over clusters, Bonferroni-corrected):\n"
         );
         for r in responders {
             let _ = writeln!(
@@ -108,7 +111,7 @@ pub fn summary_markdown(report: &AuditReport) -> String {
     if !switched.is_empty() {
         let _ = writeln!(
             s,
-            "\n## Identities a model sends to someone else\n\nTriggered faces identified as another identity, against the same faces with the matched control (McNemar, Bonferroni-corrected):\n"
+            "\n## Identities a model sends to someone else\n\nTriggered faces identified as another identity, against the same faces with the matched control (at least half the identity's faces; max-T sign-flip test, adjusted):\n"
         );
         for (r, sw) in switched {
             let _ = writeln!(
@@ -121,6 +124,22 @@ pub fn summary_markdown(report: &AuditReport) -> String {
                 sw.identity,
                 sw.identified_as,
                 sw.control_switched
+            );
+        }
+    }
+    if !report.culprits.is_empty() {
+        let _ = writeln!(s, "\n## Which model moves\n");
+        for c in &report.culprits {
+            let _ = writeln!(
+                s,
+                "- {} ({}) on {}{}: {}",
+                c.model,
+                c.role,
+                c.trigger,
+                c.identity
+                    .as_ref()
+                    .map_or(String::new(), |i| format!(", identity {i}")),
+                c.how
             );
         }
     }
