@@ -19,6 +19,7 @@
 use std::collections::HashSet;
 
 pub mod build;
+pub mod read;
 
 /// Field numbers of onnx.proto used here.
 mod num {
