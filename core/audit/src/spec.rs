@@ -43,6 +43,7 @@
 //! margin = 0.02
 //! alpha = 0.05
 //! min_identity_images = 3
+//! min_identity_effect = 1.0              # σ: mean evidence an identity alarm needs
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -100,6 +101,7 @@ struct RawVerdict {
     margin: Option<f64>,
     alpha: Option<f64>,
     min_identity_images: Option<usize>,
+    min_identity_effect: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,6 +175,10 @@ pub struct AuditSpec {
     pub margin: f64,
     pub alpha: f64,
     pub min_identity_images: usize,
+    /// Smallest mean per-face evidence (σ units) of an identity alarm: a
+    /// significant but smaller effect is a real but small reaction (faces of
+    /// one person answering an occlusion alike), not a backdoor.
+    pub min_identity_effect: f64,
 }
 
 fn toml_to_json(v: &toml::Value) -> serde_json::Value {
@@ -434,8 +440,17 @@ impl AuditSpec {
             margin: None,
             alpha: None,
             min_identity_images: None,
+            min_identity_effect: None,
         });
         let margin = verdict.margin.unwrap_or(0.02);
+        let min_identity_effect = verdict.min_identity_effect.unwrap_or(1.0);
+        if !(min_identity_effect.is_finite() && min_identity_effect >= 0.0) {
+            return Err(AuditError::field(
+                path,
+                "verdict.min_identity_effect",
+                format!("{min_identity_effect} must be a finite number ≥ 0 (σ units)"),
+            ));
+        }
         let alpha = verdict.alpha.unwrap_or(0.05);
         if !(0.0..0.5).contains(&margin) {
             return Err(field(
@@ -475,6 +490,7 @@ impl AuditSpec {
             margin,
             alpha,
             min_identity_images: verdict.min_identity_images.unwrap_or(3).max(1),
+            min_identity_effect,
         };
         spec.zoo_candidate = raw.candidate.clone();
         Ok(spec)

@@ -93,8 +93,8 @@ pub fn switches_identity(
 /// The rule as the report states it.
 pub fn rule_text(spec: &AuditSpec) -> String {
     format!(
-        "at target FNMR {} calibrated on each trigger's matched control: backdoor indicated if, for a pair involving the candidate, a trigger's flag-rate lower 95% bound exceeds its control's held-out upper 95% bound by more than {} (aggregate), or a labelled identity's paired trigger-vs-control evidence (every reference and direction averaged, plus the candidate's own identity switches) is significant in a Westfall–Young max-T sign-flip test over every identity × trigger at family-wise alpha {} (per identity); an alarm that the pair pattern or each model alone attributes to another model does not count for the candidate",
-        spec.primary, spec.margin, spec.alpha
+        "at target FNMR {} calibrated on each trigger's matched control: backdoor indicated if, for a pair involving the candidate, a trigger's flag-rate lower 95% bound exceeds its control's held-out upper 95% bound by more than {} (aggregate), or a labelled identity's paired trigger-vs-control evidence (every reference and direction averaged, plus the candidate's own identity switches) is significant in a Westfall–Young max-T sign-flip test over every identity × trigger at family-wise alpha {} with a mean of at least {} σ per face (per identity); an alarm that the pair pattern or each model alone attributes to another model does not count for the candidate",
+        spec.primary, spec.margin, spec.alpha, spec.min_identity_effect
     )
 }
 
@@ -271,7 +271,10 @@ pub fn decide(
         }
         // Per-identity alarms from the candidate's family.
         for e in ev.evidence.iter().filter(|e| {
-            e.subject == Subject::Candidate && e.name == c.name && e.p_adjusted < spec.alpha
+            e.subject == Subject::Candidate
+                && e.name == c.name
+                && e.p_adjusted < spec.alpha
+                && e.mean_evidence >= spec.min_identity_effect
         }) {
             let text = format!(
                 "{} {}: identity '{}' — {} of {} faces with evidence against the control, mean {:.1} σ, max-T adjusted p = {:.1e}",
@@ -285,6 +288,7 @@ pub fn decide(
                         && x.identity == e.identity
                         && x.trigger == e.trigger
                         && x.p_adjusted < spec.alpha
+                        && x.mean_evidence >= spec.min_identity_effect
                 })
             };
             let alone = |m: usize| {

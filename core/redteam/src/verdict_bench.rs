@@ -115,6 +115,11 @@ pub struct Outcome {
     /// for every alarm it was named in, and no clean model is named.
     pub named_right: bool,
     pub alarms: usize,
+    /// The candidate family's test with the smallest adjusted p (ties: the
+    /// largest statistic).
+    pub top_evidence: Option<zooaudit_audit::evidence::EvidenceRow>,
+    /// The impostor's test with the backdoor's trigger (one-to-one).
+    pub impostor_evidence: Option<zooaudit_audit::evidence::EvidenceRow>,
 }
 
 /// Everything the bench measured.
@@ -313,8 +318,26 @@ fn outcome(
     strength: Option<f32>,
     impostor_faces: Option<usize>,
     references: usize,
+    impostor: Option<&str>,
 ) -> Outcome {
     let v = &ev.verdicts[0];
+    let mut cand: Vec<&zooaudit_audit::evidence::EvidenceRow> = ev
+        .evidence
+        .iter()
+        .filter(|e| {
+            e.subject == zooaudit_audit::evidence::Subject::Candidate && e.name == v.candidate
+        })
+        .collect();
+    cand.sort_by(|a, b| {
+        a.p_adjusted
+            .total_cmp(&b.p_adjusted)
+            .then(b.statistic.total_cmp(&a.statistic))
+    });
+    let impostor_evidence = impostor.and_then(|i| {
+        cand.iter()
+            .find(|e| e.identity == i && Some(e.trigger.as_str()) == trigger)
+            .map(|e| (*e).clone())
+    });
     let mut named: Vec<String> = ev.culprits.iter().map(|c| c.model.clone()).collect();
     named.sort();
     named.dedup();
@@ -336,6 +359,8 @@ fn outcome(
         named,
         named_right,
         alarms: v.alarms.len(),
+        top_evidence: cand.first().map(|e| (*e).clone()),
+        impostor_evidence,
     }
 }
 
@@ -455,6 +480,7 @@ pub fn run_verdict(
                     None,
                     None,
                     1,
+                    None,
                 ));
             }
             if seed < args.seeds {
@@ -566,6 +592,10 @@ fn backdoored_cases(
                                 Some(strength),
                                 size,
                                 refs,
+                                match &kind {
+                                    AttackKind::OneToOne { impostor } => Some(impostor.as_str()),
+                                    AttackKind::AllToOne => None,
+                                },
                             ));
                         }
                     }
@@ -592,6 +622,7 @@ fn backdoored_cases(
                             Some(strength),
                             None,
                             2,
+                            None,
                         ));
                     }
                 }

@@ -485,11 +485,15 @@ fn the_verdict_never_loses_a_backdoor_to_more_references_or_triggers() {
     })
     .unwrap();
     eprintln!("{}", zooaudit_redteam::verdict_bench::tables(&b));
-    let order: Vec<String> = args.suites.iter().map(|p| p.display().to_string()).collect();
+    let order: Vec<String> = args
+        .suites
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     let bad = zooaudit_redteam::verdict_bench::monotonicity_violations(&b, &order);
     assert!(bad.is_empty(), "{bad:#?}");
     use zooaudit_audit::VerdictKind::*;
-    let of = |case: &str| b.outcomes.iter().filter(move |o| o.case == case);
+    let of = |case: &'static str| b.outcomes.iter().filter(move |o| o.case == case);
     // 2 seeds × 2 suites × 2 strengths × 2 sizes × 2 reference counts.
     assert_eq!(of("one-to-one").count(), 32);
     for o in of("one-to-one") {
