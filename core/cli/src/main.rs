@@ -11,6 +11,8 @@ use zooaudit_host::{PluginSet, SearchPath};
 use zooaudit_manifest::ModelManifest;
 use zooaudit_reports::{EmbeddingsSidecar, PluginRecord, SkippedImage};
 
+mod scan;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "zooaudit",
@@ -177,6 +179,8 @@ enum Command {
         #[command(subcommand)]
         command: RedteamCommand,
     },
+    /// Static scan of ONNX files for graph backdoors and file hazards (exit 1: flagged).
+    Scan(scan::ScanArgs),
     /// Benchmarks that reproduce the paper's evaluation.
     Bench {
         #[command(subcommand)]
@@ -505,6 +509,7 @@ fn run(cli: Cli) -> Result<u8> {
                 ..Default::default()
             },
         ),
+        Command::Scan(args) => scan::run(&args),
         Command::Fetch {
             manifests,
             offline,

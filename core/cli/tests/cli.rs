@@ -1365,3 +1365,46 @@ fn support_sha(which: &str) -> String {
         _ => unreachable!(),
     }
 }
+
+/// `zooaudit scan`: the shipped models exit 0 (SFace's unread inputs a note),
+/// an injected backdoor exits 1 in text, JSON and SARIF with its nodes named,
+/// an unreadable file exits 2 with one line.
+#[test]
+fn scan_flags_an_injected_backdoor_and_not_the_shipped_models() {
+    let models = support::shared_zoo().join("models");
+    let (sface, fp) = (
+        models.join("sface_2021dec_int8bq.onnx"),
+        models.join("faceplugin_fr_feature.onnx"),
+    );
+    let o = zooaudit(&["scan", s(&sface), s(&fp)]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("note [unread-input] 29 graph input(s)"));
+    let tmp = tempfile::tempdir().unwrap();
+    let bd = tmp.path().join("bd.onnx");
+    let args = inject_args("barack_obama", None, &bd);
+    let o = zooaudit(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = zooaudit(&["scan", s(&bd)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("error [input-pattern-gate]"));
+    let o = zooaudit(&["scan", "--json", s(&bd)]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["models"][0]["findings"][0]["rule"], "input-pattern-gate");
+    let o = zooaudit(&["scan", "--sarif", s(&bd), s(&fp)]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["version"], "2.1.0");
+    let r = &v["runs"][0]["results"][0];
+    assert_eq!(
+        (r["ruleId"].as_str(), r["level"].as_str()),
+        (Some("input-pattern-gate"), Some("error"))
+    );
+    assert_eq!(
+        r["locations"][0]["logicalLocations"][0]["name"],
+        "zooaudit_bd_node0"
+    );
+    fails_with(
+        &["scan", s(&tmp.path().join("absent.onnx"))],
+        &["absent.onnx"],
+    );
+}

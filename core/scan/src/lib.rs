@@ -217,6 +217,8 @@ pub struct ScanReport {
     pub initializers: usize,
     /// Ordered by severity (highest first), then rule.
     pub findings: Vec<Finding>,
+    /// Time to decode the model and run the rules (not reading the file,
+    /// not hashing it).
     #[serde(skip)]
     pub elapsed: Duration,
 }
@@ -284,6 +286,7 @@ pub fn scan_bytes(
             .cmp(&a.severity)
             .then_with(|| a.rule.id().cmp(b.rule.id()))
     });
+    let elapsed = start.elapsed();
     let sha256 = {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(bytes))
@@ -297,7 +300,7 @@ pub fn scan_bytes(
         nodes: model.graph.nodes.len(),
         initializers: model.graph.initializers.len(),
         findings,
-        elapsed: start.elapsed(),
+        elapsed,
     })
 }
 

@@ -96,6 +96,21 @@ pub fn json(outcomes: &[(PathBuf, Outcome)], time: bool) -> Value {
     })
 }
 
+/// A path as a URI reference: bytes outside RFC 3986's unreserved set and
+/// `/` percent-encoded.
+fn uri(path: &std::path::Path) -> String {
+    let text = path.to_string_lossy();
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
 fn level(s: Severity) -> &'static str {
     s.as_str()
 }
@@ -121,7 +136,7 @@ pub fn sarif(outcomes: &[(PathBuf, Outcome)]) -> Value {
     let mut results = Vec::new();
     let mut notes = Vec::new();
     for (path, o) in outcomes {
-        let uri = path.display().to_string();
+        let uri = uri(path);
         match o {
             Err(e) => notes.push(json!({
                 "level": "error",
