@@ -25,6 +25,7 @@ use zooaudit_onnx_graph::GraphError;
 pub use zooaudit_onnx_graph::read::Limits;
 
 pub mod hazards;
+mod ops;
 pub mod output;
 pub mod structure;
 
@@ -67,6 +68,8 @@ pub enum Rule {
     ControlFlowOnOutput,
     #[serde(rename = "graph-cycle")]
     GraphCycle,
+    #[serde(rename = "too-large-to-analyse")]
+    TooLarge,
     #[serde(rename = "external-data")]
     ExternalData,
     #[serde(rename = "dual-storage")]
@@ -80,12 +83,13 @@ pub enum Rule {
 }
 
 impl Rule {
-    pub const ALL: [Rule; 10] = [
+    pub const ALL: [Rule; 11] = [
         Rule::TrunkBypass,
         Rule::InputPatternGate,
         Rule::StoredOutputConstant,
         Rule::ControlFlowOnOutput,
         Rule::GraphCycle,
+        Rule::TooLarge,
         Rule::ExternalData,
         Rule::DualStorage,
         Rule::SizeMismatch,
@@ -100,6 +104,7 @@ impl Rule {
             Rule::StoredOutputConstant => "stored-output-constant",
             Rule::ControlFlowOnOutput => "control-flow-on-output",
             Rule::GraphCycle => "graph-cycle",
+            Rule::TooLarge => "too-large-to-analyse",
             Rule::ExternalData => "external-data",
             Rule::DualStorage => "dual-storage",
             Rule::SizeMismatch => "size-mismatch",
@@ -122,6 +127,7 @@ impl Rule {
             }
             Rule::ControlFlowOnOutput => "Control flow (If/Loop/Scan) on the path to an output",
             Rule::GraphCycle => "The graph is not acyclic",
+            Rule::TooLarge => "A graph too large for the structural rules (not analysed)",
             Rule::ExternalData => {
                 "External data that is absolute, escapes the model's directory, or is missing"
             }
@@ -140,6 +146,7 @@ impl Rule {
             | Rule::StoredOutputConstant
             | Rule::ControlFlowOnOutput
             | Rule::GraphCycle
+            | Rule::TooLarge
             | Rule::CustomDomain => Severity::Warning,
             _ => Severity::Error,
         }

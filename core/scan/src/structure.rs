@@ -27,68 +27,10 @@ use zooaudit_onnx_graph::read::{Graph, Node};
 
 use crate::{Finding, Options, Rule, Severity, list, node_label};
 
-/// Outputs that carry the input's shape, not its values.
-const SHAPE_ONLY: [&str; 2] = ["Shape", "Size"];
-/// Ops that turn a score into a switch.
-const GATE_OPS: [&str; 16] = [
-    "Sigmoid",
-    "HardSigmoid",
-    "Where",
-    "Greater",
-    "Less",
-    "GreaterOrEqual",
-    "LessOrEqual",
-    "Equal",
-    "Clip",
-    "Relu",
-    "Sign",
-    "Round",
-    "Ceil",
-    "Floor",
-    "Tanh",
-    "Softsign",
-];
-/// Ops that compare a tensor with a stored one (with a constant input).
-const COMPARE_OPS: [&str; 9] = [
-    "MatMul", "Gemm", "Sub", "Mul", "Div", "Equal", "Conv", "Einsum", "Add",
-];
-/// Ops that reduce many values to few.
-const REDUCE_OPS: [&str; 12] = [
-    "MatMul",
-    "Gemm",
-    "Einsum",
-    "Conv",
-    "ReduceSum",
-    "ReduceMean",
-    "ReduceL1",
-    "ReduceL2",
-    "ReduceMax",
-    "ReduceMin",
-    "ReduceSumSquare",
-    "GlobalAveragePool",
-];
-/// Ops that mix a gated value into another.
-const MIX_OPS: [&str; 8] = ["Mul", "Add", "Sub", "Div", "Where", "Sum", "Max", "Min"];
-/// Ops a plain skip connection (residual learning) is made of.
-const SKIP_OPS: [&str; 16] = [
-    "Identity",
-    "Cast",
-    "Resize",
-    "Upsample",
-    "Add",
-    "Sub",
-    "Concat",
-    "Reshape",
-    "Transpose",
-    "Pad",
-    "Flatten",
-    "Squeeze",
-    "Unsqueeze",
-    "DepthToSpace",
-    "SpaceToDepth",
-    "Expand",
-];
-const CONTROL_FLOW: [&str; 3] = ["If", "Loop", "Scan"];
+use crate::ops::{
+    COMPARE_OPS, CONTROL_FLOW, GATE_OPS, MAX_GATES, MAX_WORK, MIX_OPS, REDUCE_OPS, SHAPE_ONLY,
+    SKIP_OPS,
+};
 
 /// The lightest path weight to a data tensor, and the (node, read) it came
 /// through (`None` for a graph input).
@@ -332,6 +274,22 @@ pub fn check(g: &Graph, ports: &[Port], opts: &Options) -> Vec<Finding> {
             tensors: vec![],
         });
     }
+    let work = g.outputs.len().saturating_mul(g.nodes.len().max(1));
+    if work > MAX_WORK {
+        out.push(Finding {
+            rule: Rule::TooLarge,
+            severity: Severity::Warning,
+            message: format!(
+                "{} outputs × {} nodes is more than the structural rules analyse ({MAX_WORK} output-node pairs): the graph was not checked for backdoor structure",
+                g.outputs.len(),
+                g.nodes.len()
+            ),
+            graph: "main".into(),
+            nodes: vec![],
+            tensors: vec![],
+        });
+        return out;
+    }
     for o in &g.outputs {
         let cone = flow.cone(&[o.as_str()]);
         control_flow(&flow, o, &cone, &mut out);
@@ -443,10 +401,12 @@ fn pattern_gate(
     limit: f64,
     out: &mut Vec<Finding>,
 ) -> bool {
-    for (k, &gate) in path.iter().enumerate() {
-        if !GATE_OPS.contains(&flow.op(gate)) {
-            continue;
-        }
+    let gates = path
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| GATE_OPS.contains(&flow.op(**i)))
+        .take(MAX_GATES);
+    for (k, &gate) in gates {
         let Some(gate_out) = flow.g.nodes[gate].outputs.first() else {
             continue;
         };

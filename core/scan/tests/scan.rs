@@ -451,6 +451,34 @@ fn malformed_files_are_one_line_errors() {
 }
 
 #[test]
+fn a_long_gated_bypass_is_scanned_in_linear_time() {
+    // y = x·W (80 KB of weights) + Relu(Relu(…(x))) with 200 000 Relus.
+    let n = 200_000;
+    let mut nodes = vec![node("Mul", &["x", "w"], &["h"], "")];
+    for i in 0..n {
+        let from = if i == 0 {
+            "x".to_string()
+        } else {
+            format!("r{}", i - 1)
+        };
+        nodes.push(node("Relu", &[&from], &[&format!("r{i}")], ""));
+    }
+    nodes.push(node("Add", &["h", &format!("r{}", n - 1)], &["y"], ""));
+    let w = tensor("w", &[20_000], Some(&[0u8; 80_000]), &[], &[]);
+    let start = std::time::Instant::now();
+    let r = scan_bytes(
+        Path::new("chain.onnx"),
+        &model(&nodes, &[w], &[]),
+        None,
+        &Options::default(),
+    )
+    .unwrap();
+    assert!(start.elapsed().as_secs() < 20, "{:?}", start.elapsed());
+    assert_eq!(only(&r, Rule::TrunkBypass).nodes.len(), n + 1);
+    assert!(r.findings.iter().all(|f| f.rule != Rule::InputPatternGate));
+}
+
+#[test]
 fn mutated_real_model_never_panics() {
     let bytes =
         std::fs::read(support::shared_zoo().join("models/yunet_2023mar_int8bq.onnx")).unwrap();
