@@ -93,50 +93,50 @@ fn fields(buf: &[u8]) -> Result<Vec<Field<'_>>, GraphError> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < buf.len() {
-        let start = pos;
-        let tag = read_varint(buf, &mut pos)?;
-        let number = u32::try_from(tag >> 3).map_err(|_| GraphError("bad field number".into()))?;
-        if number == 0 {
-            return err("field number 0");
-        }
-        let value = match tag & 7 {
-            0 => Value::Varint(read_varint(buf, &mut pos)?),
-            1 => {
-                pos = pos
-                    .checked_add(8)
-                    .filter(|&p| p <= buf.len())
-                    .ok_or(GraphError("truncated fixed64".into()))?;
-                Value::Fixed
-            }
-            2 => {
-                let len = usize::try_from(read_varint(buf, &mut pos)?)
-                    .map_err(|_| GraphError("length overflows".into()))?;
-                let end = pos
-                    .checked_add(len)
-                    .filter(|&e| e <= buf.len())
-                    .ok_or(GraphError(format!(
-                        "field {number} claims {len} bytes past the end of its message"
-                    )))?;
-                let v = Value::Bytes(&buf[pos..end]);
-                pos = end;
-                v
-            }
-            5 => {
-                pos = pos
-                    .checked_add(4)
-                    .filter(|&p| p <= buf.len())
-                    .ok_or(GraphError("truncated fixed32".into()))?;
-                Value::Fixed
-            }
-            w => return err(format!("unsupported wire type {w} in field {number}")),
-        };
-        out.push(Field {
-            number,
-            value,
-            raw: &buf[start..pos],
-        });
+        out.push(next_field(buf, &mut pos)?);
     }
     Ok(out)
+}
+
+/// The field starting at `*pos`; advances `*pos` past it.
+fn next_field<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Field<'a>, GraphError> {
+    let start = *pos;
+    let tag = read_varint(buf, pos)?;
+    let number = u32::try_from(tag >> 3).map_err(|_| GraphError("bad field number".into()))?;
+    if number == 0 {
+        return err("field number 0");
+    }
+    let skip = |pos: &mut usize, n: usize, what: &str| {
+        *pos = pos
+            .checked_add(n)
+            .filter(|&p| p <= buf.len())
+            .ok_or(GraphError(format!("truncated {what}")))?;
+        Ok::<_, GraphError>(Value::Fixed)
+    };
+    let value = match tag & 7 {
+        0 => Value::Varint(read_varint(buf, pos)?),
+        1 => skip(pos, 8, "fixed64")?,
+        2 => {
+            let len = usize::try_from(read_varint(buf, pos)?)
+                .map_err(|_| GraphError("length overflows".into()))?;
+            let end = pos
+                .checked_add(len)
+                .filter(|&e| e <= buf.len())
+                .ok_or(GraphError(format!(
+                    "field {number} claims {len} bytes past the end of its message"
+                )))?;
+            let v = Value::Bytes(&buf[*pos..end]);
+            *pos = end;
+            v
+        }
+        5 => skip(pos, 4, "fixed32")?,
+        w => return err(format!("unsupported wire type {w} in field {number}")),
+    };
+    Ok(Field {
+        number,
+        value,
+        raw: &buf[start..*pos],
+    })
 }
 
 fn write_varint(out: &mut Vec<u8>, mut v: u64) {

@@ -9,7 +9,23 @@
 //! number of dimensions, so that a crafted file is an error, not a crash or
 //! an allocation of a claimed size.
 
-use super::{GraphError, Value, bytes_of, err, fields, read_varint, string_of};
+use super::build::Dim;
+use super::{Field, GraphError, Value, bytes_of, err, next_field, read_varint, string_of};
+
+/// The fields of a message one at a time: memory stays constant however
+/// many fields a (hostile) message holds.
+fn lazy(buf: &[u8]) -> impl Iterator<Item = Result<Field<'_>, GraphError>> {
+    let mut pos = 0;
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        if failed || pos >= buf.len() {
+            return None;
+        }
+        let f = next_field(buf, &mut pos);
+        failed = f.is_err();
+        Some(f)
+    })
+}
 
 mod f {
     pub const MODEL_IR_VERSION: u32 = 1;
@@ -109,6 +125,9 @@ pub struct Graph {
     pub sparse_initializers: Vec<String>,
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
+    /// Declared dims of each output (parallel to `outputs`; `None`: no
+    /// tensor shape).
+    pub output_dims: Vec<Option<Vec<Dim>>>,
     pub value_info: Vec<String>,
 }
 
@@ -228,7 +247,8 @@ pub fn read_model(bytes: &[u8], limits: &Limits) -> Result<Model, GraphError> {
         nodes: 0,
         tensors: 0,
     };
-    for fl in fields(bytes)? {
+    for fl in lazy(bytes) {
+        let fl = fl?;
         match (fl.number, fl.value) {
             (f::MODEL_IR_VERSION, Value::Varint(v)) => model.ir_version = v,
             (f::MODEL_PRODUCER_NAME, Value::Bytes(_)) => model.producer = string_of(&fl)?,
@@ -282,7 +302,8 @@ fn opset(b: &[u8]) -> Result<Opset, GraphError> {
         domain: String::new(),
         version: 0,
     };
-    for fl in fields(b)? {
+    for fl in lazy(b) {
+        let fl = fl?;
         match (fl.number, fl.value) {
             (f::OPSET_DOMAIN, Value::Bytes(_)) => o.domain = string_of(&fl)?,
             (f::OPSET_VERSION, Value::Varint(v)) => o.version = v,
@@ -293,7 +314,8 @@ fn opset(b: &[u8]) -> Result<Opset, GraphError> {
 }
 
 fn name_of(msg: &[u8], number: u32) -> Result<String, GraphError> {
-    for fl in fields(msg)? {
+    for fl in lazy(msg) {
+        let fl = fl?;
         if fl.number == number {
             return string_of(&fl);
         }
@@ -309,7 +331,8 @@ fn read_graph(g: &[u8], depth: u32, budget: &mut Budget) -> Result<Graph, GraphE
         ));
     }
     let mut graph = Graph::default();
-    for fl in fields(g)? {
+    for fl in lazy(g) {
+        let fl = fl?;
         match fl.number {
             f::GRAPH_NODE => {
                 budget.node()?;
@@ -324,7 +347,8 @@ fn read_graph(g: &[u8], depth: u32, budget: &mut Budget) -> Result<Graph, GraphE
             }
             f::GRAPH_SPARSE_INITIALIZER => {
                 budget.tensor()?;
-                for sf in fields(bytes_of(&fl)?)? {
+                for sf in lazy(bytes_of(&fl)?) {
+                    let sf = sf?;
                     if sf.number == f::SPARSE_VALUES {
                         graph
                             .sparse_initializers
@@ -337,7 +361,11 @@ fn read_graph(g: &[u8], depth: u32, budget: &mut Budget) -> Result<Graph, GraphE
                 let name = name_of(bytes_of(&fl)?, f::VALUE_INFO_NAME)?;
                 match fl.number {
                     f::GRAPH_INPUT => graph.inputs.push(name),
-                    f::GRAPH_OUTPUT => graph.outputs.push(name),
+                    f::GRAPH_OUTPUT => {
+                        graph.outputs.push(name);
+                        let dims = value_info_dims(bytes_of(&fl)?, &budget.limits)?;
+                        graph.output_dims.push(dims);
+                    }
                     _ => graph.value_info.push(name),
                 }
             }
@@ -347,9 +375,58 @@ fn read_graph(g: &[u8], depth: u32, budget: &mut Budget) -> Result<Graph, GraphE
     Ok(graph)
 }
 
+/// The first nested message `number` of `msg`, if any.
+fn nested(msg: &[u8], number: u32) -> Result<Option<&[u8]>, GraphError> {
+    for fl in lazy(msg) {
+        let fl = fl?;
+        if fl.number == number {
+            return bytes_of(&fl).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+/// ValueInfoProto → TypeProto.tensor_type → shape → dims.
+fn value_info_dims(vi: &[u8], limits: &Limits) -> Result<Option<Vec<Dim>>, GraphError> {
+    let Some(ty) = nested(vi, 2)? else {
+        return Ok(None);
+    };
+    let Some(tensor) = nested(ty, 1)? else {
+        return Ok(None);
+    };
+    let Some(shape) = nested(tensor, 2)? else {
+        return Ok(None);
+    };
+    let mut dims = Vec::new();
+    for d in lazy(shape) {
+        let d = d?;
+        if d.number != 1 {
+            continue;
+        }
+        let mut dim = Dim::Unknown;
+        for df in lazy(bytes_of(&d)?) {
+            let df = df?;
+            match (df.number, df.value) {
+                (1, Value::Varint(v)) => dim = Dim::Fixed(v as i64),
+                (2, Value::Bytes(_)) => dim = Dim::Symbolic(string_of(&df)?),
+                _ => {}
+            }
+        }
+        dims.push(dim);
+        if dims.len() > limits.max_rank {
+            return err(format!(
+                "an output has more than {} dimensions (limit)",
+                limits.max_rank
+            ));
+        }
+    }
+    Ok(Some(dims))
+}
+
 fn read_node(b: &[u8], depth: u32, budget: &mut Budget) -> Result<Node, GraphError> {
     let mut node = Node::default();
-    for fl in fields(b)? {
+    for fl in lazy(b) {
+        let fl = fl?;
         match fl.number {
             f::NODE_INPUT => node.inputs.push(string_of(&fl)?),
             f::NODE_OUTPUT => node.outputs.push(string_of(&fl)?),
@@ -369,14 +446,15 @@ fn read_attribute(
     budget: &mut Budget,
     node: &mut Node,
 ) -> Result<(), GraphError> {
-    let af = fields(a)?;
     let mut name = String::new();
-    for fl in &af {
+    for fl in lazy(a) {
+        let fl = fl?;
         if fl.number == f::ATTR_NAME {
-            name = string_of(fl)?;
+            name = string_of(&fl)?;
         }
     }
-    for fl in &af {
+    for fl in lazy(a) {
+        let fl = &fl?;
         match fl.number {
             f::ATTR_T | f::ATTR_TENSORS => {
                 budget.tensor()?;
@@ -385,7 +463,8 @@ fn read_attribute(
             }
             f::ATTR_SPARSE_TENSOR => {
                 budget.tensor()?;
-                for sf in fields(bytes_of(fl)?)? {
+                for sf in lazy(bytes_of(fl)?) {
+                    let sf = sf?;
                     if sf.number == f::SPARSE_VALUES {
                         let t = read_tensor(bytes_of(&sf)?, &budget.limits)?;
                         node.tensors.push((name.clone(), t));
@@ -428,7 +507,8 @@ fn read_tensor(t: &[u8], limits: &Limits) -> Result<Tensor, GraphError> {
         Some((_, c)) => *c = c.saturating_add(n),
         None => typed.push((name, n)),
     };
-    for fl in fields(t)? {
+    for fl in lazy(t) {
+        let fl = fl?;
         match fl.number {
             f::TENSOR_DIMS => match fl.value {
                 Value::Varint(d) => tensor.dims.push(d as i64),
@@ -461,7 +541,8 @@ fn read_tensor(t: &[u8], limits: &Limits) -> Result<Tensor, GraphError> {
             f::TENSOR_UINT64_DATA => add("uint64_data", count_elements(fl.value, None)?),
             f::TENSOR_EXTERNAL_DATA => {
                 let (mut k, mut v) = (String::new(), String::new());
-                for ef in fields(bytes_of(&fl)?)? {
+                for ef in lazy(bytes_of(&fl)?) {
+                    let ef = ef?;
                     match ef.number {
                         f::ENTRY_KEY => k = string_of(&ef)?,
                         f::ENTRY_VALUE => v = string_of(&ef)?,
@@ -489,41 +570,4 @@ fn read_tensor(t: &[u8], limits: &Limits) -> Result<Tensor, GraphError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn declared_sizes() {
-        let t = Tensor {
-            dims: vec![3, 5],
-            data_type: 1,
-            ..Tensor::default()
-        };
-        assert_eq!(t.declared_bytes(), Some(60));
-        let t4 = Tensor {
-            dims: vec![3],
-            data_type: 22,
-            ..Tensor::default()
-        };
-        assert_eq!(t4.declared_bytes(), Some(2));
-        let huge = Tensor {
-            dims: vec![i64::MAX, i64::MAX],
-            data_type: 1,
-            ..Tensor::default()
-        };
-        assert_eq!(huge.declared_bytes(), None);
-        let neg = Tensor {
-            dims: vec![-1],
-            data_type: 1,
-            ..Tensor::default()
-        };
-        assert_eq!(neg.declared_elements(), None);
-    }
-
-    #[test]
-    fn hostile_bytes_are_errors() {
-        let limits = Limits::default();
-        assert!(read_model(b"", &limits).is_err());
-        assert!(read_model(&[0x3a, 0xff, 0xff, 0xff, 0x03], &limits).is_err());
-    }
-}
+mod tests;

@@ -281,13 +281,8 @@ pub fn scan_bytes(
         source,
     };
     let model = zooaudit_onnx_graph::read::read_model(bytes, &opts.limits).map_err(graph_err)?;
-    // Output shapes (for the stored-constant rule); the same bytes decoded
-    // again, so this cannot fail where read_model succeeded, but stay safe.
-    let ports = zooaudit_onnx_graph::build::inspect(bytes)
-        .map(|i| i.outputs)
-        .unwrap_or_default();
     let mut findings = hazards::check(&model, dir);
-    findings.extend(structure::check(&model.graph, &ports, opts));
+    findings.extend(structure::check(&model.graph, opts));
     findings.sort_by(|a, b| {
         b.severity
             .cmp(&a.severity)

@@ -22,7 +22,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use zooaudit_onnx_graph::build::{Dim, Port};
+use zooaudit_onnx_graph::build::Dim;
 use zooaudit_onnx_graph::read::{Graph, Node};
 
 use crate::{Finding, Options, Rule, Severity, list, node_label};
@@ -250,9 +250,8 @@ fn topological(n: usize, reads: &[Vec<&str>], producer: &HashMap<&str, usize>) -
     order
 }
 
-/// Every structural rule on the main graph. `ports`: the graph outputs with
-/// their shapes (for the stored-constant rule).
-pub fn check(g: &Graph, ports: &[Port], opts: &Options) -> Vec<Finding> {
+/// Every structural rule on the main graph.
+pub fn check(g: &Graph, opts: &Options) -> Vec<Finding> {
     let flow = Flow::new(g);
     let mut out = Vec::new();
     if flow.order.len() < g.nodes.len() {
@@ -293,8 +292,13 @@ pub fn check(g: &Graph, ports: &[Port], opts: &Options) -> Vec<Finding> {
     for o in &g.outputs {
         let cone = flow.cone(&[o.as_str()]);
         control_flow(&flow, o, &cone, &mut out);
-        let port = ports.iter().find(|p| &p.name == o);
-        output_rules(&flow, o, &cone, port, opts, &mut out);
+        let dims = g
+            .outputs
+            .iter()
+            .position(|x| x == o)
+            .and_then(|i| g.output_dims.get(i))
+            .and_then(Option::as_ref);
+        output_rules(&flow, o, &cone, dims, opts, &mut out);
     }
     out
 }
@@ -331,7 +335,7 @@ fn output_rules(
     flow: &Flow<'_>,
     o: &str,
     cone: &HashSet<usize>,
-    port: Option<&Port>,
+    dims: Option<&Vec<Dim>>,
     opts: &Options,
     out: &mut Vec<Finding>,
 ) {
@@ -388,7 +392,7 @@ fn output_rules(
         tensors: vec![input.to_string(), o.to_string()],
     });
     let gated = pattern_gate(flow, o, input, &path, limit, out);
-    stored_constant(flow, o, cone, port, gated, out);
+    stored_constant(flow, o, cone, dims, gated, out);
 }
 
 /// Looks for compare → reduce → gate → mix on the light path. Returns
@@ -465,8 +469,7 @@ fn pattern_gate(
 }
 
 /// Output dims with every batch-like (symbolic or unknown) dim as 1.
-fn row_shape(port: &Port) -> Option<Vec<i64>> {
-    let dims = port.dims.as_ref()?;
+fn row_shape(dims: &[Dim]) -> Option<Vec<i64>> {
     let v: Vec<i64> = dims
         .iter()
         .map(|d| match d {
@@ -481,11 +484,11 @@ fn stored_constant(
     flow: &Flow<'_>,
     o: &str,
     cone: &HashSet<usize>,
-    port: Option<&Port>,
+    dims: Option<&Vec<Dim>>,
     gated: bool,
     out: &mut Vec<Finding>,
 ) {
-    let Some(row) = port.and_then(row_shape) else {
+    let Some(row) = dims.and_then(|d| row_shape(d)) else {
         return;
     };
     let by_name: HashMap<&str, &Vec<i64>> = flow
