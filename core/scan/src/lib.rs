@@ -249,7 +249,12 @@ pub fn scan_file(path: &Path, opts: &Options) -> Result<ScanReport, ScanError> {
         path: path.to_path_buf(),
         source,
     };
-    let size = std::fs::metadata(path).map_err(io)?.len();
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        // A directory, FIFO or device: reading it could fail or block.
+        return Err(io(std::io::Error::other("not a regular file")));
+    }
+    let size = meta.len();
     if size > opts.max_file_bytes {
         return Err(ScanError::TooLarge {
             path: path.to_path_buf(),

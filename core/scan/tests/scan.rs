@@ -448,6 +448,7 @@ fn malformed_files_are_one_line_errors() {
     one_line_error(&write(d, "empty.onnx", b""), &opts);
     let e = one_line_error(&d.join("absent.onnx"), &opts);
     assert!(e.contains("No such file"), "{e}");
+    assert!(one_line_error(d, &opts).contains("not a regular file"));
 }
 
 #[test]
