@@ -50,7 +50,7 @@ pub fn run(args: &ScanArgs) -> Result<u8> {
         write!(stdout, "{}", output::text(&ok, args.time)).context("writing the scan")?;
         for (_, o) in &outcomes {
             if let Err(e) = o {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", output::one_line(&e.to_string()));
             }
         }
     }

@@ -26,20 +26,35 @@ pub fn exit_code(outcomes: &[(PathBuf, Outcome)]) -> u8 {
     }
 }
 
-/// Human-readable text; `time` adds each scan's duration.
+/// `text` with control characters escaped (`\n` → `\\n`), so that names
+/// chosen by a model's author cannot break or forge output lines.
+pub fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Human-readable text (names escaped by [`one_line`]); `time` adds each
+/// scan's duration.
 pub fn text(outcomes: &[(PathBuf, Outcome)], time: bool) -> String {
     let mut s = String::new();
     for (path, o) in outcomes {
         match o {
             Err(e) => {
-                let _ = writeln!(s, "error: {e}");
+                let _ = writeln!(s, "error: {}", one_line(&e.to_string()));
             }
             Ok(r) => {
                 let worst = r.worst().map(Severity::as_str).unwrap_or("clean");
                 let _ = write!(
                     s,
                     "{}: {} nodes, {} initializers, {} finding(s), worst: {worst}",
-                    path.display(),
+                    one_line(&path.display().to_string()),
                     r.nodes,
                     r.initializers,
                     r.findings.len()
@@ -54,13 +69,14 @@ pub fn text(outcomes: &[(PathBuf, Outcome)], time: bool) -> String {
                         "  {} [{}] {}",
                         f.severity.as_str(),
                         f.rule.id(),
-                        f.message
+                        one_line(&f.message)
                     );
                     if !f.nodes.is_empty() {
-                        let _ = writeln!(s, "    nodes: {}", crate::list(&f.nodes, 40));
+                        let _ = writeln!(s, "    nodes: {}", one_line(&crate::list(&f.nodes, 40)));
                     }
                     if !f.tensors.is_empty() {
-                        let _ = writeln!(s, "    tensors: {}", crate::list(&f.tensors, 40));
+                        let _ =
+                            writeln!(s, "    tensors: {}", one_line(&crate::list(&f.tensors, 40)));
                     }
                 }
             }

@@ -512,6 +512,16 @@ fn text_json_and_sarif_outputs() {
         &["evil.ops"],
     );
     let bad = write(tmp.path(), "custom.onnx", &m);
+    // A node name with a line break cannot forge a line of text output.
+    let forged = model(
+        &[node("Relu", &["x"], &["y\nerror [fake]"], "evil")],
+        &[],
+        &[],
+    );
+    let r = scan_bytes(Path::new("f.onnx"), &forged, None, &Options::default()).unwrap();
+    let t = output::text(&[(PathBuf::from("f.onnx"), Ok(r))], false);
+    assert!(t.contains("n_y\\nerror [fake]"), "{t}");
+    assert!(t.lines().all(|l| !l.starts_with("error [fake]")), "{t}");
     let sface = support::shared_zoo().join("models/sface_2021dec_int8bq.onnx");
     let missing = tmp.path().join("missing.onnx");
     let outcomes: Vec<(PathBuf, Outcome)> = [&sface, &bad, &missing]
