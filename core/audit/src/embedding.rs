@@ -193,6 +193,7 @@ pub struct CacheUse {
     pub misses: usize,
 }
 
+#[allow(clippy::too_many_arguments)]
 /// Embeds every face clean, and the held-out faces with every trigger and
 /// the calibration and held-out faces with every matched control.
 pub fn embed_model(

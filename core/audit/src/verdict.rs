@@ -8,9 +8,11 @@
 //!   evaluated pair through X disagrees and no evaluated pair without X
 //!   does (a backdoored reference makes the candidate's pairs with it
 //!   disagree, while the candidate agrees with the other references);
-//! - else **each model alone**: with one reference, the model whose own
-//!   embeddings answer (identity switches, or faces drawn together, beyond
-//!   the control and above the effect floors) while the other's do not.
+//! - else, for a per-identity alarm, **each model alone**: the one model
+//!   whose own embeddings switch the identity (beyond the control, above the
+//!   effect floor) while the others' do not. Faces drawn together never name
+//!   a mover: a clean model can answer a pattern on its own (the shipped
+//!   faceplugin and the checkerboard) while its pairs agree.
 //!
 //! An alarm that names another model is reported against that model and does
 //! not count for the candidate; an alarm nobody can be named for counts for
@@ -260,13 +262,10 @@ pub fn decide(
                         && aggregate_alarm(q, spec.margin)
                 })
             };
-            let alone = |m: usize| {
-                ev.responses.iter().any(|x| {
-                    x.model == models[m].name
-                        && x.trigger == t
-                        && draws_together(x, ev.responses.len(), spec.alpha)
-                })
-            };
+            // Faces drawn together do not name a mover: a clean model can
+            // answer a pattern on its own (faceplugin and the checkerboard)
+            // without its pairs disagreeing. Only the pair pattern names one.
+            let alone = |_: usize| false;
             record(text, blame(&alone, &disagree), t, None);
         }
         // Per-identity alarms from the candidate's family.
