@@ -672,6 +672,30 @@ fn run_audit(
             rank1
         );
     }
+    let evidence = report.identity_evidence();
+    if !evidence.is_empty() {
+        println!(
+            "{:<22} {:<20} {:<18} {:>8} {:>10} {:>11}   (max-T over {} tests; smallest 5)",
+            "IDENTITY TEST",
+            "TRIGGER",
+            "IDENTITY",
+            "FACES+",
+            "MEAN σ",
+            "ADJUSTED p",
+            evidence.len()
+        );
+        for e in evidence.iter().take(5) {
+            println!(
+                "{:<22} {:<20} {:<18} {:>8} {:>10.2} {:>11.1e}",
+                e.name,
+                e.trigger,
+                e.identity,
+                format!("{}/{}", e.positive, e.faces),
+                e.mean_evidence,
+                e.p_adjusted
+            );
+        }
+    }
     for r in report.pattern_responders(zooaudit_audit::response::RESPONSE_ALPHA) {
         println!(
             "note: {} alone draws faces together with {} beyond its matched control (closeness {:.3} vs {:.3}): this model answers the pattern itself",
