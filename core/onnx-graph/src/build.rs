@@ -6,10 +6,11 @@
 //! initializers and nodes at the end of the graph, so the original bytes of
 //! every other field are kept.
 
-use super::{
-    GraphError, bytes_of, err, fields, model_graph, name_in, num, replace_graph, string_of,
-    write_bytes_field, write_varint,
+use crate::wire::{
+    Value, bytes_of, fields, model_graph, name_in, replace_graph, string_of, write_bytes_field,
+    write_varint,
 };
+use crate::{GraphError, err, num};
 
 const NODE_OUTPUT: u32 = 2;
 const NODE_NAME: u32 = 3;
@@ -83,7 +84,7 @@ fn port(vi: &[u8]) -> Result<Port, GraphError> {
                     let mut dim = Dim::Unknown;
                     for df in fields(bytes_of(&d)?)? {
                         match (df.number, df.value) {
-                            (DIM_VALUE, super::Value::Varint(v)) => dim = Dim::Fixed(v as i64),
+                            (DIM_VALUE, Value::Varint(v)) => dim = Dim::Fixed(v as i64),
                             (num::DIM_PARAM, _) => dim = Dim::Symbolic(string_of(&df)?),
                             _ => {}
                         }
@@ -109,7 +110,7 @@ pub fn inspect(model: &[u8]) -> Result<GraphInfo, GraphError> {
         for o in fields(bytes_of(&f)?)? {
             match (o.number, o.value) {
                 (OPSET_DOMAIN, _) => domain = string_of(&o)?,
-                (OPSET_VERSION, super::Value::Varint(v)) => version = v,
+                (OPSET_VERSION, Value::Varint(v)) => version = v,
                 _ => {}
             }
         }

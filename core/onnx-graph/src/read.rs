@@ -9,8 +9,9 @@
 //! number of dimensions, so that a crafted file is an error, not a crash or
 //! an allocation of a claimed size.
 
-use super::build::Dim;
-use super::{Field, GraphError, Value, bytes_of, err, next_field, read_varint, string_of};
+use crate::build::Dim;
+use crate::wire::{Field, Value, bytes_of, next_field, read_varint, string_of};
+use crate::{GraphError, err};
 
 /// The fields of a message one at a time: memory stays constant however
 /// many fields a (hostile) message holds.
