@@ -38,6 +38,9 @@ pub enum ZooError {
         field: String,
         message: String,
     },
+    /// A model manifest named directly.
+    #[error(transparent)]
+    Manifest(#[from] zooaudit_manifest::ManifestError),
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,6 +91,24 @@ pub fn looks_like_zoo(text: &str) -> bool {
     toml::from_str::<toml::Table>(text)
         .ok()
         .is_some_and(|t| matches!(t.get("model"), Some(toml::Value::Array(_))))
+}
+
+/// The model manifests of `paths`, in order: a zoo file expands to its
+/// models, any other file is read as one model manifest.
+pub fn manifests_of(paths: &[PathBuf]) -> Result<Vec<ModelManifest>, ZooError> {
+    let mut out = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(path).map_err(|e| ZooError::File {
+            path: path.clone(),
+            message: format!("cannot read: {e}"),
+        })?;
+        if looks_like_zoo(&text) {
+            out.extend(Zoo::load(path)?.models);
+        } else {
+            out.push(ModelManifest::load(path)?);
+        }
+    }
+    Ok(out)
 }
 
 impl Zoo {

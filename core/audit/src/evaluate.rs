@@ -11,6 +11,7 @@ use zooaudit_host::Plugin;
 use crate::embedding::{ModelEmbeddings, ModelRole, gather};
 use crate::evidence::{self, EvidenceRow, Family, FamilyRecord, Subject};
 use crate::faces::{Face, Split};
+use crate::pair::{PairTranslator, fit_pair};
 use crate::response::{self, ResponseRow};
 use crate::stats::{Rate, Threshold, binomial_upper_tail, threshold_at};
 use crate::verdict::{self, Culprit};
@@ -32,6 +33,8 @@ pub struct Evaluation {
     pub verdicts: Vec<Verdict>,
     pub warnings: Vec<String>,
     pub scores: Vec<ScoreRow>,
+    /// Every fitted pair's translator, where the detector reports one.
+    pub translators: Vec<PairTranslator>,
 }
 
 /// The ordered pairs (probe, reference) an audit evaluates: each candidate
@@ -158,6 +161,7 @@ pub fn evaluate_with(
         verdicts: Vec::new(),
         warnings: Vec::new(),
         scores: Vec::new(),
+        translators: Vec::new(),
     };
     let mut witnesses: Witnesses = BTreeMap::new();
     for (pi, ri) in pair_plan(models, spec.directions) {
@@ -281,48 +285,25 @@ fn evaluate_pair(
     let (pd, rd) = (p.dim, r.dim);
     let (pname, rname) = (p.name.clone(), r.name.clone());
     let (cal_idx, eval) = (&split.calibration, &split.heldout);
-    let err =
-        |e: zooaudit_host::HostError| AuditError::Other(format!("pair {pname} → {rname}: {e}"));
-    progress(Progress::Pair {
-        probe: pname.clone(),
-        reference: rname.clone(),
-        step: format!("fitting on {} faces", split.fit.len()),
-    });
-    let mut det = detector
-        .new_detector(&spec.detector_options)
-        .map_err(|e| AuditError::field(&spec.path, "detector", e.to_string()))?;
-    let fit_report = det
-        .fit(
-            &gather(&p.clean, pd, &split.fit),
-            pd,
-            &gather(&r.clean, rd, &split.fit),
-            rd,
-        )
-        .map_err(err)?;
-    let score = |pv: &[f32], rv: &[f32]| det.score(pv, pd, rv, rd).map_err(err);
-    let cal = score(
-        &gather(&p.clean, pd, cal_idx),
-        &gather(&r.clean, rd, cal_idx),
-    )?;
+    let fitted = fit_pair(spec, split, p, r, detector, progress)?;
+    let score = |pv: &[f32], rv: &[f32]| fitted.score(pv, rv);
+    let genuine = &fitted.genuine;
     let p_eval = gather(&p.clean, pd, eval);
     let r_eval = gather(&r.clean, rd, eval);
-    let genuine = score(&p_eval, &r_eval)?;
     // Fidelity: every held-out probe against every held-out reference.
     let n = eval.len();
-    let mut matrix = Vec::with_capacity(n);
-    for i in (0..n).filter(|_| options.fidelity) {
-        let rep: Vec<f32> = p_eval[i * pd..(i + 1) * pd].repeat(n);
-        matrix.push(score(&rep, &r_eval)?);
-    }
-    let fidelity = if options.fidelity {
-        zooaudit_pairing::fidelity_from_matrix(&matrix)
+    let (matrix, fidelity) = if options.fidelity {
+        fitted.fidelity_matrix(&p_eval, &r_eval)?
     } else {
-        zooaudit_pairing::Fidelity {
-            samples: 0,
-            mean_cosine: f64::NAN,
-            top1: f64::NAN,
-            mean_rank: f64::NAN,
-        }
+        (
+            Vec::new(),
+            zooaudit_pairing::Fidelity {
+                samples: 0,
+                mean_cosine: f64::NAN,
+                top1: f64::NAN,
+                mean_rank: f64::NAN,
+            },
+        )
     };
     let same = |i: usize, j: usize| {
         let (a, b) = (&faces[eval[i]], &faces[eval[j]]);
@@ -337,24 +318,9 @@ fn evaluate_pair(
             }
         }
     }
-    let mut thresholds = Vec::new();
-    let mut clean_rates = Vec::new();
-    for &op in &spec.operating_points {
-        let t = threshold_at(&cal, op).ok_or_else(|| {
-            AuditError::Other(format!(
-                "pair {pname} → {rname}: cannot place a threshold at FNMR {op}"
-            ))
-        })?;
-        if !t.supported {
-            out.warnings.push(format!(
-                "{pname} → {rname}: {} calibration faces cannot support a target FNMR of {op} (rule of three needs ≥ {})",
-                t.calibration_samples,
-                (3.0 / op).ceil()
-            ));
-        }
-        clean_rates.push(Rate::flagged(&genuine, t.threshold));
-        thresholds.push(t);
-    }
+    out.warnings.extend(fitted.warnings.iter().cloned());
+    out.translators.extend(fitted.exported());
+    let (thresholds, clean_rates) = (&fitted.thresholds, &fitted.clean_fnmr);
     for (k, &fi) in eval
         .iter()
         .enumerate()
@@ -442,11 +408,11 @@ fn evaluate_pair(
         reference: rname.clone(),
         probe_dim: pd,
         reference_dim: rd,
-        detector: detector.info().name.clone(),
-        fit: fit_report.get("fit").cloned().unwrap_or(fit_report.clone()),
+        detector: fitted.detector_name.clone(),
+        fit: fitted.fit.clone(),
         fidelity,
-        thresholds,
-        clean_fnmr: clean_rates,
+        thresholds: fitted.thresholds.clone(),
+        clean_fnmr: fitted.clean_fnmr.clone(),
         zei_samples: zei.len(),
         zei_mean_score: zei.iter().map(|v| f64::from(*v)).sum::<f64>() / zei.len().max(1) as f64,
         genuine_mean_score: genuine.iter().map(|v| f64::from(*v)).sum::<f64>()

@@ -20,6 +20,7 @@ pub mod embedding;
 pub mod evaluate;
 pub mod evidence;
 pub mod faces;
+pub mod pair;
 pub mod report;
 pub mod response;
 pub mod spec;
@@ -42,6 +43,7 @@ pub use embedding::{
 };
 pub use evaluate::{Evaluation, evaluate};
 pub use faces::{Face, Role, Split, augment_fit_faces, load_faces};
+pub use pair::{FittedPair, PairTranslator, fit_pair};
 pub use report::*;
 pub use spec::{AuditSpec, Directions};
 
@@ -228,6 +230,17 @@ pub fn run(
     opts: &RunOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<AuditReport, AuditError> {
+    run_keeping_translators(spec, plugins, opts, progress).map(|(report, _)| report)
+}
+
+/// [`run`], also returning every fitted pair's translator (for
+/// `audit --export-pair`: the bundle is made from this very fit).
+pub fn run_keeping_translators(
+    spec: &AuditSpec,
+    plugins: &PluginSet,
+    opts: &RunOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(AuditReport, Vec<PairTranslator>), AuditError> {
     let started = std::time::SystemTime::now();
     let suite = load_suite(spec)?;
     let opened = open_models(spec, plugins, opts)?;
@@ -309,7 +322,7 @@ pub fn run(
     let faces = &faces[..originals];
     let mut digests: Vec<&str> = faces.iter().map(|f| f.sha256.as_str()).collect();
     digests.sort_unstable();
-    Ok(AuditReport {
+    let report = AuditReport {
         format_version: REPORT_FORMAT.to_string(),
         tool: ToolRecord {
             name: "zooaudit".into(),
@@ -393,7 +406,8 @@ pub fn run(
             misses,
         },
         scores: evaluation.scores,
-    })
+    };
+    Ok((report, evaluation.translators))
 }
 
 fn rfc3339(t: std::time::SystemTime) -> String {

@@ -172,6 +172,15 @@ pub enum VerdictKind {
 }
 
 impl VerdictKind {
+    /// The name report.json and the attestation use (kebab-case).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictKind::NoBackdoorIndicated => "no-backdoor-indicated",
+            VerdictKind::BackdoorIndicated => "backdoor-indicated",
+            VerdictKind::Inconclusive => "inconclusive",
+        }
+    }
+
     /// The CLI's exit code: 0 none indicated, 1 indicated, 3 inconclusive.
     pub fn exit_code(self) -> u8 {
         match self {

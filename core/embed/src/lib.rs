@@ -45,6 +45,9 @@ pub enum EmbedError {
     Run { model: String, error: HostError },
     #[error("no images found in {0}")]
     NoImages(String),
+    /// Writing the embeddings or their sidecar.
+    #[error(transparent)]
+    Output(#[from] zooaudit_reports::ReportError),
 }
 
 /// An opened model ready to embed images.
@@ -310,5 +313,49 @@ impl Embedder {
             );
         }
         Ok(out)
+    }
+}
+
+impl Embeddings {
+    /// Writes the rows as a float32 `.npy` at `out` and its versioned JSON
+    /// sidecar beside it (model name and sha256, adapter plugin and its
+    /// sha256, the image of every row, what was skipped); returns the
+    /// sidecar's path.
+    pub fn write_npy(&self, embedder: &Embedder, out: &Path) -> Result<PathBuf, EmbedError> {
+        use zooaudit_reports::{EmbeddingsSidecar, PluginRecord, SkippedImage};
+        zooaudit_reports::npy::write(out, self.rows, self.dim, &self.data)?;
+        let plugin = embedder.model().plugin();
+        let sidecar = EmbeddingsSidecar {
+            format_version: zooaudit_reports::SIDECAR_FORMAT.to_string(),
+            tool: format!("zooaudit {}", env!("CARGO_PKG_VERSION")),
+            model_name: embedder.manifest().model.name.clone(),
+            model_sha256: embedder.resolved().sha256.clone(),
+            manifest: embedder.manifest().path.display().to_string(),
+            adapter: PluginRecord {
+                name: plugin.name.clone(),
+                version: plugin.version.clone(),
+                abi_version: plugin.abi_version.clone(),
+                sha256: plugin.sha256.clone(),
+            },
+            rows: self.rows,
+            dim: self.dim,
+            normalized: false,
+            images: self
+                .images
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+            skipped: self
+                .skipped
+                .iter()
+                .map(|(p, r)| SkippedImage {
+                    path: p.display().to_string(),
+                    reason: r.clone(),
+                })
+                .collect(),
+        };
+        let path = zooaudit_reports::sidecar_path(out);
+        sidecar.write(&path)?;
+        Ok(path)
     }
 }

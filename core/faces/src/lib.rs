@@ -21,6 +21,9 @@
 //! 112×112 template and samples the photo bilinearly through its inverse.
 //! Triggers are applied to these aligned faces, as in the paper.
 
+pub mod photos;
+pub use photos::{AlignSummary, align_photos};
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -50,6 +53,9 @@ pub enum FaceError {
     Embed(#[from] zooaudit_embed::EmbedError),
     #[error("{manifest}: {message}")]
     Detector { manifest: PathBuf, message: String },
+    /// Writing an aligned face or faces.csv.
+    #[error("{path}: cannot write: {message}")]
+    Output { path: PathBuf, message: String },
 }
 
 /// One detected face, in the photo's pixel coordinates.

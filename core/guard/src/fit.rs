@@ -1,32 +1,135 @@
-//! Making a pair bundle from an audit file: the same models, faces, split,
-//! augmentation and embedding cache as `zooaudit audit`; the translator is
-//! fitted on the fit faces, thresholds are placed on the calibration faces'
-//! genuine scores and checked on the held-out faces.
+//! Making a pair bundle with the audit pipeline's own steps.
+//!
+//! [`bundle_from_audit`] turns an audit's report and the translators its
+//! evaluate step fitted into a bundle: no second fit, so the bundle's
+//! translator and thresholds are the report's (`audit --export-pair`).
+//! [`fit_bundle`] (`pair fit`) runs the same steps for the first candidate →
+//! first reference pair only (faces, augmentation, split, clean embeddings
+//! through the cache, [`zooaudit_audit::fit_pair`], the held-out fidelity
+//! matrix), so it gives the same bundle as the audit of that file.
 
-use zooaudit_audit::stats::{Rate, threshold_at};
-use zooaudit_audit::{AuditSpec, Progress, Role, RunOptions};
+use zooaudit_audit::report::{AuditReport, ModelRecord};
+use zooaudit_audit::stats::{Rate, Threshold};
+use zooaudit_audit::{
+    AuditSpec, ModelEmbeddings, ModelRole, PairTranslator, Progress, RunOptions, Split, SuiteStamps,
+};
 use zooaudit_embed::Embedder;
 use zooaudit_host::PluginSet;
 use zooaudit_manifest::ModelManifest;
-use zooaudit_pairing::{FitOptions, Method, Rows};
+use zooaudit_pairing::{Fidelity, FitReport, Translator};
 
 use crate::GuardError;
 use crate::bundle::{BundleModel, Created, OperatingPoint, PairBundle, Serve};
 
-fn other(e: impl std::fmt::Display) -> GuardError {
-    GuardError::Other(e.to_string())
+/// What a bundle is made of, however it was computed.
+struct Parts<'a> {
+    probe: BundleModel,
+    reference: BundleModel,
+    translator: &'a serde_json::Value,
+    fit: &'a serde_json::Value,
+    fidelity: Fidelity,
+    thresholds: Vec<OperatingPoint>,
 }
 
-/// Rows of `all` (`dim` wide) whose face passes `keep`.
-fn select(all: &[f32], dim: usize, keep: &[bool]) -> Vec<f32> {
-    keep.iter()
-        .enumerate()
-        .filter(|(_, k)| **k)
-        .flat_map(|(i, _)| all[i * dim..(i + 1) * dim].iter().copied())
+fn assemble(spec: &AuditSpec, parts: Parts<'_>, serve: Serve) -> Result<PairBundle, GuardError> {
+    let pair = format!("{} → {}", parts.probe.name, parts.reference.name);
+    let translator: Translator = serde_json::from_value(parts.translator.clone())
+        .map_err(|e| GuardError::Other(format!("pair {pair}: translator: {e}")))?;
+    let fit: FitReport = serde_json::from_value(parts.fit.clone())
+        .map_err(|e| GuardError::Other(format!("pair {pair}: fit report: {e}")))?;
+    Ok(PairBundle {
+        format_version: crate::bundle::BUNDLE_FORMAT.into(),
+        kind: crate::bundle::BUNDLE_KIND.into(),
+        probe: parts.probe,
+        reference: parts.reference,
+        translator,
+        fit,
+        fidelity: parts.fidelity,
+        thresholds: parts.thresholds,
+        serve,
+        created: Created {
+            tool: format!("zooaudit {}", env!("CARGO_PKG_VERSION")),
+            audit_file: spec.path.display().to_string(),
+            audit_sha256: zooaudit_registry::sha256_file(&spec.path).unwrap_or_default(),
+            seed: spec.seed,
+        },
+    })
+}
+
+fn operating_points(thresholds: &[Threshold], clean_fnmr: &[Rate]) -> Vec<OperatingPoint> {
+    thresholds
+        .iter()
+        .zip(clean_fnmr)
+        .map(|(t, r)| OperatingPoint {
+            target_fnmr: t.target_fnmr,
+            threshold: t.threshold,
+            calibration_samples: t.calibration_samples,
+            heldout_fnmr: r.rate,
+            heldout_ci95: r.ci95,
+            heldout_samples: r.samples,
+        })
         .collect()
 }
 
-/// Fits the pair (first candidate as probe → first reference) of `spec`.
+fn no_translator(spec: &AuditSpec, detector: &str) -> GuardError {
+    GuardError::field_of(
+        &spec.path,
+        "detector.plugin",
+        format!(
+            "the {detector} detector reports no translator, so its pair cannot be exported as a bundle (use the pairing detector)"
+        ),
+    )
+}
+
+/// The bundle of the audit's first candidate → first reference pair, from
+/// the report and the translators of [`zooaudit_audit::run_keeping_translators`].
+pub fn bundle_from_audit(
+    spec: &AuditSpec,
+    report: &AuditReport,
+    translators: &[PairTranslator],
+    serve: Serve,
+) -> Result<PairBundle, GuardError> {
+    let first = |role: &str| -> Result<&ModelRecord, GuardError> {
+        report
+            .models
+            .iter()
+            .find(|m| m.role == role)
+            .ok_or_else(|| GuardError::file(&spec.path, format!("the audit has no {role}")))
+    };
+    let (p, r) = (first("candidate")?, first("reference")?);
+    let pair = report
+        .pairs
+        .iter()
+        .find(|x| x.probe == p.name && x.reference == r.name)
+        .ok_or_else(|| {
+            GuardError::file(
+                &spec.path,
+                format!("the report holds no pair {} → {}", p.name, r.name),
+            )
+        })?;
+    let translator = translators
+        .iter()
+        .find(|t| t.probe == p.name && t.reference == r.name)
+        .ok_or_else(|| no_translator(spec, &pair.detector))?;
+    let model = |m: &ModelRecord| BundleModel {
+        name: m.name.clone(),
+        manifest: m.manifest.clone().into(),
+        sha256: m.sha256.clone(),
+        dim: m.dim,
+    };
+    let parts = Parts {
+        probe: model(p),
+        reference: model(r),
+        translator: &translator.translator,
+        fit: &pair.fit,
+        fidelity: pair.fidelity.clone(),
+        thresholds: operating_points(&pair.thresholds, &pair.clean_fnmr),
+    };
+    assemble(spec, parts, serve)
+}
+
+/// Fits the pair (first candidate as probe → first reference) of `spec`
+/// with the audit's steps; see the module docs.
 pub fn fit_bundle(
     spec: &AuditSpec,
     plugins: &PluginSet,
@@ -41,15 +144,17 @@ pub fn fit_bundle(
         ));
     };
     let open = |path: &std::path::Path| -> Result<Embedder, GuardError> {
-        let m = ModelManifest::load(path).map_err(other)?;
-        Embedder::open_with(m, plugins, &opts.fetch).map_err(other)
+        let m = ModelManifest::load(path).map_err(|e| GuardError::Other(e.to_string()))?;
+        Embedder::open_with(m, plugins, &opts.fetch).map_err(|e| GuardError::Other(e.to_string()))
     };
     let (probe, reference) = (open(p)?, open(r)?);
-    let size = {
-        let i = &probe.manifest().input;
-        (i.size[0], i.size[1])
-    };
-    let aligner = zooaudit_audit::open_aligner(spec, plugins).map_err(other)?;
+    let detector = plugins
+        .detector(&spec.detector)
+        .map_err(|e| GuardError::field_of(&spec.path, "detector.plugin", e.to_string()))?;
+    let size = zooaudit_audit::face_size(&probe);
+    let suite = zooaudit_audit::load_suite(spec)?;
+    let stamps = SuiteStamps::new(&suite, size, spec.seed)?;
+    let aligner = zooaudit_audit::open_aligner(spec, plugins)?;
     let mut warnings = Vec::new();
     let mut faces = zooaudit_audit::load_faces(
         spec,
@@ -58,14 +163,12 @@ pub fn fit_bundle(
         &opts.cache,
         &mut warnings,
         progress,
-    )
-    .map_err(other)?;
-    let suite = zooaudit_audit::load_suite(spec).map_err(other)?;
-    let stamps = zooaudit_audit::suite_stamps(&suite, size).map_err(other)?;
-    zooaudit_audit::augment_fit_faces(spec, &stamps, &mut faces);
-    let mut embed = |e: &Embedder| -> Result<Vec<f32>, GuardError> {
+    )?;
+    zooaudit_audit::augment_fit_faces(spec, &stamps.triggers, &mut faces);
+    let split = Split::of(&faces);
+    let mut clean = |e: &Embedder, role: ModelRole| -> Result<ModelEmbeddings, GuardError> {
         let t0 = std::time::Instant::now();
-        let v = zooaudit_audit::clean_embeddings(e, &faces, opts).map_err(other)?;
+        let v = zooaudit_audit::clean_embeddings(e, &faces, opts)?;
         progress(Progress::Embedding {
             model: e.manifest().model.name.clone(),
             what: "clean".into(),
@@ -73,99 +176,39 @@ pub fn fit_bundle(
             cached: 0,
             seconds: t0.elapsed().as_secs_f64(),
         });
-        Ok(v)
+        Ok(ModelEmbeddings {
+            name: e.manifest().model.name.clone(),
+            role,
+            dim: e.dim(),
+            clean: v,
+            triggered: Vec::new(),
+            controls: Vec::new(),
+        })
     };
-    let (pe, re) = (embed(&probe)?, embed(&reference)?);
-    let (pd, rd) = (probe.dim(), reference.dim());
-    let role = |r: Role| -> Vec<bool> {
-        faces
-            .iter()
-            .map(|f| f.role == r && (r == Role::Fit || f.identity.is_none()))
-            .collect()
-    };
-    let rows = |v: &[f32], d: usize, keep: &[bool]| select(v, d, keep);
-    let (fit_k, cal_k, held_k) = (
-        role(Role::Fit),
-        role(Role::Calibration),
-        role(Role::Heldout),
-    );
-    let method: Method = spec
-        .detector_options
-        .get("translator")
-        .and_then(|v| v.as_str())
-        .unwrap_or("ridge")
-        .parse()
-        .map_err(|e: zooaudit_pairing::PairingError| {
-            GuardError::field_of(&spec.path, "detector.translator", e.to_string())
-        })?;
-    let fit_opts = FitOptions {
-        method,
-        seed: spec.seed,
-        ..FitOptions::default()
-    };
-    let (pf, rf) = (rows(&pe, pd, &fit_k), rows(&re, rd, &fit_k));
-    let (translator, report) = zooaudit_pairing::fit(
-        Rows::new(&pf, pd).map_err(other)?,
-        Rows::new(&rf, rd).map_err(other)?,
-        &fit_opts,
-    )
-    .map_err(other)?;
-    let (pc, rc) = (rows(&pe, pd, &cal_k), rows(&re, rd, &cal_k));
-    let (ph, rh) = (rows(&pe, pd, &held_k), rows(&re, rd, &held_k));
-    let cal = translator
-        .score(
-            Rows::new(&pc, pd).map_err(other)?,
-            Rows::new(&rc, rd).map_err(other)?,
-        )
-        .map_err(other)?;
-    let held = translator
-        .score(
-            Rows::new(&ph, pd).map_err(other)?,
-            Rows::new(&rh, rd).map_err(other)?,
-        )
-        .map_err(other)?;
-    let fidelity = translator
-        .fidelity(
-            Rows::new(&ph, pd).map_err(other)?,
-            Rows::new(&rh, rd).map_err(other)?,
-        )
-        .map_err(other)?;
-    let mut thresholds = Vec::new();
-    for &target in &spec.operating_points {
-        let t = threshold_at(&cal, target)
-            .ok_or_else(|| GuardError::file(&spec.path, "no calibration scores"))?;
-        let flagged = held.iter().filter(|s| **s < t.threshold).count();
-        let rate = Rate::new(flagged, held.len());
-        thresholds.push(OperatingPoint {
-            target_fnmr: target,
-            threshold: t.threshold,
-            calibration_samples: t.calibration_samples,
-            heldout_fnmr: rate.rate,
-            heldout_ci95: rate.ci95,
-            heldout_samples: held.len(),
-        });
-    }
+    let pe = clean(&probe, ModelRole::Candidate)?;
+    let re = clean(&reference, ModelRole::Reference)?;
+    let fitted = zooaudit_audit::fit_pair(spec, &split, &pe, &re, detector, progress)?;
+    let translator = fitted
+        .translator
+        .as_ref()
+        .ok_or_else(|| no_translator(spec, &fitted.detector_name))?;
+    let held =
+        |m: &ModelEmbeddings| zooaudit_audit::embedding::gather(&m.clean, m.dim, &split.heldout);
+    let (_, fidelity) = fitted.fidelity_matrix(&held(&pe), &held(&re))?;
     let model = |e: &Embedder| BundleModel {
         name: e.manifest().model.name.clone(),
         manifest: e.manifest().path.clone(),
         sha256: e.resolved().sha256.clone(),
         dim: e.dim(),
     };
-    Ok(PairBundle {
-        format_version: crate::bundle::BUNDLE_FORMAT.into(),
-        kind: crate::bundle::BUNDLE_KIND.into(),
+    let thresholds = operating_points(&fitted.thresholds, &fitted.clean_fnmr);
+    let parts = Parts {
         probe: model(&probe),
         reference: model(&reference),
         translator,
-        fit: report,
+        fit: &fitted.fit,
         fidelity,
         thresholds,
-        serve,
-        created: Created {
-            tool: format!("zooaudit {}", env!("CARGO_PKG_VERSION")),
-            audit_file: spec.path.display().to_string(),
-            audit_sha256: zooaudit_registry::sha256_file(&spec.path).unwrap_or_default(),
-            seed: spec.seed,
-        },
-    })
+    };
+    assemble(spec, parts, serve)
 }

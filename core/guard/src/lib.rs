@@ -5,7 +5,8 @@
 //! - [`bundle`]: the pair bundle (versioned JSON): both models by manifest
 //!   and sha256, the fitted translator with its held-out fidelity, the
 //!   thresholds per operating point, and which embedding to serve.
-//!   [`fit::fit_bundle`] makes one from an audit file's models and faces.
+//!   [`fit::bundle_from_audit`] makes one from an audit's own fit;
+//!   [`fit::fit_bundle`] runs the audit's steps for one pair.
 //! - [`pair`]: the opened pair and its decision for one image.
 //! - [`server`]: the HTTP service (axum on tokio).
 
@@ -23,6 +24,9 @@ pub enum GuardError {
         path: std::path::PathBuf,
         message: String,
     },
+    /// A pipeline step failed (faces, embedding, fit), with its own kind.
+    #[error(transparent)]
+    Audit(#[from] zooaudit_audit::AuditError),
     #[error("{0}")]
     Other(String),
 }

@@ -8,7 +8,7 @@ use zooaudit_guard::bundle::{PairBundle, Serve};
 use zooaudit_guard::pair::{Pair, Role, Schedule};
 use zooaudit_testsupport as support;
 
-fn fitted(set: &zooaudit_host::PluginSet) -> PairBundle {
+fn example() -> (AuditSpec, RunOptions) {
     support::require_ort();
     let spec = AuditSpec::load(&support::example_manifest("audit.toml")).unwrap();
     let opts = RunOptions {
@@ -18,7 +18,61 @@ fn fitted(set: &zooaudit_host::PluginSet) -> PairBundle {
         batch: 32,
         fetch: zooaudit_registry::FetchOptions::from_env(),
     };
+    (spec, opts)
+}
+
+fn fitted(set: &zooaudit_host::PluginSet) -> PairBundle {
+    let (spec, opts) = example();
     zooaudit_guard::fit::fit_bundle(&spec, set, &opts, Serve::Mean, &mut |_| {}).unwrap()
+}
+
+#[test]
+fn the_exported_bundle_is_the_audits_own_fit_and_pair_fit_gives_the_same() {
+    let set = support::plugins();
+    let (spec, opts) = example();
+    let (report, translators) =
+        zooaudit_audit::run_keeping_translators(&spec, &set, &opts, &mut |_| {}).unwrap();
+    // One translator per fitted direction (the pairing detector reports it).
+    assert_eq!(translators.len(), report.pairs.len());
+    let exported =
+        zooaudit_guard::fit::bundle_from_audit(&spec, &report, &translators, Serve::Reference)
+            .unwrap();
+    let pair = report
+        .pairs
+        .iter()
+        .find(|p| p.probe == exported.probe.name && p.reference == exported.reference.name)
+        .unwrap();
+    assert_eq!(exported.probe.name, "sface-2021dec-int8");
+    assert_eq!(exported.thresholds.len(), pair.thresholds.len());
+    for ((o, t), r) in exported
+        .thresholds
+        .iter()
+        .zip(&pair.thresholds)
+        .zip(&pair.clean_fnmr)
+    {
+        assert_eq!(
+            (o.target_fnmr, o.threshold, o.calibration_samples),
+            (t.target_fnmr, t.threshold, t.calibration_samples)
+        );
+        assert_eq!(
+            (o.heldout_fnmr, o.heldout_ci95, o.heldout_samples),
+            (r.rate, r.ci95, r.samples)
+        );
+    }
+    assert_eq!(exported.fidelity, pair.fidelity);
+    let t = translators
+        .iter()
+        .find(|t| t.probe == exported.probe.name && t.reference == exported.reference.name)
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&exported.translator).unwrap(),
+        t.translator
+    );
+    assert!(exported.fidelity.top1 > 0.9, "{:?}", exported.fidelity);
+    // `pair fit` runs the same steps for this pair alone: the same bundle.
+    let refit =
+        zooaudit_guard::fit::fit_bundle(&spec, &set, &opts, Serve::Reference, &mut |_| {}).unwrap();
+    assert_eq!(refit, exported);
 }
 
 #[test]

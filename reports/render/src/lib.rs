@@ -7,6 +7,7 @@
 //! * [`html`]: `report.html`, one self-contained file with inline SVG plots
 //!   drawn by plotters (score histograms and DET curves).
 
+pub mod console;
 pub mod html;
 pub mod plots;
 pub mod predicate;

@@ -18,6 +18,8 @@ use zooaudit_audit::report::{AuditReport, ModelRecord, VerdictKind};
 /// This project's predicate type; the trailing version is the predicate's
 /// major version (a reader refuses another major).
 pub const PREDICATE_TYPE: &str = "https://zooaudit.dev/attestation/pairing-audit/v1";
+/// The predicate's `formatVersion` this build writes (reads any 1.x).
+pub const PREDICATE_FORMAT: &str = "1.1";
 
 /// `snake_case` → `lowerCamelCase`.
 fn camel(key: &str) -> String {
@@ -116,7 +118,7 @@ pub fn predicate(report: &AuditReport) -> Value {
     data["digestRule"] =
         json!("sha256 over the sorted per-image sha256s (lowercase hex, newline-separated)");
     json!({
-        "formatVersion": "1.1",
+        "formatVersion": PREDICATE_FORMAT,
         "tool": to_value(&report.tool),
         "startedOn": report.started_at,
         "finishedOn": report.finished_at,
@@ -209,4 +211,96 @@ pub fn test_result_statement(report: &AuditReport) -> Statement {
         TEST_RESULT_PREDICATE,
         serde_json::to_value(tr).unwrap_or(Value::Null),
     )
+}
+
+/// What `zooaudit verify` reads back from a verified statement: the
+/// predicate parsed as its type says. Another `predicateType` is refused.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PredicateSummary {
+    /// This project's audit predicate ([`PREDICATE_TYPE`]).
+    Audit(AuditHead),
+    /// in-toto test-result v0.1.
+    TestResult(TestResult),
+}
+
+/// The audit predicate's head: format, tool, times and verdicts.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditHead {
+    pub format_version: String,
+    pub tool: ToolHead,
+    pub started_on: String,
+    pub finished_on: String,
+    pub verdicts: Vec<VerdictHead>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct ToolHead {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct VerdictHead {
+    pub candidate: String,
+    pub verdict: VerdictKind,
+}
+
+/// Why a verified statement's predicate cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PredicateError {
+    #[error(
+        "predicateType {0}: not a zooaudit predicate (expected {PREDICATE_TYPE} or {TEST_RESULT_PREDICATE})"
+    )]
+    UnknownType(String),
+    #[error("predicate: {0}")]
+    Malformed(String),
+    #[error("predicate: {0}")]
+    Version(String),
+}
+
+impl PredicateSummary {
+    /// Parses `statement`'s predicate by its type.
+    pub fn of(statement: &Statement) -> Result<PredicateSummary, PredicateError> {
+        let malformed = |e: serde_json::Error| PredicateError::Malformed(e.to_string());
+        match statement.predicate_type.as_str() {
+            PREDICATE_TYPE => {
+                let head: AuditHead =
+                    serde_json::from_value(statement.predicate.clone()).map_err(malformed)?;
+                let version: zooaudit_manifest::FormatVersion = head
+                    .format_version
+                    .parse()
+                    .map_err(PredicateError::Version)?;
+                let reader: zooaudit_manifest::FormatVersion =
+                    PREDICATE_FORMAT.parse().map_err(PredicateError::Version)?;
+                version
+                    .check_readable_by(reader)
+                    .map_err(PredicateError::Version)?;
+                Ok(PredicateSummary::Audit(head))
+            }
+            TEST_RESULT_PREDICATE => serde_json::from_value(statement.predicate.clone())
+                .map(PredicateSummary::TestResult)
+                .map_err(malformed),
+            other => Err(PredicateError::UnknownType(other.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for PredicateSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PredicateSummary::Audit(h) => {
+                for v in &h.verdicts {
+                    writeln!(f, "verdict: {}: {}", v.candidate, v.verdict.as_str())?;
+                }
+                writeln!(
+                    f,
+                    "audited: {} → {} by {} {} (predicate {})",
+                    h.started_on, h.finished_on, h.tool.name, h.tool.version, h.format_version
+                )
+            }
+            PredicateSummary::TestResult(t) => writeln!(f, "test result: {}", t.result),
+        }
+    }
 }

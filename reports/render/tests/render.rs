@@ -112,6 +112,45 @@ fn the_statement_names_the_candidate_by_sha256_and_carries_the_audit() {
 }
 
 #[test]
+fn verify_reads_the_predicate_by_its_type_and_refuses_others() {
+    use zooaudit_render::predicate::{PredicateError, PredicateSummary};
+    let r = report();
+    let PredicateSummary::Audit(head) = PredicateSummary::of(&audit_statement(r)).unwrap() else {
+        panic!("an audit statement reads as the audit predicate");
+    };
+    assert_eq!(head.verdicts.len(), r.verdicts.len());
+    assert_eq!(head.verdicts[0].verdict, r.verdicts[0].verdict);
+    assert_eq!(head.finished_on, r.finished_at);
+    let text = PredicateSummary::Audit(head).to_string();
+    assert!(
+        text.contains("verdict: sface-2021dec-int8: no-backdoor-indicated"),
+        "{text}"
+    );
+    let PredicateSummary::TestResult(t) = PredicateSummary::of(&test_result_statement(r)).unwrap()
+    else {
+        panic!("a test-result statement reads as test-result");
+    };
+    assert_eq!(t.result, "PASSED");
+    // Another predicate type, a newer major, a verdict this build does not know.
+    let mut other = audit_statement(r);
+    other.predicate_type = "https://slsa.dev/provenance/v1".into();
+    assert!(matches!(
+        PredicateSummary::of(&other),
+        Err(PredicateError::UnknownType(t)) if t == "https://slsa.dev/provenance/v1"
+    ));
+    let mut newer = audit_statement(r);
+    newer.predicate["formatVersion"] = "2.0".into();
+    let e = PredicateSummary::of(&newer).unwrap_err().to_string();
+    assert!(e.contains("newer zooaudit"), "{e}");
+    let mut odd = audit_statement(r);
+    odd.predicate["verdicts"][0]["verdict"] = "maybe".into();
+    assert!(matches!(
+        PredicateSummary::of(&odd),
+        Err(PredicateError::Malformed(_))
+    ));
+}
+
+#[test]
 fn the_test_result_statement_passes_a_clean_pair() {
     let st = test_result_statement(report());
     assert_eq!(

@@ -1,0 +1,143 @@
+//! `zooaudit audit AUDIT --out DIR`: the audit pipeline
+//! ([`zooaudit_audit::run_keeping_translators`]), the report and its human
+//! renderings, optional signed attestations and an optional pair bundle made
+//! from the audit's own fit.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use super::{cache, plugins, progress_line};
+
+#[derive(clap::Args, Debug)]
+pub struct AuditArgs {
+    /// The audit file (TOML).
+    #[arg(value_name = "AUDIT")]
+    audit: PathBuf,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Do not read or write the embedding cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// Embedding cache directory (default: $ZOOAUDIT_CACHE, $XDG_CACHE_HOME/zooaudit, ~/.cache/zooaudit).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Images per adapter call.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    batch: u64,
+    /// Sign the audit: write <out>/attestation.dsse.json with this private key.
+    #[arg(long, value_name = "KEY")]
+    sign_key: Option<PathBuf>,
+    /// With --sign-key, also write <out>/test-result.dsse.json (in-toto test-result v0.1).
+    #[arg(long, requires = "sign_key")]
+    test_result: bool,
+    /// A zoo file (overrides the audit file's `zoo`).
+    #[arg(long, value_name = "ZOO")]
+    zoo: Option<PathBuf>,
+    /// The candidate, by model name in the zoo; references are chosen
+    /// from the zoo by independence unless named with --reference.
+    #[arg(long, value_name = "NAME")]
+    candidate: Option<String>,
+    /// A reference by model name in the zoo (repeatable); used even when
+    /// it is not independent of the candidate (the report says so).
+    #[arg(long = "reference", value_name = "NAME", requires = "candidate")]
+    references: Vec<String>,
+    /// Use only cached models (also: ZOOAUDIT_OFFLINE=1).
+    #[arg(long)]
+    offline: bool,
+    /// Accept remote models without a sha256 pin; the report records it
+    /// (also: ZOOAUDIT_ALLOW_UNPINNED=1).
+    #[arg(long)]
+    allow_unpinned: bool,
+    /// Also write a pair bundle for `zooaudit guard` (first candidate as
+    /// probe → first reference): the audit's own translator and thresholds.
+    #[arg(long, value_name = "FILE")]
+    export_pair: Option<PathBuf>,
+}
+
+impl AuditArgs {
+    pub fn run(self, dirs: &[PathBuf]) -> Result<u8> {
+        // Read the key first: a bad key fails before an hour of audit.
+        let key = self
+            .sign_key
+            .as_deref()
+            .map(zooaudit_attest::SecretKey::read)
+            .transpose()?;
+        let refs = (!self.references.is_empty()).then_some(self.references.as_slice());
+        let spec = zooaudit_audit::AuditSpec::load_with(
+            &self.audit,
+            self.zoo.clone(),
+            self.candidate.as_deref(),
+            refs,
+        )?;
+        for (path, why) in &spec.selection {
+            eprintln!("reference {}: {why}", path.display());
+        }
+        let mut fetch = zooaudit_registry::FetchOptions::from_env();
+        fetch.offline |= self.offline;
+        fetch.allow_unpinned |= self.allow_unpinned;
+        fetch.progress = true;
+        let opts = zooaudit_audit::RunOptions {
+            cache: cache(self.no_cache, self.cache_dir.clone()),
+            batch: self.batch as usize,
+            fetch,
+        };
+        let set = plugins(dirs);
+        let (report, translators) =
+            zooaudit_audit::run_keeping_translators(&spec, &set, &opts, &mut progress_line)?;
+        let out = &self.out;
+        report.write(out)?;
+        zooaudit_render::write_human(&report, out)?;
+        if let Some(key) = &key {
+            for p in zooaudit_render::write_attestations(&report, out, key, self.test_result)? {
+                eprintln!("signed: {} (keyid {})", p.display(), key.public().keyid());
+            }
+        }
+        for w in &report.warnings {
+            eprintln!("warning: {w}");
+        }
+        print!("{}", zooaudit_render::console::audit_text(&report));
+        eprintln!(
+            "wrote {} and {}",
+            out.join("report.json").display(),
+            out.join("scores.csv").display()
+        );
+        if let Some(file) = &self.export_pair {
+            let bundle = zooaudit_guard::fit::bundle_from_audit(
+                &spec,
+                &report,
+                &translators,
+                zooaudit_guard::bundle::Serve::Reference,
+            )?;
+            bundle.write(file)?;
+            print_bundle(&bundle, file);
+        }
+        Ok(report.overall().exit_code())
+    }
+}
+
+/// The bundle's pair, fidelity and operating points, one line each.
+pub fn print_bundle(b: &zooaudit_guard::bundle::PairBundle, out: &Path) {
+    println!(
+        "pair bundle {}: {} → {} ({}), held-out mean cosine {:.3}, top-1 {:.3} ({} faces)",
+        out.display(),
+        b.probe.name,
+        b.reference.name,
+        b.translator.method,
+        b.fidelity.mean_cosine,
+        b.fidelity.top1,
+        b.fidelity.samples
+    );
+    for o in &b.thresholds {
+        println!(
+            "  target FNMR {}: threshold {:.4}, held-out FNMR {:.3} [{:.3}, {:.3}] ({} faces)",
+            o.target_fnmr,
+            o.threshold,
+            o.heldout_fnmr,
+            o.heldout_ci95[0],
+            o.heldout_ci95[1],
+            o.heldout_samples
+        );
+    }
+}
