@@ -270,3 +270,68 @@ fn procrustes_across_different_dimensions_and_oversized_triggers_are_named() {
         &["big.toml: trigger[0].center:", "does not fit"],
     );
 }
+
+/// Files in the embedding cache.
+fn cache_entries(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "f32") {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+#[test]
+fn a_rebuilt_adapter_is_not_served_the_old_adapters_embeddings() {
+    support::require_ort();
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = AuditSpec::load(&support::example_manifest("audit.toml")).unwrap();
+    let o = opts(&tmp.path().join("cache"));
+    let manifest =
+        zooaudit_manifest::ModelManifest::load(&support::example_manifest("sface.toml")).unwrap();
+    let mut warnings = Vec::new();
+    let mut faces = zooaudit_audit::load_faces(
+        &spec,
+        (112, 112),
+        None,
+        &o.cache,
+        &mut warnings,
+        &mut |_| {},
+    )
+    .unwrap();
+    faces.truncate(24);
+    let mut first: Option<Vec<f32>> = None;
+    // Release a, release a again (served from the cache), release b (the
+    // same code rebuilt under another version: a new file, embedded anew).
+    for (version, new_entries) in [
+        ("9.0.0-a", faces.len()),
+        ("9.0.0-a", 0),
+        ("9.0.0-b", faces.len()),
+    ] {
+        let dir = support::versioned_onnx_plugin_dir(version);
+        let set =
+            zooaudit_host::PluginSet::discover(&zooaudit_host::SearchPath { dirs: vec![dir] });
+        let e = zooaudit_embed::Embedder::open_with(manifest.clone(), &set, &o.fetch).unwrap();
+        assert_eq!(e.model().plugin().version, version);
+        let before = cache_entries(tmp.path());
+        let v = zooaudit_audit::clean_embeddings(&e, &faces, &o).unwrap();
+        assert_eq!(
+            cache_entries(tmp.path()) - before,
+            new_entries,
+            "adapter {version} ({})",
+            e.model().plugin().sha256
+        );
+        // The same code embeds the same faces the same way.
+        match &first {
+            None => first = Some(v),
+            Some(f) => assert_eq!(&v, f),
+        }
+    }
+}

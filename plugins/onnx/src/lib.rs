@@ -35,19 +35,18 @@ mod runtime;
 
 use std::path::Path;
 
-use zooaudit_plugin_sdk::abi::{PluginModRef, error_code};
-use zooaudit_plugin_sdk::{
-    Descriptor, EmbeddingModel, ModelAdapter, Options, PluginError, model_adapter_module,
-};
+use zooaudit_plugin_sdk::abi::error_code;
+use zooaudit_plugin_sdk::{Descriptor, EmbeddingModel, ModelAdapter, Options, PluginError};
 
 pub use model::OnnxModel;
 pub use options::{Batching, ExecutionProvider, OpenOptions};
 pub use runtime::{build_session, environment};
 
 /// The plugin's root module.
+#[cfg(feature = "root-module")]
 #[abi_stable::export_root_module]
-pub fn zooaudit_plugin() -> PluginModRef {
-    model_adapter_module::<OnnxAdapter>()
+pub fn zooaudit_plugin() -> zooaudit_plugin_sdk::abi::PluginModRef {
+    zooaudit_plugin_sdk::model_adapter_module::<OnnxAdapter>()
 }
 
 /// The ONNX adapter.

@@ -107,6 +107,42 @@ pub fn fixture_plugin_dir() -> PathBuf {
     .clone()
 }
 
+/// The real ONNX adapter rebuilt with `version` as its version string
+/// (tests/fixtures/onnx-versioned, `ZOOAUDIT_FIXTURE_VERSION` at build
+/// time), copied alone into a directory of its own, which is returned.
+pub fn versioned_onnx_plugin_dir(version: &str) -> PathBuf {
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    let root = repo_root();
+    let target = root.join("target/fixtures");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "--manifest-path"])
+        .arg(root.join("tests/fixtures/Cargo.toml"))
+        .args([
+            "-p",
+            "zooaudit-plugin-fixture-onnx-versioned",
+            "--target-dir",
+        ])
+        .arg(&target)
+        .env("ZOOAUDIT_FIXTURE_VERSION", version)
+        .status()
+        .expect("running cargo to build the versioned onnx fixture");
+    assert!(
+        status.success(),
+        "building tests/fixtures/onnx-versioned failed"
+    );
+    let name = "libzooaudit_plugin_fixture_onnx_versioned.so";
+    let dir = target.join("versioned").join(version);
+    std::fs::create_dir_all(&dir).unwrap();
+    // Copy, then rename over: a process that loaded an earlier copy keeps
+    // its mapping (writing into a loaded library would crash it).
+    let part = dir.join(format!("{name}.part"));
+    std::fs::copy(target.join("debug").join(name), &part).unwrap();
+    std::fs::rename(&part, dir.join(name)).unwrap();
+    dir
+}
+
 /// The fixture plugin file named `libzooaudit_plugin_fixture_<name>.so`.
 pub fn fixture_plugin(name: &str) -> PathBuf {
     let p = fixture_plugin_dir().join(format!("libzooaudit_plugin_fixture_{name}.so"));
