@@ -28,9 +28,11 @@
 //! split seeds and suites. The suites are given ones plus the backdoor's
 //! trigger when absent.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::path::PathBuf;
+mod cases;
+mod derive;
+mod report;
+
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rand::SeedableRng;
@@ -45,8 +47,10 @@ use zooaudit_embed::Embedder;
 use zooaudit_host::PluginSet;
 use zooaudit_triggers::Suite;
 
-use crate::inject::{Backdoor, InjectOptions, calibrate};
-use crate::{AttackKind, Labeled, RedteamError, other};
+use crate::{Labeled, RedteamError, other};
+use cases::{backdoored_cases, outcome};
+use derive::renamed;
+pub use report::{monotonicity_violations, tables};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct VerdictArgs {
@@ -159,131 +163,6 @@ fn suite_with(
     Ok(s)
 }
 
-/// The detector's output on every image the audit embeds for `e`: clean
-/// faces, each trigger on held-out faces, each control on calibration and
-/// held-out faces.
-struct Detections {
-    clean: Vec<f32>,
-    triggered: Vec<Vec<f32>>,
-    controls: Vec<Vec<f32>>,
-}
-
-fn detections(
-    bd: &Backdoor,
-    e: &Embedder,
-    faces: &[Face],
-    split: &Split,
-    stamps: &SuiteStamps,
-) -> Result<Detections, RedteamError> {
-    let pre = e.preprocess();
-    let mut buf = vec![0f32; pre.sample_len()];
-    let mut det = |img: &image::RgbImage, f: &Face| -> Result<f32, RedteamError> {
-        pre.write(img, &f.path, &mut buf).map_err(other)?;
-        Ok(bd.detect(&buf))
-    };
-    let clean = faces
-        .iter()
-        .map(|f| det(&f.image, f))
-        .collect::<Result<Vec<_>, _>>()?;
-    let cal_eval = split.calibration_heldout();
-    let (mut triggered, mut controls) = (Vec::new(), Vec::new());
-    for (t, c) in stamps.triggers.iter().zip(&stamps.controls) {
-        let mut stamped =
-            |s: &zooaudit_triggers::Stamp, idx: &[usize]| -> Result<Vec<f32>, RedteamError> {
-                idx.iter()
-                    .map(|&i| {
-                        let img = s.apply(&faces[i].image).ok_or_else(|| {
-                            RedteamError::file(&faces[i].path, "trigger does not fit")
-                        })?;
-                        det(&img, &faces[i])
-                    })
-                    .collect()
-            };
-        triggered.push(stamped(t, &split.heldout)?);
-        controls.push(stamped(c, &cal_eval)?);
-    }
-    Ok(Detections {
-        clean,
-        triggered,
-        controls,
-    })
-}
-
-fn apply_rows(bd: &Backdoor, rows: &[f32], dim: usize, det: &[f32]) -> Vec<f32> {
-    rows.chunks(dim)
-        .zip(det)
-        .flat_map(|(e, d)| bd.apply(e, *d))
-        .collect()
-}
-
-/// The backdoored model's embeddings, derived from its base's.
-fn backdoored(
-    bd: &Backdoor,
-    base: &ModelEmbeddings,
-    det: &Detections,
-    name: &str,
-) -> ModelEmbeddings {
-    let dim = base.dim;
-    ModelEmbeddings {
-        name: name.to_string(),
-        role: ModelRole::Candidate,
-        dim,
-        clean: apply_rows(bd, &base.clean, dim, &det.clean),
-        triggered: base
-            .triggered
-            .iter()
-            .zip(&det.triggered)
-            .map(|(r, d)| apply_rows(bd, r, dim, d))
-            .collect(),
-        controls: base
-            .controls
-            .iter()
-            .zip(&det.controls)
-            .map(|(r, d)| apply_rows(bd, r, dim, d))
-            .collect(),
-    }
-}
-
-fn renamed(m: &ModelEmbeddings, name: &str, role: ModelRole) -> ModelEmbeddings {
-    let mut m = m.clone();
-    m.name = name.to_string();
-    m.role = role;
-    m
-}
-
-/// Keeps the held-out faces `keep` allows (the impostor cut to fewer faces).
-fn subset(
-    split: &Split,
-    models: &[ModelEmbeddings],
-    keep: &dyn Fn(usize) -> bool,
-) -> (Split, Vec<ModelEmbeddings>) {
-    let kept: Vec<usize> = (0..split.heldout.len())
-        .filter(|&k| keep(split.heldout[k]))
-        .collect();
-    let n_cal = split.calibration.len();
-    let mut s = split.clone();
-    s.heldout = kept.iter().map(|&k| split.heldout[k]).collect();
-    let models = models
-        .iter()
-        .map(|m| {
-            let rows = |v: &[f32], offset: usize| -> Vec<f32> {
-                let mut out = v[..offset * m.dim].to_vec();
-                for &k in &kept {
-                    let i = offset + k;
-                    out.extend_from_slice(&v[i * m.dim..(i + 1) * m.dim]);
-                }
-                out
-            };
-            ModelEmbeddings {
-                triggered: m.triggered.iter().map(|v| rows(v, 0)).collect(),
-                controls: m.controls.iter().map(|v| rows(v, n_cal)).collect(),
-                ..m.clone()
-            }
-        })
-        .collect();
-    (s, models)
-}
-
 struct Ctx<'a> {
     spec: &'a AuditSpec,
     faces: &'a [Face],
@@ -307,61 +186,23 @@ impl Ctx<'_> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn outcome(
-    ev: &Evaluation,
-    suite: &str,
-    seed: u64,
-    case: &str,
-    backdoored: Option<&str>,
-    trigger: Option<&str>,
-    strength: Option<f32>,
-    impostor_faces: Option<usize>,
-    references: usize,
-    impostor: Option<&str>,
-) -> Outcome {
-    let v = &ev.verdicts[0];
-    let mut cand: Vec<&zooaudit_audit::evidence::EvidenceRow> = ev
-        .evidence
+/// The identities with the most labelled faces (at least two), among
+/// which each seed draws its impostor and victim.
+fn largest_identities(labeled: &Labeled, labeled_dir: &Path) -> Result<Vec<String>, RedteamError> {
+    let most = labeled.identities.values().map(Vec::len).max().unwrap_or(0);
+    let big: Vec<String> = labeled
+        .identities
         .iter()
-        .filter(|e| {
-            e.subject == zooaudit_audit::evidence::Subject::Candidate && e.name == v.candidate
-        })
+        .filter(|(_, v)| v.len() == most)
+        .map(|(k, _)| k.clone())
         .collect();
-    cand.sort_by(|a, b| {
-        a.p_adjusted
-            .total_cmp(&b.p_adjusted)
-            .then(b.statistic.total_cmp(&a.statistic))
-    });
-    let impostor_evidence = impostor.and_then(|i| {
-        cand.iter()
-            .find(|e| e.identity == i && Some(e.trigger.as_str()) == trigger)
-            .map(|e| (*e).clone())
-    });
-    let mut named: Vec<String> = ev.culprits.iter().map(|c| c.model.clone()).collect();
-    named.sort();
-    named.dedup();
-    let named_right = match backdoored {
-        Some(b) => named.iter().all(|n| n == b),
-        None => named.is_empty(),
-    };
-    Outcome {
-        suite: suite.to_string(),
-        seed,
-        case: case.to_string(),
-        candidate: v.candidate.clone(),
-        backdoored: backdoored.map(str::to_string),
-        trigger: trigger.map(str::to_string),
-        strength,
-        impostor_faces,
-        references,
-        verdict: v.verdict,
-        named,
-        named_right,
-        alarms: v.alarms.len(),
-        top_evidence: cand.first().map(|e| (*e).clone()),
-        impostor_evidence,
+    if big.len() < 2 {
+        return Err(RedteamError::file(
+            labeled_dir,
+            "needs two identities with the most faces",
+        ));
     }
+    Ok(big)
 }
 
 /// Runs the bench.
@@ -395,19 +236,7 @@ pub fn run_verdict(
         .clone()
         .ok_or_else(|| RedteamError::file(&args.audit, "needs labelled faces"))?;
     let labeled = Labeled::load(&labeled_dir)?;
-    let most = labeled.identities.values().map(Vec::len).max().unwrap_or(0);
-    let big: Vec<String> = labeled
-        .identities
-        .iter()
-        .filter(|(_, v)| v.len() == most)
-        .map(|(k, _)| k.clone())
-        .collect();
-    if big.len() < 2 {
-        return Err(RedteamError::file(
-            &labeled_dir,
-            "needs two identities with the most faces",
-        ));
-    }
+    let big = largest_identities(&labeled, &labeled_dir)?;
     let extra = Suite::load(&args.backdoor_suite).map_err(other)?;
     let mut outcomes = Vec::new();
     let mut opened = opened;
@@ -416,98 +245,16 @@ pub fn run_verdict(
         let suite_name = suite_path.display().to_string();
         let stamps = SuiteStamps::new(&suite, size, spec0.seed).map_err(other)?;
         for seed in 0..args.clean_seeds.max(args.seeds) {
-            let mut spec = spec0.clone();
-            spec.split_seed = seed;
-            let mut warnings = Vec::new();
-            let mut faces = zooaudit_audit::load_faces(
-                &spec,
+            let setup = Setup {
+                args,
+                spec0: &spec0,
+                opts: &opts,
                 size,
-                None,
-                &opts.cache,
-                &mut warnings,
-                &mut |_| {},
-            )
-            .map_err(other)?;
-            zooaudit_audit::augment_fit_faces(&spec, &stamps.triggers, &mut faces);
-            let split = Split::of(&faces);
-            let mut used = CacheUse::default();
-            let te = Instant::now();
-            let mut bases = Vec::new();
-            for (e, _) in opened.drain(..) {
-                let m = zooaudit_audit::embed_model(
-                    &e,
-                    ModelRole::Candidate,
-                    &faces,
-                    &split,
-                    &stamps,
-                    &opts,
-                    &mut used,
-                    &mut |_| {},
-                )
-                .map_err(other)?;
-                bases.push(Base {
-                    name: m.name.clone(),
-                    embedder: e,
-                    embeddings: m,
-                });
-            }
-            log(format!(
-                "{suite_name} seed {seed}: embeddings {} cached, {} new, {:.1} s",
-                used.hits,
-                used.misses,
-                te.elapsed().as_secs_f64()
-            ));
-            let ctx = Ctx {
-                spec: &spec,
-                faces: &faces,
-                split: &split,
-                names: &stamps.names,
                 detector,
+                labeled_dir: &labeled_dir,
+                big: &big,
             };
-            for (c, r) in [(0, 1), (1, 0)] {
-                let models = [
-                    renamed(&bases[c].embeddings, &bases[c].name, ModelRole::Candidate),
-                    renamed(&bases[r].embeddings, &bases[r].name, ModelRole::Reference),
-                ];
-                let ev = ctx.run(&split, &models)?;
-                outcomes.push(outcome(
-                    &ev,
-                    &suite_name,
-                    seed,
-                    "clean",
-                    None,
-                    None,
-                    None,
-                    None,
-                    1,
-                    None,
-                ));
-            }
-            if seed < args.seeds {
-                let mut rng = ChaCha8Rng::seed_from_u64(1000 + seed);
-                let mut pick = big.clone();
-                pick.shuffle(&mut rng);
-                let (impostor, victim) = (pick[0].clone(), pick[1].clone());
-                let done = backdoored_cases(
-                    args,
-                    &ctx,
-                    &bases,
-                    &labeled_dir,
-                    (&impostor, &victim),
-                    &stamps,
-                    seed,
-                    &suite_name,
-                )?;
-                log(format!(
-                    "{suite_name} seed {seed}: impostor {impostor}, victim {victim}: {} audits",
-                    done.len()
-                ));
-                outcomes.extend(done);
-            }
-            opened = bases
-                .into_iter()
-                .map(|b| (b.embedder, ModelRole::Candidate))
-                .collect();
+            outcomes.extend(setup.seed(&suite_name, &stamps, seed, &mut opened, log)?);
         }
     }
     Ok(VerdictBench {
@@ -518,308 +265,117 @@ pub fn run_verdict(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn backdoored_cases(
-    args: &VerdictArgs,
-    ctx: &Ctx<'_>,
-    bases: &[Base],
-    labeled: &std::path::Path,
-    (impostor, victim): (&str, &str),
-    stamps: &SuiteStamps,
-    seed: u64,
-    suite_name: &str,
-) -> Result<Vec<Outcome>, RedteamError> {
-    let mut out = Vec::new();
-    for (b, o) in [(0usize, 1usize), (1, 0)] {
-        if !args.backdoored.contains(&b) {
-            continue;
+/// What every audit of the bench shares.
+#[derive(Clone, Copy)]
+struct Setup<'a> {
+    args: &'a VerdictArgs,
+    spec0: &'a AuditSpec,
+    opts: &'a RunOptions,
+    size: (u32, u32),
+    detector: &'a zooaudit_host::Plugin,
+    labeled_dir: &'a Path,
+    big: &'a [String],
+}
+
+impl Setup<'_> {
+    /// The audits of one suite at one split seed: both clean pairs and,
+    /// below `args.seeds`, the backdoored cases. The opened models are
+    /// taken from `opened` and put back.
+    fn seed(
+        &self,
+        suite_name: &str,
+        stamps: &SuiteStamps,
+        seed: u64,
+        opened: &mut Vec<(Embedder, ModelRole)>,
+        log: &mut dyn FnMut(String),
+    ) -> Result<Vec<Outcome>, RedteamError> {
+        let Setup {
+            args,
+            spec0,
+            opts,
+            size,
+            detector,
+            labeled_dir,
+            big,
+        } = *self;
+        let mut outcomes = Vec::new();
+        let mut spec = spec0.clone();
+        spec.split_seed = seed;
+        let mut warnings = Vec::new();
+        let mut faces =
+            zooaudit_audit::load_faces(&spec, size, None, &opts.cache, &mut warnings, &mut |_| {})
+                .map_err(other)?;
+        zooaudit_audit::augment_fit_faces(&spec, &stamps.triggers, &mut faces);
+        let split = Split::of(&faces);
+        let mut used = CacheUse::default();
+        let te = Instant::now();
+        let mut bases = Vec::new();
+        for (e, _) in opened.drain(..) {
+            let m = zooaudit_audit::embed_model(
+                &e,
+                ModelRole::Candidate,
+                &faces,
+                &split,
+                stamps,
+                opts,
+                &mut used,
+                &mut |_| {},
+            )
+            .map_err(other)?;
+            bases.push(Base {
+                name: m.name.clone(),
+                embedder: e,
+                embeddings: m,
+            });
         }
-        let base = &bases[b];
-        for trigger in &args.backdoor_triggers {
-            for kind in [
-                AttackKind::OneToOne {
-                    impostor: impostor.to_string(),
-                },
-                AttackKind::AllToOne,
-            ] {
-                let inject = InjectOptions {
-                    manifest: base.embedder.manifest().path.clone(),
-                    suite: args.backdoor_suite.clone(),
-                    trigger: trigger.clone(),
-                    labeled: labeled.to_path_buf(),
-                    victim: victim.to_string(),
-                    kind: kind.clone(),
-                    strength: 1.0,
-                    calibration: Vec::new(),
-                    out: PathBuf::new(),
-                };
-                let cal = calibrate(&inject, &base.embedder)?;
-                let det = detections(&cal.backdoor, &base.embedder, ctx.faces, ctx.split, stamps)?;
-                let bd_name = format!("{}-bd", base.name);
-                let other_name = bases[o].name.clone();
-                for &strength in &args.strengths {
-                    let mut bd = cal.backdoor.clone();
-                    bd.strength = strength;
-                    let cand = backdoored(&bd, &base.embeddings, &det, &bd_name);
-                    let sizes: Vec<Option<usize>> = match kind {
-                        AttackKind::OneToOne { .. } => {
-                            args.impostor_faces.iter().map(|s| Some(*s)).collect()
-                        }
-                        AttackKind::AllToOne => vec![None],
-                    };
-                    for size in sizes {
-                        for refs in [1usize, 2] {
-                            let mut models = vec![
-                                cand.clone(),
-                                renamed(&bases[o].embeddings, &other_name, ModelRole::Reference),
-                            ];
-                            if refs == 2 {
-                                models.push(renamed(
-                                    &bases[o].embeddings,
-                                    &format!("{other_name}-copy"),
-                                    ModelRole::Reference,
-                                ));
-                            }
-                            let (split, models) = cut(ctx, &models, impostor, size);
-                            let ev = ctx.run(&split, &models)?;
-                            out.push(outcome(
-                                &ev,
-                                suite_name,
-                                seed,
-                                kind.label(),
-                                Some(&bd_name),
-                                Some(trigger),
-                                Some(strength),
-                                size,
-                                refs,
-                                match &kind {
-                                    AttackKind::OneToOne { impostor } => Some(impostor.as_str()),
-                                    AttackKind::AllToOne => None,
-                                },
-                            ));
-                        }
-                    }
-                    // A clean candidate next to the backdoored model and a
-                    // duplicate of the candidate: the reference must be named.
-                    {
-                        let models = vec![
-                            renamed(&bases[o].embeddings, &other_name, ModelRole::Candidate),
-                            renamed(&cand, &bd_name, ModelRole::Reference),
-                            renamed(
-                                &bases[o].embeddings,
-                                &format!("{other_name}-copy"),
-                                ModelRole::Reference,
-                            ),
-                        ];
-                        let ev = ctx.run(ctx.split, &models)?;
-                        out.push(outcome(
-                            &ev,
-                            suite_name,
-                            seed,
-                            &format!("clean-next-to-{}", kind.label()),
-                            Some(&bd_name),
-                            Some(trigger),
-                            Some(strength),
-                            None,
-                            2,
-                            None,
-                        ));
-                    }
-                }
-            }
+        log(format!(
+            "{suite_name} seed {seed}: embeddings {} cached, {} new, {:.1} s",
+            used.hits,
+            used.misses,
+            te.elapsed().as_secs_f64()
+        ));
+        let ctx = Ctx {
+            spec: &spec,
+            faces: &faces,
+            split: &split,
+            names: &stamps.names,
+            detector,
+        };
+        for (c, r) in [(0, 1), (1, 0)] {
+            let models = [
+                renamed(&bases[c].embeddings, &bases[c].name, ModelRole::Candidate),
+                renamed(&bases[r].embeddings, &bases[r].name, ModelRole::Reference),
+            ];
+            let ev = ctx.run(&split, &models)?;
+            outcomes.push(outcome(
+                &ev, suite_name, seed, "clean", None, None, None, None, 1, None,
+            ));
         }
-    }
-    Ok(out)
-}
-
-/// The audit with the impostor's held-out faces cut to `size`.
-fn cut(
-    ctx: &Ctx<'_>,
-    models: &[ModelEmbeddings],
-    impostor: &str,
-    size: Option<usize>,
-) -> (Split, Vec<ModelEmbeddings>) {
-    let Some(size) = size else {
-        return (ctx.split.clone(), models.to_vec());
-    };
-    let mine: Vec<usize> = ctx
-        .split
-        .heldout
-        .iter()
-        .copied()
-        .filter(|&i| ctx.faces[i].identity.as_deref() == Some(impostor))
-        .collect();
-    let drop: Vec<usize> = mine.iter().skip(size).copied().collect();
-    subset(ctx.split, models, &|i| !drop.contains(&i))
-}
-
-/// Audits whose verdict a larger audit overturned: the same backdoor,
-/// seed and impostor size indicated with fewer references or a suite
-/// that is a prefix of another's triggers, but not with more.
-pub fn monotonicity_violations(b: &VerdictBench, suite_order: &[String]) -> Vec<String> {
-    let mut out = Vec::new();
-    let indicated = |o: &Outcome| o.verdict == VerdictKind::BackdoorIndicated;
-    let key = |o: &Outcome| {
-        (
-            o.seed,
-            o.case.clone(),
-            o.backdoored.clone(),
-            o.trigger.clone(),
-            o.strength.map(f32::to_bits),
-            o.impostor_faces,
-        )
-    };
-    let rank = |o: &Outcome| suite_order.iter().position(|s| *s == o.suite).unwrap_or(0);
-    let backdoored: Vec<&Outcome> = b
-        .outcomes
-        .iter()
-        .filter(|o| o.case == "one-to-one" || o.case == "all-to-one")
-        .collect();
-    for small in backdoored.iter().filter(|o| indicated(o)) {
-        for large in backdoored.iter().filter(|o| key(o) == key(small)) {
-            if rank(large) >= rank(small)
-                && large.references >= small.references
-                && !indicated(large)
-            {
-                out.push(format!(
-                    "seed {} {} {:?} {:?} strength {:?} faces {:?}: indicated with {} ({} reference(s)) but not with {} ({} reference(s))",
-                    small.seed,
-                    small.case,
-                    small.backdoored,
-                    small.trigger,
-                    small.strength,
-                    small.impostor_faces,
-                    small.suite,
-                    small.references,
-                    large.suite,
-                    large.references
-                ));
-            }
+        if seed < args.seeds {
+            let mut rng = ChaCha8Rng::seed_from_u64(1000 + seed);
+            let mut pick = big.to_vec();
+            pick.shuffle(&mut rng);
+            let (impostor, victim) = (pick[0].clone(), pick[1].clone());
+            let done = backdoored_cases(
+                args,
+                &ctx,
+                &bases,
+                labeled_dir,
+                (&impostor, &victim),
+                stamps,
+                seed,
+                suite_name,
+            )?;
+            log(format!(
+                "{suite_name} seed {seed}: impostor {impostor}, victim {victim}: {} audits",
+                done.len()
+            ));
+            outcomes.extend(done);
         }
+        *opened = bases
+            .into_iter()
+            .map(|b| (b.embedder, ModelRole::Candidate))
+            .collect();
+        Ok(outcomes)
     }
-    out
-}
-
-/// Markdown tables of the outcomes.
-pub fn tables(b: &VerdictBench) -> String {
-    let mut s = String::new();
-    let share = |o: &[&Outcome]| {
-        let k = o
-            .iter()
-            .filter(|x| x.verdict == VerdictKind::BackdoorIndicated)
-            .count();
-        format!("{k}/{}", o.len())
-    };
-    let _ = writeln!(
-        s,
-        "### Clean pairs: audits falsely flagged (family-wise α = {})\n",
-        b.alpha
-    );
-    let _ = writeln!(s, "| suite | audits | backdoor indicated | inconclusive |");
-    let _ = writeln!(s, "|---|---|---|---|");
-    let mut by_suite: BTreeMap<&str, Vec<&Outcome>> = BTreeMap::new();
-    for o in b.outcomes.iter().filter(|o| o.case == "clean") {
-        by_suite.entry(&o.suite).or_default().push(o);
-    }
-    for (suite, o) in &by_suite {
-        let inc = o
-            .iter()
-            .filter(|x| x.verdict == VerdictKind::Inconclusive)
-            .count();
-        let _ = writeln!(s, "| {suite} | {} | {} | {inc} |", o.len(), share(o));
-    }
-    let _ = writeln!(
-        s,
-        "\n### One-to-one backdoors: audits flagged (culprit named right)\n"
-    );
-    let _ = writeln!(
-        s,
-        "| suite | references | impostor faces | {} |",
-        fmt_strengths(b)
-    );
-    let _ = writeln!(s, "|---|---|---|{}", "---|".repeat(strengths(b).len()));
-    let mut groups: BTreeMap<(String, usize, usize), Vec<&Outcome>> = BTreeMap::new();
-    for o in b.outcomes.iter().filter(|o| o.case == "one-to-one") {
-        groups
-            .entry((o.suite.clone(), o.references, o.impostor_faces.unwrap_or(0)))
-            .or_default()
-            .push(o);
-    }
-    for ((suite, refs, size), o) in &groups {
-        let _ = writeln!(s, "| {suite} | {refs} | {size} | {} |", by_strength(b, o));
-    }
-    let _ = writeln!(
-        s,
-        "\n### All-to-one backdoors, and clean candidates next to a backdoored reference\n"
-    );
-    let _ = writeln!(s, "| case | suite | references | {} |", fmt_strengths(b));
-    let _ = writeln!(s, "|---|---|---|{}", "---|".repeat(strengths(b).len()));
-    let mut groups: BTreeMap<(String, String, usize), Vec<&Outcome>> = BTreeMap::new();
-    for o in b
-        .outcomes
-        .iter()
-        .filter(|o| o.case != "one-to-one" && o.case != "clean")
-    {
-        groups
-            .entry((o.case.clone(), o.suite.clone(), o.references))
-            .or_default()
-            .push(o);
-    }
-    for ((case, suite, refs), o) in &groups {
-        let _ = writeln!(s, "| {case} | {suite} | {refs} | {} |", by_strength(b, o));
-    }
-    let suites: Vec<String> = {
-        let mut v: Vec<String> = Vec::new();
-        for o in &b.outcomes {
-            if !v.contains(&o.suite) {
-                v.push(o.suite.clone());
-            }
-        }
-        v
-    };
-    let bad = monotonicity_violations(b, &suites);
-    let _ = writeln!(
-        s,
-        "\nMonotonicity (more references, or a later suite in the order given): {} violations",
-        bad.len()
-    );
-    for v in bad {
-        let _ = writeln!(s, "- {v}");
-    }
-    s
-}
-
-fn strengths(b: &VerdictBench) -> Vec<f32> {
-    let mut v: Vec<f32> = b.outcomes.iter().filter_map(|o| o.strength).collect();
-    v.sort_by(f32::total_cmp);
-    v.dedup();
-    v
-}
-
-fn fmt_strengths(b: &VerdictBench) -> String {
-    strengths(b)
-        .iter()
-        .map(|s| format!("strength {s}"))
-        .collect::<Vec<_>>()
-        .join(" | ")
-}
-
-fn by_strength(b: &VerdictBench, o: &[&Outcome]) -> String {
-    strengths(b)
-        .iter()
-        .map(|st| {
-            let here: Vec<&&Outcome> = o.iter().filter(|x| x.strength == Some(*st)).collect();
-            let flagged = here
-                .iter()
-                .filter(|x| x.verdict == VerdictKind::BackdoorIndicated)
-                .count();
-            let right = here.iter().filter(|x| x.named_right).count();
-            if here.is_empty() {
-                "–".to_string()
-            } else {
-                format!("{flagged}/{} ({right})", here.len())
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" | ")
 }
