@@ -18,6 +18,32 @@ fn short(sha: &str) -> &str {
 pub fn summary_markdown(report: &AuditReport) -> String {
     let mut s = String::new();
     let op = report.primary_operating_point;
+    verdicts_models_pairs(&mut s, report);
+    flagged(&mut s, report, op);
+    model_findings(&mut s, report);
+    if !report.warnings.is_empty() {
+        let _ = writeln!(s, "\n## Warnings\n");
+        for w in &report.warnings {
+            let _ = writeln!(s, "- {w}");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nzooaudit {} · {} faces ({} fit / {} calibration / {} held-out, seed {}) · {} → {}",
+        report.tool.version,
+        report.data.faces,
+        report.data.split.fit,
+        report.data.split.calibration,
+        report.data.split.heldout,
+        report.data.split.seed,
+        report.started_at,
+        report.finished_at
+    );
+    s
+}
+
+/// The verdict of each candidate, the models and the pairs' fidelity.
+fn verdicts_models_pairs(s: &mut String, report: &AuditReport) {
     let _ = writeln!(s, "# zooaudit: {}\n", verdict_label(report.overall()));
     for v in &report.verdicts {
         let _ = writeln!(
@@ -63,6 +89,10 @@ pub fn summary_markdown(report: &AuditReport) -> String {
             p.fidelity.samples
         );
     }
+}
+
+/// The triggered faces flagged at the primary operating point.
+fn flagged(s: &mut String, report: &AuditReport, op: f64) {
     let _ = writeln!(
         s,
         "\n## Triggered faces flagged at clean FNMR {}\n",
@@ -87,6 +117,11 @@ pub fn summary_markdown(report: &AuditReport) -> String {
             r.samples,
         );
     }
+}
+
+/// What single models do: models that answer a trigger on their own,
+/// identities a model sends to someone else, and which model moves.
+fn model_findings(s: &mut String, report: &AuditReport) {
     let responders = report.pattern_responders(zooaudit_audit::response::RESPONSE_ALPHA);
     if !responders.is_empty() {
         let _ = writeln!(
@@ -143,23 +178,4 @@ pub fn summary_markdown(report: &AuditReport) -> String {
             );
         }
     }
-    if !report.warnings.is_empty() {
-        let _ = writeln!(s, "\n## Warnings\n");
-        for w in &report.warnings {
-            let _ = writeln!(s, "- {w}");
-        }
-    }
-    let _ = writeln!(
-        s,
-        "\nzooaudit {} · {} faces ({} fit / {} calibration / {} held-out, seed {}) · {} → {}",
-        report.tool.version,
-        report.data.faces,
-        report.data.split.fit,
-        report.data.split.calibration,
-        report.data.split.heldout,
-        report.data.split.seed,
-        report.started_at,
-        report.finished_at
-    );
-    s
 }
