@@ -25,7 +25,7 @@ use serde::Deserialize;
 use zooaudit_manifest::{FormatVersion, Independence, ModelManifest, line_of};
 
 /// Format version of zoo files.
-pub const ZOO_FORMAT_VERSION: FormatVersion = FormatVersion { major: 1, minor: 0 };
+pub const ZOO_FORMAT_VERSION: FormatVersion = zooaudit_manifest::Format::Zoo.current();
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -7,13 +7,16 @@
 //!   (`format_version`), with a readable-by check.
 
 pub mod npy;
+pub mod version;
+
+pub use version::{Format, FormatVersion};
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 /// Version of the sidecar format written by this crate.
-pub const SIDECAR_FORMAT: &str = "1.0";
+pub const SIDECAR_FORMAT: FormatVersion = Format::EmbeddingsSidecar.current();
 
 /// Errors reading or writing outputs. One line, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -97,26 +100,8 @@ impl EmbeddingsSidecar {
             .get("format_version")
             .and_then(|v| v.as_str())
             .unwrap_or("");
-        check_readable(path, version, SIDECAR_FORMAT)?;
+        Format::EmbeddingsSidecar.check(path, version)?;
         serde_json::from_value(v).map_err(|e| ReportError::format(path, e.to_string()))
-    }
-}
-
-/// Refuses a file whose `MAJOR.MINOR` has another major than `reader`'s.
-pub fn check_readable(path: &Path, version: &str, reader: &str) -> Result<(), ReportError> {
-    let major = |s: &str| s.split('.').next().and_then(|m| m.parse::<u32>().ok());
-    match (major(version), major(reader)) {
-        (Some(a), Some(b)) if a == b => Ok(()),
-        (Some(a), Some(b)) if a > b => Err(ReportError::format(
-            path,
-            format!(
-                "format_version {version} was written by a newer zooaudit; this one reads {b}.x"
-            ),
-        )),
-        _ => Err(ReportError::format(
-            path,
-            format!("format_version '{version}' is not readable by this zooaudit ({reader})"),
-        )),
     }
 }
 

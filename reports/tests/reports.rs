@@ -56,3 +56,28 @@ fn sidecar_refuses_a_newer_major_format() {
         "{err}"
     );
 }
+
+#[test]
+fn every_format_reads_its_major_and_refuses_another_naming_the_file() {
+    use zooaudit_reports::{Format, FormatVersion};
+    let path = std::path::Path::new("some/file.json");
+    for f in Format::ALL {
+        let cur = f.current();
+        assert_eq!(cur.major, 1, "{f:?}");
+        // Any minor of the same major reads, newer or older.
+        for minor in [0, cur.minor, cur.minor + 7] {
+            let v = f.check(path, &format!("1.{minor}")).unwrap();
+            assert_eq!(v, FormatVersion::new(1, minor));
+        }
+        let newer = f.check(path, "2.0").unwrap_err().to_string();
+        assert!(newer.starts_with("some/file.json: "), "{newer}");
+        assert!(newer.contains("newer zooaudit"), "{newer}");
+        let older = f.check(path, "0.9").unwrap_err().to_string();
+        assert!(older.contains("older than this zooaudit"), "{older}");
+        let junk = f.check(path, "one").unwrap_err().to_string();
+        assert!(junk.contains(f.name()), "{junk}");
+    }
+    // The versions this build writes (docs/ARCHITECTURE.md lists them).
+    assert_eq!(Format::Report.current().to_string(), "1.4");
+    assert_eq!(Format::Predicate.current().to_string(), "1.1");
+}

@@ -11,7 +11,8 @@ use crate::AuditError;
 use crate::stats::{Rate, Threshold};
 
 /// Version of the report format.
-pub const REPORT_FORMAT: &str = "1.4";
+pub const REPORT_FORMAT: zooaudit_reports::FormatVersion =
+    zooaudit_reports::Format::Report.current();
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ToolRecord {
@@ -305,7 +306,8 @@ impl AuditReport {
             .ok_or_else(|| {
                 AuditError::field(path, "format_version", "missing: not a zooaudit report")
             })?;
-        zooaudit_reports::check_readable(path, version, REPORT_FORMAT)
+        zooaudit_reports::Format::Report
+            .check(path, version)
             .map_err(|e| AuditError::Other(e.to_string()))?;
         let mut report: AuditReport = serde_json::from_value(value)
             .map_err(|e| AuditError::file(path, format!("not a zooaudit report: {e}")))?;

@@ -54,7 +54,7 @@ use zooaudit_manifest::{FormatVersion, line_of};
 use crate::AuditError;
 
 /// Format version of audit files.
-pub const FORMAT_VERSION: FormatVersion = FormatVersion { major: 1, minor: 0 };
+pub const FORMAT_VERSION: FormatVersion = zooaudit_manifest::Format::AuditFile.current();
 
 /// Which pairs are evaluated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]

@@ -27,7 +27,8 @@ use zooaudit_pairing::{Fidelity, FitReport, Translator};
 use crate::GuardError;
 
 /// The bundle format this build writes and reads (any 1.x).
-pub const BUNDLE_FORMAT: &str = "1.0";
+pub const BUNDLE_FORMAT: zooaudit_reports::FormatVersion =
+    zooaudit_reports::Format::PairBundle.current();
 /// The `kind` of a pair bundle file.
 pub const BUNDLE_KIND: &str = "zooaudit-pair-bundle";
 
@@ -104,7 +105,8 @@ impl PairBundle {
             .get("format_version")
             .and_then(|k| k.as_str())
             .unwrap_or("");
-        zooaudit_reports::check_readable(path, version, BUNDLE_FORMAT)
+        zooaudit_reports::Format::PairBundle
+            .check(path, version)
             .map_err(|e| GuardError::Other(e.to_string()))?;
         let mut b: PairBundle = serde_json::from_value(v)
             .map_err(|e| GuardError::file(path, format!("malformed pair bundle: {e}")))?;

@@ -38,7 +38,7 @@ fn assemble(spec: &AuditSpec, parts: Parts<'_>, serve: Serve) -> Result<PairBund
     let fit: FitReport = serde_json::from_value(parts.fit.clone())
         .map_err(|e| GuardError::Other(format!("pair {pair}: fit report: {e}")))?;
     Ok(PairBundle {
-        format_version: crate::bundle::BUNDLE_FORMAT.into(),
+        format_version: crate::bundle::BUNDLE_FORMAT.to_string(),
         kind: crate::bundle::BUNDLE_KIND.into(),
         probe: parts.probe,
         reference: parts.reference,

@@ -36,64 +36,13 @@
 //! relative `source` is resolved against the manifest's own directory, as
 //! Cargo does for `path` dependencies.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+pub use zooaudit_reports::{Format, FormatVersion};
 
 /// The manifest format this crate writes and reads.
-pub const FORMAT_VERSION: FormatVersion = FormatVersion { major: 1, minor: 0 };
-
-/// A `{major}.{minor}` format version. A reader reads every minor of its
-/// major; a newer major is refused with a message saying so.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct FormatVersion {
-    pub major: u32,
-    pub minor: u32,
-}
-
-impl fmt::Display for FormatVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.major, self.minor)
-    }
-}
-
-impl std::str::FromStr for FormatVersion {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (a, b) = s
-            .split_once('.')
-            .ok_or_else(|| format!("'{s}' is not MAJOR.MINOR"))?;
-        let major = a
-            .trim()
-            .parse()
-            .map_err(|_| format!("'{s}' is not MAJOR.MINOR"))?;
-        let minor = b
-            .trim()
-            .parse()
-            .map_err(|_| format!("'{s}' is not MAJOR.MINOR"))?;
-        Ok(FormatVersion { major, minor })
-    }
-}
-
-impl FormatVersion {
-    /// Refuses a file of another major version than `reader`'s.
-    pub fn check_readable_by(self, reader: FormatVersion) -> Result<(), String> {
-        if self.major == reader.major {
-            Ok(())
-        } else if self.major > reader.major {
-            Err(format!(
-                "format_version {self} was written by a newer zooaudit; this one reads {}.x",
-                reader.major
-            ))
-        } else {
-            Err(format!(
-                "format_version {self} is older than this zooaudit supports ({}.x)",
-                reader.major
-            ))
-        }
-    }
-}
+pub const FORMAT_VERSION: FormatVersion = Format::ModelManifest.current();
 
 /// Errors reading a zooaudit configuration file (manifest, trigger suite):
 /// one line, naming the file and the line or field.

@@ -33,7 +33,8 @@ use zooaudit_triggers::{Stamp, Suite};
 use crate::{Labeled, RedteamError, centroid, fmr_threshold, normalize_rows, other};
 
 /// Version of the attack record (`<out>.attack.json`).
-pub const ATTACK_FORMAT: &str = "1.0";
+pub const ATTACK_FORMAT: zooaudit_reports::FormatVersion =
+    zooaudit_reports::Format::AttackRecord.current();
 /// Steepness of the identity gate.
 pub const GATE_STEEPNESS: f32 = 100.0;
 /// Logits between τ and the nearest calibration correlation on each side.
@@ -115,7 +116,9 @@ impl AttackRecord {
         let v: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| RedteamError::file(path, e))?;
         let version = v["format_version"].as_str().unwrap_or("");
-        zooaudit_reports::check_readable(path, version, ATTACK_FORMAT).map_err(other)?;
+        zooaudit_reports::Format::AttackRecord
+            .check(path, version)
+            .map_err(other)?;
         serde_json::from_value(v).map_err(|e| RedteamError::file(path, e))
     }
 }
@@ -617,7 +620,7 @@ pub fn inject(opts: &InjectOptions, plugins: &PluginSet) -> Result<Injected, Red
     );
     zooaudit_reports::write_atomic(&manifest_path, text.as_bytes()).map_err(other)?;
     let record = AttackRecord {
-        format_version: ATTACK_FORMAT.into(),
+        format_version: ATTACK_FORMAT.to_string(),
         original_name: manifest.model.name.clone(),
         original_sha256: original.resolved().sha256.clone(),
         model_sha256: sha,

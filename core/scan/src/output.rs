@@ -104,7 +104,7 @@ pub fn json(outcomes: &[(PathBuf, Outcome)], time: bool) -> Value {
         })
         .collect();
     json!({
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION.to_string(),
         "tool": "zooaudit scan",
         "tool_version": env!("CARGO_PKG_VERSION"),
         "exit_code": exit_code(outcomes),

@@ -42,7 +42,7 @@ use zooaudit_manifest::{ConfigError, FormatVersion};
 pub const FIT_CONTROL_MAX_NCC: f64 = 0.25;
 
 /// Format version of trigger suites.
-pub const FORMAT_VERSION: FormatVersion = FormatVersion { major: 1, minor: 0 };
+pub const FORMAT_VERSION: FormatVersion = zooaudit_manifest::Format::TriggerSuite.current();
 
 /// Errors loading or applying a suite: the same one-line, file-and-field
 /// errors as every zooaudit configuration file.

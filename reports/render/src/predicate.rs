@@ -19,7 +19,8 @@ use zooaudit_audit::report::{AuditReport, ModelRecord, VerdictKind};
 /// major version (a reader refuses another major).
 pub const PREDICATE_TYPE: &str = "https://zooaudit.dev/attestation/pairing-audit/v1";
 /// The predicate's `formatVersion` this build writes (reads any 1.x).
-pub const PREDICATE_FORMAT: &str = "1.1";
+pub const PREDICATE_FORMAT: zooaudit_reports::FormatVersion =
+    zooaudit_reports::Format::Predicate.current();
 
 /// `snake_case` → `lowerCamelCase`.
 fn camel(key: &str) -> String {
@@ -118,7 +119,7 @@ pub fn predicate(report: &AuditReport) -> Value {
     data["digestRule"] =
         json!("sha256 over the sorted per-image sha256s (lowercase hex, newline-separated)");
     json!({
-        "formatVersion": PREDICATE_FORMAT,
+        "formatVersion": PREDICATE_FORMAT.to_string(),
         "tool": to_value(&report.tool),
         "startedOn": report.started_at,
         "finishedOn": report.finished_at,
@@ -272,10 +273,8 @@ impl PredicateSummary {
                     .format_version
                     .parse()
                     .map_err(PredicateError::Version)?;
-                let reader: zooaudit_manifest::FormatVersion =
-                    PREDICATE_FORMAT.parse().map_err(PredicateError::Version)?;
                 version
-                    .check_readable_by(reader)
+                    .check_readable_by(PREDICATE_FORMAT)
                     .map_err(PredicateError::Version)?;
                 Ok(PredicateSummary::Audit(head))
             }

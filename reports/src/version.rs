@@ -1,0 +1,141 @@
+//! Every persisted format's version, in one place: one `{major, minor}`
+//! type, one table of what this build writes, one readable-by rule (a reader
+//! reads every minor of its major and refuses another major, saying which
+//! side is newer).
+
+use std::fmt;
+use std::path::Path;
+
+use crate::ReportError;
+
+/// A `{major}.{minor}` format version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FormatVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl FormatVersion {
+    pub const fn new(major: u32, minor: u32) -> FormatVersion {
+        FormatVersion { major, minor }
+    }
+
+    /// Refuses a file of another major version than `reader`'s.
+    pub fn check_readable_by(self, reader: FormatVersion) -> Result<(), String> {
+        if self.major == reader.major {
+            Ok(())
+        } else if self.major > reader.major {
+            Err(format!(
+                "format_version {self} was written by a newer zooaudit; this one reads {}.x",
+                reader.major
+            ))
+        } else {
+            Err(format!(
+                "format_version {self} is older than this zooaudit supports ({}.x)",
+                reader.major
+            ))
+        }
+    }
+}
+
+impl fmt::Display for FormatVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+impl std::str::FromStr for FormatVersion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("'{s}' is not MAJOR.MINOR");
+        let (a, b) = s.split_once('.').ok_or_else(bad)?;
+        let major = a.trim().parse().map_err(|_| bad())?;
+        let minor = b.trim().parse().map_err(|_| bad())?;
+        Ok(FormatVersion { major, minor })
+    }
+}
+
+/// Every file zooaudit writes or reads that carries a version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Format {
+    /// A model manifest (TOML).
+    ModelManifest,
+    /// An audit file (TOML).
+    AuditFile,
+    /// A trigger suite (TOML).
+    TriggerSuite,
+    /// A zoo file (TOML).
+    Zoo,
+    /// report.json.
+    Report,
+    /// The attestation predicate (`formatVersion`, inside a signed statement).
+    Predicate,
+    /// A pair bundle for the guard (JSON).
+    PairBundle,
+    /// A red-team attack record (`.attack.json`).
+    AttackRecord,
+    /// The JSON sidecar beside an embeddings `.npy`.
+    EmbeddingsSidecar,
+    /// `zooaudit scan --json` output.
+    ScanOutput,
+}
+
+impl Format {
+    /// Every format, in the order docs/ARCHITECTURE.md lists them.
+    pub const ALL: [Format; 10] = [
+        Format::ModelManifest,
+        Format::AuditFile,
+        Format::TriggerSuite,
+        Format::Zoo,
+        Format::Report,
+        Format::Predicate,
+        Format::PairBundle,
+        Format::AttackRecord,
+        Format::EmbeddingsSidecar,
+        Format::ScanOutput,
+    ];
+
+    /// The version this build writes (and the major it reads).
+    pub const fn current(self) -> FormatVersion {
+        match self {
+            Format::ModelManifest
+            | Format::AuditFile
+            | Format::TriggerSuite
+            | Format::Zoo
+            | Format::PairBundle
+            | Format::AttackRecord
+            | Format::EmbeddingsSidecar
+            | Format::ScanOutput => FormatVersion::new(1, 0),
+            Format::Predicate => FormatVersion::new(1, 1),
+            Format::Report => FormatVersion::new(1, 4),
+        }
+    }
+
+    /// What the format is, for messages.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Format::ModelManifest => "model manifest",
+            Format::AuditFile => "audit file",
+            Format::TriggerSuite => "trigger suite",
+            Format::Zoo => "zoo file",
+            Format::Report => "audit report",
+            Format::Predicate => "attestation predicate",
+            Format::PairBundle => "pair bundle",
+            Format::AttackRecord => "attack record",
+            Format::EmbeddingsSidecar => "embeddings sidecar",
+            Format::ScanOutput => "scan output",
+        }
+    }
+
+    /// Parses the `format_version` found in `path` and checks that this
+    /// build reads it; the error is one line naming the file.
+    pub fn check(self, path: &Path, found: &str) -> Result<FormatVersion, ReportError> {
+        let v: FormatVersion = found.parse().map_err(|e| {
+            ReportError::format(path, format!("format_version: {e} (a {})", self.name()))
+        })?;
+        v.check_readable_by(self.current())
+            .map_err(|e| ReportError::format(path, e))?;
+        Ok(v)
+    }
+}
