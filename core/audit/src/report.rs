@@ -11,8 +11,8 @@ use crate::AuditError;
 use crate::stats::{Rate, Threshold};
 
 /// Version of the report format.
-pub const REPORT_FORMAT: zooaudit_reports::FormatVersion =
-    zooaudit_reports::Format::Report.current();
+pub const REPORT_FORMAT: zooaudit_formats::FormatVersion =
+    zooaudit_formats::Format::Report.current();
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ToolRecord {
@@ -306,7 +306,7 @@ impl AuditReport {
             .ok_or_else(|| {
                 AuditError::field(path, "format_version", "missing: not a zooaudit report")
             })?;
-        zooaudit_reports::Format::Report
+        zooaudit_formats::Format::Report
             .check(path, version)
             .map_err(|e| AuditError::Other(e.to_string()))?;
         let mut report: AuditReport = serde_json::from_value(value)
@@ -443,7 +443,7 @@ impl AuditReport {
         std::fs::create_dir_all(dir).map_err(|e| AuditError::file(dir, e.to_string()))?;
         let json =
             serde_json::to_string_pretty(self).map_err(|e| AuditError::Other(e.to_string()))?;
-        zooaudit_reports::write_atomic(&dir.join("report.json"), json.as_bytes())
+        zooaudit_formats::write_atomic(&dir.join("report.json"), json.as_bytes())
             .map_err(|e| AuditError::Other(e.to_string()))?;
         let mut csv = Vec::new();
         let _ = writeln!(csv, "image,trigger,kind,probe,reference,score");
@@ -459,7 +459,7 @@ impl AuditReport {
                 r.score
             );
         }
-        zooaudit_reports::write_atomic(&dir.join("scores.csv"), &csv)
+        zooaudit_formats::write_atomic(&dir.join("scores.csv"), &csv)
             .map_err(|e| AuditError::Other(e.to_string()))
     }
 }

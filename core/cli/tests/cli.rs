@@ -105,8 +105,8 @@ fn embed_writes_npy_and_sidecar_in_row_order() {
     let m = support::example_manifest("faceplugin.toml");
     let o = zooaudit(&["embed", "--model", s(&m), "--out", s(&out), s(&faces)]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let npy = zooaudit_reports::npy::read(&out).unwrap();
-    let side = zooaudit_reports::EmbeddingsSidecar::read(&tmp.path().join("emb.npy.json")).unwrap();
+    let npy = zooaudit_formats::npy::read(&out).unwrap();
+    let side = zooaudit_formats::EmbeddingsSidecar::read(&tmp.path().join("emb.npy.json")).unwrap();
     let expected: Vec<PathBuf> = support::labelled_faces()
         .into_iter()
         .map(|(_, p)| p)
@@ -172,7 +172,7 @@ fn corrupt_and_non_image_files_are_named_or_skipped() {
         s(&dir),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let side = zooaudit_reports::EmbeddingsSidecar::read(&tmp.path().join("o.npy.json")).unwrap();
+    let side = zooaudit_formats::EmbeddingsSidecar::read(&tmp.path().join("o.npy.json")).unwrap();
     assert_eq!(side.rows, 1);
     assert_eq!(side.skipped.len(), 2);
     assert!(
@@ -1003,7 +1003,7 @@ fn faces_align_writes_crops_and_csv_and_names_bad_photos() {
         s(&out.join("obama_cmyk__f0.png")),
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let v = zooaudit_reports::npy::read(&e).unwrap();
+    let v = zooaudit_formats::npy::read(&e).unwrap();
     let (rows_n, dim) = (v.rows, v.cols);
     assert_eq!(rows_n, 3);
     let row = |i: usize| &v.data[i * dim..(i + 1) * dim];

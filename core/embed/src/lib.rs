@@ -47,7 +47,7 @@ pub enum EmbedError {
     NoImages(String),
     /// Writing the embeddings or their sidecar.
     #[error(transparent)]
-    Output(#[from] zooaudit_reports::ReportError),
+    Output(#[from] zooaudit_formats::ReportError),
 }
 
 /// An opened model ready to embed images.
@@ -322,11 +322,11 @@ impl Embeddings {
     /// sha256, the image of every row, what was skipped); returns the
     /// sidecar's path.
     pub fn write_npy(&self, embedder: &Embedder, out: &Path) -> Result<PathBuf, EmbedError> {
-        use zooaudit_reports::{EmbeddingsSidecar, PluginRecord, SkippedImage};
-        zooaudit_reports::npy::write(out, self.rows, self.dim, &self.data)?;
+        use zooaudit_formats::{EmbeddingsSidecar, PluginRecord, SkippedImage};
+        zooaudit_formats::npy::write(out, self.rows, self.dim, &self.data)?;
         let plugin = embedder.model().plugin();
         let sidecar = EmbeddingsSidecar {
-            format_version: zooaudit_reports::SIDECAR_FORMAT.to_string(),
+            format_version: zooaudit_formats::SIDECAR_FORMAT.to_string(),
             tool: format!("zooaudit {}", env!("CARGO_PKG_VERSION")),
             model_name: embedder.manifest().model.name.clone(),
             model_sha256: embedder.resolved().sha256.clone(),
@@ -354,7 +354,7 @@ impl Embeddings {
                 })
                 .collect(),
         };
-        let path = zooaudit_reports::sidecar_path(out);
+        let path = zooaudit_formats::sidecar_path(out);
         sidecar.write(&path)?;
         Ok(path)
     }

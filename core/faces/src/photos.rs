@@ -111,7 +111,7 @@ pub fn align_photos(
         }
     }
     let csv_path = out.join("faces.csv");
-    zooaudit_reports::write_atomic(&csv_path, csv.as_bytes())
+    zooaudit_formats::write_atomic(&csv_path, csv.as_bytes())
         .map_err(|e| write_error(&csv_path, e))?;
     Ok(summary)
 }

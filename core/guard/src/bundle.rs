@@ -27,8 +27,8 @@ use zooaudit_pairing::{Fidelity, FitReport, Translator};
 use crate::GuardError;
 
 /// The bundle format this build writes and reads (any 1.x).
-pub const BUNDLE_FORMAT: zooaudit_reports::FormatVersion =
-    zooaudit_reports::Format::PairBundle.current();
+pub const BUNDLE_FORMAT: zooaudit_formats::FormatVersion =
+    zooaudit_formats::Format::PairBundle.current();
 /// The `kind` of a pair bundle file.
 pub const BUNDLE_KIND: &str = "zooaudit-pair-bundle";
 
@@ -105,7 +105,7 @@ impl PairBundle {
             .get("format_version")
             .and_then(|k| k.as_str())
             .unwrap_or("");
-        zooaudit_reports::Format::PairBundle
+        zooaudit_formats::Format::PairBundle
             .check(path, version)
             .map_err(|e| GuardError::Other(e.to_string()))?;
         let mut b: PairBundle = serde_json::from_value(v)
@@ -163,7 +163,7 @@ impl PairBundle {
         }
         let text =
             serde_json::to_string_pretty(&b).map_err(|e| GuardError::Other(e.to_string()))?;
-        zooaudit_reports::write_atomic(path, text.as_bytes())
+        zooaudit_formats::write_atomic(path, text.as_bytes())
             .map_err(|e| GuardError::file(path, e.to_string()))
     }
 }

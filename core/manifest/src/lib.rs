@@ -39,7 +39,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-pub use zooaudit_reports::{Format, FormatVersion};
+pub use zooaudit_formats::{Format, FormatVersion};
 
 /// The manifest format this crate writes and reads.
 pub const FORMAT_VERSION: FormatVersion = Format::ModelManifest.current();

@@ -43,8 +43,8 @@ fn numpy(args: &[&str], probe: &[f32], pd: usize, reference: &[f32], rd: usize) 
         tmp.path().join("r.npy"),
         tmp.path().join("w.npy"),
     );
-    zooaudit_reports::npy::write(&p, probe.len() / pd, pd, probe).unwrap();
-    zooaudit_reports::npy::write(&r, reference.len() / rd, rd, reference).unwrap();
+    zooaudit_formats::npy::write(&p, probe.len() / pd, pd, probe).unwrap();
+    zooaudit_formats::npy::write(&r, reference.len() / rd, rd, reference).unwrap();
     let mut cmd = Command::new(support::python());
     cmd.arg(support::repo_root().join("tests/reference/translators.py"))
         .arg(args[0])
@@ -52,7 +52,7 @@ fn numpy(args: &[&str], probe: &[f32], pd: usize, reference: &[f32], rd: usize) 
         .arg(&r);
     cmd.args(&args[1..]).arg(&o);
     assert!(cmd.status().unwrap().success());
-    zooaudit_reports::npy::read(&o).unwrap().data
+    zooaudit_formats::npy::read(&o).unwrap().data
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {

@@ -171,8 +171,8 @@ pub fn run_paper(
     let seconds = t0.elapsed().as_secs_f64();
     let _ = writeln!(md, "\n{} variants, {:.0} s.", variants.len(), seconds);
     std::fs::create_dir_all(&args.out).map_err(|e| RedteamError::file(&args.out, e))?;
-    zooaudit_reports::write_atomic(&args.out.join("tables.md"), md.as_bytes()).map_err(other)?;
-    zooaudit_reports::write_atomic(
+    zooaudit_formats::write_atomic(&args.out.join("tables.md"), md.as_bytes()).map_err(other)?;
+    zooaudit_formats::write_atomic(
         &args.out.join("variants.json"),
         serde_json::to_string_pretty(&variants)
             .map_err(other)?

@@ -36,8 +36,8 @@ pub use calibrate::{Backdoor, Calibrated, calibrate, ncc};
 use graph::Subgraph;
 
 /// Version of the attack record (`<out>.attack.json`).
-pub const ATTACK_FORMAT: zooaudit_reports::FormatVersion =
-    zooaudit_reports::Format::AttackRecord.current();
+pub const ATTACK_FORMAT: zooaudit_formats::FormatVersion =
+    zooaudit_formats::Format::AttackRecord.current();
 /// Steepness of the identity gate.
 pub const GATE_STEEPNESS: f32 = 100.0;
 /// Logits between τ and the nearest calibration correlation on each side.
@@ -119,7 +119,7 @@ impl AttackRecord {
         let v: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| RedteamError::file(path, e))?;
         let version = v["format_version"].as_str().unwrap_or("");
-        zooaudit_reports::Format::AttackRecord
+        zooaudit_formats::Format::AttackRecord
             .check(path, version)
             .map_err(other)?;
         serde_json::from_value(v).map_err(|e| RedteamError::file(path, e))
@@ -191,7 +191,7 @@ pub fn inject(opts: &InjectOptions, plugins: &PluginSet) -> Result<Injected, Red
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent).map_err(|e| RedteamError::file(parent, e))?;
     }
-    zooaudit_reports::write_atomic(out, &new_bytes).map_err(other)?;
+    zooaudit_formats::write_atomic(out, &new_bytes).map_err(other)?;
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&new_bytes));
     let manifest_path = manifest::write_manifest(
         opts,
@@ -223,7 +223,7 @@ pub fn inject(opts: &InjectOptions, plugins: &PluginSet) -> Result<Injected, Red
         labeled: opts.labeled.display().to_string(),
     };
     let record_path = out.with_extension("attack.json");
-    zooaudit_reports::write_atomic(
+    zooaudit_formats::write_atomic(
         &record_path,
         serde_json::to_string_pretty(&record)
             .map_err(other)?

@@ -106,7 +106,7 @@ fn python_agrees(model: &Path, manifest: &Path, images: &[PathBuf]) {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let py = zooaudit_reports::npy::read(&out).unwrap();
+    let py = zooaudit_formats::npy::read(&out).unwrap();
     let e = open(manifest)
         .embed_images(images, false, &mut |_, _| {})
         .unwrap();

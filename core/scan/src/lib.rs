@@ -30,8 +30,8 @@ pub mod output;
 pub mod structure;
 
 /// Version of the JSON output (`zooaudit scan --json`).
-pub const FORMAT_VERSION: zooaudit_reports::FormatVersion =
-    zooaudit_reports::Format::ScanOutput.current();
+pub const FORMAT_VERSION: zooaudit_formats::FormatVersion =
+    zooaudit_formats::Format::ScanOutput.current();
 
 /// How serious a finding is. Ordered: `Note < Warning < Error`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -60,7 +60,7 @@ fn python_reference(
         .status()
         .unwrap();
     assert!(status.success(), "the Python reference failed");
-    zooaudit_reports::npy::read(&out).unwrap().data
+    zooaudit_formats::npy::read(&out).unwrap().data
 }
 
 fn matches_python(manifest: &'static str, model_file: &str, channels: &str, mean: f32, std: f32) {

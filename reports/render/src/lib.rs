@@ -74,7 +74,7 @@ use zooaudit_audit::report::AuditReport;
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
     #[error(transparent)]
-    Write(#[from] zooaudit_reports::ReportError),
+    Write(#[from] zooaudit_formats::ReportError),
     #[error(transparent)]
     Attest(#[from] zooaudit_attest::AttestError),
 }
@@ -88,9 +88,9 @@ pub const TEST_RESULT_FILE: &str = "test-result.dsse.json";
 /// Writes `summary.md` and `report.html` into `dir`.
 pub fn write_human(report: &AuditReport, dir: &Path) -> Result<Vec<PathBuf>, RenderError> {
     let summary = dir.join(SUMMARY_FILE);
-    zooaudit_reports::write_atomic(&summary, summary_markdown(report).as_bytes())?;
+    zooaudit_formats::write_atomic(&summary, summary_markdown(report).as_bytes())?;
     let html = dir.join(HTML_FILE);
-    zooaudit_reports::write_atomic(&html, report_html(report).as_bytes())?;
+    zooaudit_formats::write_atomic(&html, report_html(report).as_bytes())?;
     Ok(vec![summary, html])
 }
 
@@ -110,7 +110,7 @@ pub fn write_attestations(
     for (name, statement) in statements {
         let envelope = zooaudit_attest::sign_statement(&statement, key)?;
         let path = dir.join(name);
-        zooaudit_reports::write_atomic(&path, envelope.to_json().as_bytes())?;
+        zooaudit_formats::write_atomic(&path, envelope.to_json().as_bytes())?;
         written.push(path);
     }
     Ok(written)

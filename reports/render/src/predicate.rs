@@ -19,8 +19,8 @@ use zooaudit_audit::report::{AuditReport, ModelRecord, VerdictKind};
 /// major version (a reader refuses another major).
 pub const PREDICATE_TYPE: &str = "https://zooaudit.dev/attestation/pairing-audit/v1";
 /// The predicate's `formatVersion` this build writes (reads any 1.x).
-pub const PREDICATE_FORMAT: zooaudit_reports::FormatVersion =
-    zooaudit_reports::Format::Predicate.current();
+pub const PREDICATE_FORMAT: zooaudit_formats::FormatVersion =
+    zooaudit_formats::Format::Predicate.current();
 
 /// `snake_case` → `lowerCamelCase`.
 fn camel(key: &str) -> String {

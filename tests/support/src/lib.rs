@@ -219,7 +219,7 @@ pub fn real_embeddings(manifest: &str) -> zooaudit_embed::Embeddings {
     let dir = repo_root().join("target/test-cache");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{}-{:016x}.npy", m.model.name, h.finish()));
-    if let Ok(mat) = zooaudit_reports::npy::read(&path) {
+    if let Ok(mat) = zooaudit_formats::npy::read(&path) {
         return zooaudit_embed::Embeddings {
             rows: mat.rows,
             dim: mat.cols,
@@ -230,6 +230,6 @@ pub fn real_embeddings(manifest: &str) -> zooaudit_embed::Embeddings {
     }
     let e = zooaudit_embed::Embedder::open(m, &plugins()).unwrap();
     let emb = e.embed_images(&faces, false, &mut |_, _| {}).unwrap();
-    zooaudit_reports::npy::write(&path, emb.rows, emb.dim, &emb.data).unwrap();
+    zooaudit_formats::npy::write(&path, emb.rows, emb.dim, &emb.data).unwrap();
     emb
 }

@@ -32,7 +32,7 @@ impl BenchCommand {
                 std::fs::create_dir_all(&args.out)?;
                 let md = verdict_bench::tables(&b);
                 let write = |name: &str, bytes: &[u8]| {
-                    zooaudit_reports::write_atomic(&args.out.join(name), bytes)
+                    zooaudit_formats::write_atomic(&args.out.join(name), bytes)
                 };
                 write("verdict-bench.md", md.as_bytes())?;
                 write(

@@ -408,7 +408,7 @@ pub(super) fn figures(
             .collect::<Vec<_>>()
             .join("-");
         let path = dir.join(format!("{file}.svg"));
-        zooaudit_reports::write_atomic(&path, svg.as_bytes()).map_err(other)?;
+        zooaudit_formats::write_atomic(&path, svg.as_bytes()).map_err(other)?;
         let _ = writeln!(md, "- [{title}]({})", path.display());
     }
     Ok(())

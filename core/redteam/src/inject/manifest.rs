@@ -66,6 +66,6 @@ pub(super) fn write_manifest(
         original_sha256,
         toml::to_string(&table).map_err(other)?
     );
-    zooaudit_reports::write_atomic(&manifest_path, text.as_bytes()).map_err(other)?;
+    zooaudit_formats::write_atomic(&manifest_path, text.as_bytes()).map_err(other)?;
     Ok(manifest_path)
 }

@@ -1,7 +1,7 @@
 //! The .npy writer/reader and the versioned sidecar.
 #![allow(clippy::unwrap_used)]
 
-use zooaudit_reports::{EmbeddingsSidecar, PluginRecord, npy};
+use zooaudit_formats::{EmbeddingsSidecar, PluginRecord, npy};
 
 #[test]
 fn npy_round_trips_and_has_an_aligned_v1_header() {
@@ -59,7 +59,7 @@ fn sidecar_refuses_a_newer_major_format() {
 
 #[test]
 fn every_format_reads_its_major_and_refuses_another_naming_the_file() {
-    use zooaudit_reports::{Format, FormatVersion};
+    use zooaudit_formats::{Format, FormatVersion};
     let path = std::path::Path::new("some/file.json");
     for f in Format::ALL {
         let cur = f.current();

@@ -1,5 +1,8 @@
-//! zooaudit's persisted outputs.
+//! zooaudit's persisted formats.
 //!
+//! - [`version`]: every persisted format's version in one table
+//!   ([`Format`]), one `{major, minor}` type ([`FormatVersion`]) and one
+//!   readable-by check.
 //! - [`npy`]: float32 matrices in NumPy's `.npy` format (version 1.0,
 //!   little-endian, C order), readable by `numpy.load` and by this crate.
 //! - [`EmbeddingsSidecar`]: the JSON written beside an embeddings `.npy`,
