@@ -4,8 +4,16 @@
 //! For every seed a random (impostor, victim) pair of labelled identities is
 //! drawn; every model × trigger × {one-to-one, all-to-one} × strength gets a
 //! backdoored variant. Every pairing the paper reports is then evaluated
-//! with zooaudit's detector arithmetic (the audit's ridge translator, its
-//! calibration-quantile thresholds, its held-out split):
+//! on cached embeddings with the paper's protocol, which is *not* the
+//! audit's pipeline: its own seeded split of all faces (½ fit, ¼
+//! calibration, ¼ held-out; the audit splits by face role and adds
+//! augmented and trigger-fit-control copies to the fit faces, the paper and
+//! this bench add none), the ridge translator of `zooaudit-pairing` (the
+//! library the pairing plugin wraps) fitted directly rather than through
+//! the detector plugin, thresholds placed by the audit's
+//! [`zooaudit_audit::stats::threshold_at`], and embeddings stored under the
+//! audit's cache keys. `bench verdict` is the one that runs the audit's own
+//! steps (`zooaudit_audit::evaluate`). Tables:
 //! * **Table 3**: clean pairs, FNMR on poisoned samples (triggered held-out
 //!   faces wrongly flagged) at each clean-FNMR operating point;
 //! * **Table 4**: backdoored pairs (probe backdoored, reference backdoored,

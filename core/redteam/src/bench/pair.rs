@@ -1,5 +1,6 @@
-//! One pair direction of the bench: the audit's ridge translator fitted on
-//! the fit faces, scores, and the clean calibration and held-out scores.
+//! One pair direction of the bench: a ridge translator (zooaudit-pairing,
+//! fitted directly, as the paper does) on the fit faces, scores, and the
+//! clean calibration and held-out scores.
 
 use zooaudit_audit::stats::threshold_at;
 use zooaudit_pairing::{FitOptions, Rows};
