@@ -134,18 +134,8 @@ impl Zoo {
             field: f.to_string(),
             message: m,
         };
-        let v: FormatVersion = raw
-            .format_version
-            .as_deref()
-            .ok_or_else(|| {
-                field(
-                    "format_version",
-                    format!("missing; add `format_version = \"{ZOO_FORMAT_VERSION}\"`"),
-                )
-            })?
-            .parse()
-            .map_err(|e: String| field("format_version", e))?;
-        v.check_readable_by(ZOO_FORMAT_VERSION)
+        zooaudit_manifest::Format::Zoo
+            .check_field(raw.format_version.as_deref())
             .map_err(|e| field("format_version", e))?;
         if raw.model.is_empty() {
             return Err(field("model", "the zoo lists no [[model]]".into()));

@@ -229,18 +229,8 @@ impl AuditSpec {
             )
         })?;
         let field = |f: &str, m: String| AuditError::field(path, f, m);
-        let v: FormatVersion = raw
-            .format_version
-            .as_deref()
-            .ok_or_else(|| {
-                field(
-                    "format_version",
-                    format!("missing; add `format_version = \"{FORMAT_VERSION}\"`"),
-                )
-            })?
-            .parse()
-            .map_err(|e: String| field("format_version", e))?;
-        v.check_readable_by(FORMAT_VERSION)
+        zooaudit_manifest::Format::AuditFile
+            .check_field(raw.format_version.as_deref())
             .map_err(|e| field("format_version", e))?;
         let base = path
             .parent()

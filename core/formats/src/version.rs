@@ -128,6 +128,17 @@ impl Format {
         }
     }
 
+    /// The `format_version` field of a configuration file (TOML): missing,
+    /// malformed or of another major gives the message for that field.
+    pub fn check_field(self, found: Option<&str>) -> Result<FormatVersion, String> {
+        let current = self.current();
+        let text = found
+            .ok_or_else(|| format!("missing; add `format_version = \"{current}\"` at the top"))?;
+        let v: FormatVersion = text.parse()?;
+        v.check_readable_by(current)?;
+        Ok(v)
+    }
+
     /// Parses the `format_version` found in `path` and checks that this
     /// build reads it; the error is one line naming the file.
     pub fn check(self, path: &Path, found: &str) -> Result<FormatVersion, ReportError> {

@@ -218,18 +218,10 @@ impl ModelManifest {
     pub fn parse(path: &Path, text: &str) -> Result<ModelManifest, ManifestError> {
         let raw: RawManifest = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
         let f = |field: &str, msg: String| ManifestError::field(path, field, msg);
-        let version_text = raw.format_version.ok_or_else(|| {
-            f(
-                "format_version",
-                format!("missing; add `format_version = \"{FORMAT_VERSION}\"` at the top"),
-            )
-        })?;
-        let version: FormatVersion = version_text
-            .parse()
-            .map_err(|e: String| f("format_version", e))?;
-        version
-            .check_readable_by(FORMAT_VERSION)
+        Format::ModelManifest
+            .check_field(raw.format_version.as_deref())
             .map_err(|e| f("format_version", e))?;
+        let version_text = raw.format_version.unwrap_or_default();
 
         let m = &raw.model;
         if m.name.trim().is_empty() {

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use zooaudit_manifest::{ConfigError, FormatVersion, toml_error};
+use zooaudit_manifest::{ConfigError, toml_error};
 
-use crate::{FORMAT_VERSION, Kind, Stamp, Suite, Trigger, TriggerError};
+use crate::{Kind, Stamp, Suite, Trigger, TriggerError};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,18 +58,8 @@ impl Suite {
             field: f,
             message: m,
         };
-        let v: FormatVersion = raw
-            .format_version
-            .as_deref()
-            .ok_or_else(|| {
-                field(
-                    "format_version".into(),
-                    format!("missing; add `format_version = \"{FORMAT_VERSION}\"`"),
-                )
-            })?
-            .parse()
-            .map_err(|e: String| field("format_version".into(), e))?;
-        v.check_readable_by(FORMAT_VERSION)
+        zooaudit_manifest::Format::TriggerSuite
+            .check_field(raw.format_version.as_deref())
             .map_err(|e| field("format_version".into(), e))?;
         if raw.trigger.is_empty() {
             return Err(field(
