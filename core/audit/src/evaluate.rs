@@ -11,7 +11,7 @@ use zooaudit_host::Plugin;
 use crate::embedding::{ModelEmbeddings, ModelRole, gather};
 use crate::evidence::{self, EvidenceRow, Family, FamilyRecord, Subject};
 use crate::faces::{Face, Split};
-use crate::pair::{PairTranslator, fit_pair};
+use crate::pair::{FittedPair, PairTranslator, fit_pair};
 use crate::response::{self, ResponseRow};
 use crate::stats::{Rate, Threshold, binomial_upper_tail, threshold_at};
 use crate::verdict::{self, Culprit};
@@ -183,9 +183,35 @@ pub fn evaluate_with(
     for row in out.identities.iter_mut() {
         row.p_bonferroni = (row.p_value * m).min(1.0);
     }
-    // The family-wise identity tests.
-    let groups = evidence::identity_groups(&eval_ids, spec.min_identity_images);
-    let n = eval.len();
+    identity_families(
+        spec,
+        triggers,
+        models,
+        &eval_ids,
+        &witnesses,
+        &switch_deltas,
+        &mut out,
+    );
+    let (verdicts, culprits) = verdict::decide(spec, models, &out);
+    out.verdicts = verdicts;
+    out.culprits = culprits;
+    Ok(out)
+}
+
+/// The family-wise identity tests: one max-T family per candidate (every
+/// pair through it, plus its own identity switches), per model alone, and,
+/// with three models or more, per pair of models.
+fn identity_families(
+    spec: &AuditSpec,
+    triggers: &[String],
+    models: &[ModelEmbeddings],
+    eval_ids: &[Option<&str>],
+    witnesses: &Witnesses,
+    switch_deltas: &[Vec<Vec<f64>>],
+    out: &mut Evaluation,
+) {
+    let groups = evidence::identity_groups(eval_ids, spec.min_identity_images);
+    let n = eval_ids.len();
     let mut run_family = |subject: Subject, name: String, per_trigger: Vec<Vec<f64>>, seed: u64| {
         let fam = Family {
             subject,
@@ -260,10 +286,6 @@ pub fn evaluate_with(
             }
         }
     }
-    let (verdicts, culprits) = verdict::decide(spec, models, &out);
-    out.verdicts = verdicts;
-    out.culprits = culprits;
-    Ok(out)
 }
 
 /// Fits, calibrates and scores one ordered pair; appends its report rows
@@ -291,7 +313,6 @@ fn evaluate_pair(
     let p_eval = gather(&p.clean, pd, eval);
     let r_eval = gather(&r.clean, rd, eval);
     // Fidelity: every held-out probe against every held-out reference.
-    let n = eval.len();
     let (matrix, fidelity) = if options.fidelity {
         fitted.fidelity_matrix(&p_eval, &r_eval)?
     } else {
@@ -305,50 +326,19 @@ fn evaluate_pair(
             },
         )
     };
-    let same = |i: usize, j: usize| {
-        let (a, b) = (&faces[eval[i]], &faces[eval[j]]);
-        i == j || (a.identity.is_some() && a.identity == b.identity)
-    };
     // ZEI: probe image i vs reference image j of another identity.
-    let mut zei = Vec::new();
-    for (i, row) in matrix.iter().enumerate() {
-        for (j, v) in row.iter().enumerate() {
-            if !same(i, j) {
-                zei.push(*v);
-            }
-        }
-    }
+    let zei: Vec<f32> = matrix
+        .iter()
+        .enumerate()
+        .flat_map(|(i, row)| row.iter().enumerate().map(move |(j, v)| (i, j, *v)))
+        .filter(|&(i, j, _)| !same_person(faces, eval, i, j))
+        .map(|(_, _, v)| v)
+        .collect();
     out.warnings.extend(fitted.warnings.iter().cloned());
     out.translators.extend(fitted.exported());
     let (thresholds, clean_rates) = (&fitted.thresholds, &fitted.clean_fnmr);
-    for (k, &fi) in eval
-        .iter()
-        .enumerate()
-        .filter(|_| options.scores && options.fidelity)
-    {
-        let row = |image: String, kind: &str, score: f32| ScoreRow {
-            image,
-            trigger: "clean".into(),
-            kind: kind.into(),
-            probe: pname.clone(),
-            reference: rname.clone(),
-            score,
-        };
-        out.scores.push(row(
-            faces[fi].path.display().to_string(),
-            "genuine",
-            genuine[k],
-        ));
-        // One zero-effort impostor row per face: its probe embedding against
-        // the reference embedding of the next held-out face of another person.
-        if let Some(j) = (1..n).map(|s| (k + s) % n).find(|&j| !same(k, j)) {
-            let image = format!(
-                "{}|{}",
-                faces[fi].path.display(),
-                faces[eval[j]].path.display()
-            );
-            out.scores.push(row(image, "zei", matrix[k][j]));
-        }
+    if options.scores && options.fidelity {
+        clean_score_rows(faces, eval, &fitted, &matrix, out);
     }
     let mut witness = Vec::with_capacity(triggers.len());
     for (ti, t) in triggers.iter().enumerate() {
@@ -419,6 +409,51 @@ fn evaluate_pair(
             / genuine.len().max(1) as f64,
     });
     Ok(witness)
+}
+
+/// Whether held-out faces `i` and `j` are one image or one labelled person.
+fn same_person(faces: &[Face], eval: &[usize], i: usize, j: usize) -> bool {
+    let (a, b) = (&faces[eval[i]], &faces[eval[j]]);
+    i == j || (a.identity.is_some() && a.identity == b.identity)
+}
+
+/// scores.csv rows of the clean held-out faces: each face's genuine score,
+/// and one zero-effort impostor row per face (its probe embedding against
+/// the reference embedding of the next held-out face of another person).
+fn clean_score_rows(
+    faces: &[Face],
+    eval: &[usize],
+    fitted: &FittedPair,
+    matrix: &[Vec<f32>],
+    out: &mut Evaluation,
+) {
+    let n = eval.len();
+    for (k, &fi) in eval.iter().enumerate() {
+        let row = |image: String, kind: &str, score: f32| ScoreRow {
+            image,
+            trigger: "clean".into(),
+            kind: kind.into(),
+            probe: fitted.probe.clone(),
+            reference: fitted.reference.clone(),
+            score,
+        };
+        out.scores.push(row(
+            faces[fi].path.display().to_string(),
+            "genuine",
+            fitted.genuine[k],
+        ));
+        if let Some(j) = (1..n)
+            .map(|s| (k + s) % n)
+            .find(|&j| !same_person(faces, eval, k, j))
+        {
+            let image = format!(
+                "{}|{}",
+                faces[fi].path.display(),
+                faces[eval[j]].path.display()
+            );
+            out.scores.push(row(image, "zei", matrix[k][j]));
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

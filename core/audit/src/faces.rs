@@ -37,6 +37,82 @@ pub(crate) fn sha256_bytes(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
+/// Roles of the unlabeled faces: a seeded shuffle (`[split] seed`), the
+/// first `fit` share fit, the next `calibration` share calibration, the
+/// rest held out.
+fn unlabeled_roles(spec: &AuditSpec, n: usize) -> Vec<Role> {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(spec.split_seed));
+    let n_fit = (n as f64 * spec.fit_share).round() as usize;
+    let n_cal = (n as f64 * spec.calibration_share).round() as usize;
+    let mut roles = vec![Role::Heldout; n];
+    for (rank, &i) in order.iter().enumerate() {
+        roles[i] = if rank < n_fit {
+            Role::Fit
+        } else if rank < n_fit + n_cal {
+            Role::Calibration
+        } else {
+            Role::Heldout
+        };
+    }
+    roles
+}
+
+/// The faces of one photo file as (path label, sha256 key, crop): the file
+/// itself when it is already an aligned face of the models' size, else the
+/// aligner's crops (the largest only for a labelled photo), detections
+/// cached in `aligner`'s directory.
+fn photo_faces(
+    path: &Path,
+    largest_only: bool,
+    expected: (u32, u32),
+    aligner: Option<&(&zooaudit_faces::FaceDetector<'_>, Option<PathBuf>)>,
+    limits: &zooaudit_imaging::Limits,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<(PathBuf, String, RgbImage)>, AuditError> {
+    let bytes = std::fs::read(path).map_err(|e| AuditError::file(path, e.to_string()))?;
+    let image = zooaudit_imaging::decode_bytes(&bytes, path, limits)
+        .map_err(|e| AuditError::Other(e.to_string()))?;
+    let sha = sha256_bytes(&bytes);
+    let Some((det, cache)) = aligner else {
+        if (image.height(), image.width()) != expected {
+            return Err(AuditError::file(
+                path,
+                format!(
+                    "image is {}×{} but the models expect aligned {}×{} faces (set `align = \"yunet\"` under [faces] for photos)",
+                    image.width(),
+                    image.height(),
+                    expected.1,
+                    expected.0
+                ),
+            ));
+        }
+        return Ok(vec![(path.to_path_buf(), sha, image)]);
+    };
+    let (mut found, _) = det
+        .aligned(&image, path, &sha, cache.as_deref())
+        .map_err(|e| AuditError::Other(e.to_string()))?;
+    if found.is_empty() {
+        warnings.push(format!("{}: no face found; skipped", path.display()));
+    }
+    if largest_only && found.len() > 1 {
+        found.sort_by(|a, b| {
+            (b.detection.bbox[2] * b.detection.bbox[3])
+                .total_cmp(&(a.detection.bbox[2] * a.detection.bbox[3]))
+        });
+        found.truncate(1);
+    }
+    let key = det.cache_dir(Path::new(""));
+    Ok(found
+        .into_iter()
+        .map(|f| {
+            let label = PathBuf::from(format!("{}#f{}", path.display(), f.index));
+            let face_sha = sha256_bytes(format!("{sha}:{}:{}", key.display(), f.index).as_bytes());
+            (label, face_sha, f.image)
+        })
+        .collect())
+}
+
 /// Loads and splits the faces of a spec. With `aligner` (for `align =`),
 /// the files are photos: every face of an unlabeled photo joins the pool,
 /// the largest face of a labeled photo is that identity's; detections are
@@ -71,75 +147,20 @@ pub fn load_faces(
         (d, dir)
     });
     let limits = zooaudit_imaging::Limits::default();
-    let read = |path: &Path| -> Result<(Vec<u8>, RgbImage), AuditError> {
-        let bytes = std::fs::read(path).map_err(|e| AuditError::file(path, e.to_string()))?;
-        let image = zooaudit_imaging::decode_bytes(&bytes, path, &limits)
-            .map_err(|e| AuditError::Other(e.to_string()))?;
-        Ok((bytes, image))
-    };
-    // A photo's faces: (path label, sha256 key, crop).
-    let faces_of = |path: &Path,
-                    largest_only: bool,
-                    warnings: &mut Vec<String>|
-     -> Result<Vec<(PathBuf, String, RgbImage)>, AuditError> {
-        let (bytes, image) = read(path)?;
-        let sha = sha256_bytes(&bytes);
-        let Some((det, cache)) = &aligner else {
-            if (image.height(), image.width()) != expected {
-                return Err(AuditError::file(
-                    path,
-                    format!(
-                        "image is {}×{} but the models expect aligned {}×{} faces (set `align = \"yunet\"` under [faces] for photos)",
-                        image.width(),
-                        image.height(),
-                        expected.1,
-                        expected.0
-                    ),
-                ));
-            }
-            return Ok(vec![(path.to_path_buf(), sha, image)]);
-        };
-        let (mut found, _) = det
-            .aligned(&image, path, &sha, cache.as_deref())
-            .map_err(|e| AuditError::Other(e.to_string()))?;
-        if found.is_empty() {
-            warnings.push(format!("{}: no face found; skipped", path.display()));
-        }
-        if largest_only && found.len() > 1 {
-            found.sort_by(|a, b| {
-                (b.detection.bbox[2] * b.detection.bbox[3])
-                    .total_cmp(&(a.detection.bbox[2] * a.detection.bbox[3]))
-            });
-            found.truncate(1);
-        }
-        let key = det.cache_dir(Path::new(""));
-        Ok(found
-            .into_iter()
-            .map(|f| {
-                let label = PathBuf::from(format!("{}#f{}", path.display(), f.index));
-                let face_sha =
-                    sha256_bytes(format!("{sha}:{}:{}", key.display(), f.index).as_bytes());
-                (label, face_sha, f.image)
-            })
-            .collect())
+    let faces_of = |path: &Path, largest_only: bool, warnings: &mut Vec<String>| {
+        photo_faces(
+            path,
+            largest_only,
+            expected,
+            aligner.as_ref(),
+            &limits,
+            warnings,
+        )
     };
     let unlabeled_files = zooaudit_imaging::collect_images(&spec.unlabeled)
         .map_err(|e| AuditError::Other(e.to_string()))?;
-    let mut order: Vec<usize> = (0..unlabeled_files.len()).collect();
-    order.shuffle(&mut ChaCha8Rng::seed_from_u64(spec.split_seed));
-    let n = order.len();
-    let n_fit = (n as f64 * spec.fit_share).round() as usize;
-    let n_cal = (n as f64 * spec.calibration_share).round() as usize;
-    let mut roles = vec![Role::Heldout; n];
-    for (rank, &i) in order.iter().enumerate() {
-        roles[i] = if rank < n_fit {
-            Role::Fit
-        } else if rank < n_fit + n_cal {
-            Role::Calibration
-        } else {
-            Role::Heldout
-        };
-    }
+    let roles = unlabeled_roles(spec, unlabeled_files.len());
+    let n = roles.len();
     let labeled_dirs: Vec<PathBuf> = match &spec.labeled {
         Some(dir) => {
             let mut ids: Vec<PathBuf> = std::fs::read_dir(dir)

@@ -21,6 +21,7 @@ pub mod evaluate;
 pub mod evidence;
 pub mod faces;
 pub mod pair;
+mod records;
 pub mod report;
 pub mod response;
 pub mod spec;
@@ -296,32 +297,6 @@ pub fn run_keeping_translators(
     )
     .len();
     let finished = std::time::SystemTime::now();
-    let mut plugin_records: Vec<PluginRecordFull> = Vec::new();
-    for (e, _) in &opened {
-        let p = e.model().plugin();
-        if !plugin_records.iter().any(|r| r.sha256 == p.sha256) {
-            plugin_records.push(PluginRecordFull {
-                name: p.name.clone(),
-                version: p.version.clone(),
-                abi_version: p.abi_version.clone(),
-                sha256: p.sha256.clone(),
-                path: p.path.display().to_string(),
-            });
-        }
-    }
-    let dp = detector_plugin.info();
-    plugin_records.push(PluginRecordFull {
-        name: dp.name.clone(),
-        version: dp.version.clone(),
-        abi_version: dp.abi_version.clone(),
-        sha256: dp.sha256.clone(),
-        path: dp.path.display().to_string(),
-    });
-    let count = |r: Role| faces[..originals].iter().filter(|f| f.role == r).count();
-    let augmented_fit_copies = faces.len() - originals;
-    let faces = &faces[..originals];
-    let mut digests: Vec<&str> = faces.iter().map(|f| f.sha256.as_str()).collect();
-    digests.sort_unstable();
     let report = AuditReport {
         format_version: REPORT_FORMAT.to_string(),
         tool: ToolRecord {
@@ -332,63 +307,16 @@ pub fn run_keeping_translators(
         finished_at: rfc3339(finished),
         audit_file: spec.path.display().to_string(),
         audit_sha256: zooaudit_registry::sha256_file(&spec.path).unwrap_or_default(),
-        plugins: plugin_records,
-        models: opened
-            .iter()
-            .map(|(e, role)| ModelRecord {
-                role: role.as_str().to_string(),
-                name: e.manifest().model.name.clone(),
-                manifest: e.manifest().path.display().to_string(),
-                source: e.manifest().model.source.clone(),
-                file: e.resolved().path.display().to_string(),
-                sha256: e.resolved().sha256.clone(),
-                dim: e.dim(),
-                provenance: e.manifest().provenance.clone(),
-                pinned: e.resolved().pinned,
-                revision: e.resolved().revision.clone(),
-                selection: spec
-                    .selection
-                    .iter()
-                    .find(|(p, _)| p == &e.manifest().path)
-                    .map(|(_, r)| r.clone()),
-            })
-            .collect(),
-        data: DataRecord {
-            aligned_by: aligner.as_ref().map(|d| {
-                format!(
-                    "{} (sha256 {}), 5-point similarity onto the 112×112 template",
-                    d.manifest().model.name,
-                    d.model_sha256()
-                )
-            }),
-            faces: faces.len(),
-            labeled: faces.iter().filter(|f| f.identity.is_some()).count(),
+        plugins: records::plugins(&opened, detector_plugin),
+        models: records::models(spec, &opened),
+        data: records::data(
+            spec,
+            &faces[..originals],
+            faces.len() - originals,
             identities,
-            digest: faces::sha256_bytes(digests.join("\n").as_bytes()),
-            split: SplitRecord {
-                seed: spec.split_seed,
-                fit: count(Role::Fit),
-                calibration: count(Role::Calibration),
-                heldout: count(Role::Heldout),
-            },
-            augmented_fit_copies,
-            augment: spec.augment.clone(),
-        },
-        triggers: TriggerSuiteRecord {
-            suite: spec.triggers.display().to_string(),
-            sha256: zooaudit_registry::sha256_file(&spec.triggers).unwrap_or_default(),
-            triggers: suite
-                .triggers
-                .iter()
-                .zip(&stamps.triggers)
-                .map(|(t, s)| TriggerRecord {
-                    name: t.name.clone(),
-                    kind: format!("{:?}", t.kind).to_lowercase(),
-                    coverage: s.coverage(),
-                    definition: t.key(),
-                })
-                .collect(),
-        },
+            aligner.as_ref(),
+        ),
+        triggers: records::triggers(spec, &suite, &stamps),
         operating_points: spec.operating_points.clone(),
         primary_operating_point: spec.primary,
         pairs: evaluation.pairs,

@@ -185,6 +185,211 @@ fn toml_to_json(v: &toml::Value) -> serde_json::Value {
     serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
 }
 
+/// Unlabeled face directories, the labelled one, and how photos are aligned.
+type FaceDirs = (Vec<PathBuf>, Option<PathBuf>, Option<Align>);
+
+/// The `[faces]` table: unlabeled directories, the labelled one, alignment.
+fn parse_faces(
+    path: &Path,
+    base: &Path,
+    faces: &RawFaces,
+) -> Result<FaceDirs, AuditError> {
+    let field = |f: &str, m: String| AuditError::field(path, f, m);
+    let dir = |p: &str, f: &str| -> Result<PathBuf, AuditError> {
+        let full = base.join(p);
+        if full.is_dir() {
+            Ok(full)
+        } else {
+            Err(field(f, format!("{} is not a directory", full.display())))
+        }
+    };
+    let unlabeled = faces
+        .unlabeled
+        .iter()
+        .enumerate()
+        .map(|(i, p)| dir(p, &format!("faces.unlabeled[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if unlabeled.is_empty() {
+        return Err(field(
+            "faces.unlabeled",
+            "needs at least one directory of unlabeled faces".into(),
+        ));
+    }
+    let labeled = faces
+        .labeled
+        .as_deref()
+        .map(|p| dir(p, "faces.labeled"))
+        .transpose()?;
+    let align = match faces.align.as_deref() {
+        None => None,
+        Some("yunet") => Some(Align::Yunet),
+        Some(p) => {
+            let full = base.join(p);
+            if !full.is_file() {
+                return Err(field(
+                    "faces.align",
+                    format!(
+                        "'{p}' is neither \"yunet\" nor a detector manifest ({} does not exist)",
+                        full.display()
+                    ),
+                ));
+            }
+            Some(Align::Manifest(full))
+        }
+    };
+    Ok((unlabeled, labeled, align))
+}
+
+/// `operating_points` and `primary_operating_point`, checked.
+fn parse_operating_points(
+    path: &Path,
+    ops: Option<Vec<f64>>,
+    primary: Option<f64>,
+) -> Result<(Vec<f64>, f64), AuditError> {
+    let field = |f: &str, m: String| AuditError::field(path, f, m);
+    let ops = ops.unwrap_or_else(|| vec![0.001, 0.01, 0.05]);
+    if ops.is_empty() || ops.iter().any(|p| !(*p > 0.0 && *p < 0.5)) {
+        return Err(field(
+            "operating_points",
+            format!("{ops:?}: each target FNMR must be in (0, 0.5)"),
+        ));
+    }
+    let primary = primary.unwrap_or(if ops.contains(&0.01) { 0.01 } else { ops[0] });
+    if !ops.contains(&primary) {
+        return Err(field(
+            "primary_operating_point",
+            format!("{primary} is not one of operating_points {ops:?}"),
+        ));
+    }
+    Ok((ops, primary))
+}
+
+/// The `[split]` table: seed (default: the audit's `seed`), fit and
+/// calibration shares.
+fn parse_split(
+    path: &Path,
+    split: Option<RawSplit>,
+    seed: u64,
+) -> Result<(u64, f64, f64), AuditError> {
+    let field = |f: &str, m: String| AuditError::field(path, f, m);
+    let split = split.unwrap_or(RawSplit {
+        fit: None,
+        calibration: None,
+        seed: None,
+    });
+    let split_seed = split.seed.unwrap_or(seed);
+    let fit_share = split.fit.unwrap_or(0.5);
+    let calibration_share = split.calibration.unwrap_or(0.25);
+    if !(fit_share > 0.0 && calibration_share > 0.0 && fit_share + calibration_share < 1.0) {
+        return Err(field(
+            "split",
+            format!(
+                "fit {fit_share} and calibration {calibration_share} must be positive and leave a held-out share"
+            ),
+        ));
+    }
+    Ok((split_seed, fit_share, calibration_share))
+}
+
+/// The `[fit]` table: augmentation of the fit faces.
+fn parse_augment(path: &Path, fit: Option<RawFit>) -> Result<crate::augment::Augment, AuditError> {
+    let field = |f: &str, m: String| AuditError::field(path, f, m);
+    let mut augment = crate::augment::Augment::default();
+    if let Some(f) = fit {
+        augment.copies = f.augment.unwrap_or(augment.copies);
+        augment.flip = f.flip.unwrap_or(augment.flip);
+        augment.max_shift = f.max_shift.unwrap_or(augment.max_shift);
+        augment.jitter = f.jitter.unwrap_or(augment.jitter);
+        augment.occlusion = f.occlusion.unwrap_or(augment.occlusion);
+        augment.occluder_size = f.occluder_size.unwrap_or(augment.occluder_size);
+        augment.trigger_controls = f.trigger_controls.unwrap_or(augment.trigger_controls);
+    }
+    if augment.copies > 32 {
+        return Err(field(
+            "fit.augment",
+            format!("{} copies per face is more than 32", augment.copies),
+        ));
+    }
+    if augment.trigger_controls > 32 {
+        return Err(field(
+            "fit.trigger_controls",
+            format!(
+                "{} copies per face is more than 32",
+                augment.trigger_controls
+            ),
+        ));
+    }
+    if !(0.0..=1.0).contains(&augment.occlusion) {
+        return Err(field(
+            "fit.occlusion",
+            format!("{} must be a probability", augment.occlusion),
+        ));
+    }
+    let [lo, hi] = augment.occluder_size;
+    if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
+        return Err(field(
+            "fit.occluder_size",
+            format!(
+                "{:?} must be increasing fractions in (0, 1]",
+                augment.occluder_size
+            ),
+        ));
+    }
+    if !(0.0..0.5).contains(&augment.jitter) || !(0..=16).contains(&augment.max_shift) {
+        return Err(field(
+            "fit",
+            "jitter must be in [0, 0.5) and max_shift in 0..=16".into(),
+        ));
+    }
+    Ok(augment)
+}
+
+/// The `[verdict]` table, checked.
+struct VerdictSettings {
+    margin: f64,
+    alpha: f64,
+    min_identity_images: usize,
+    min_identity_effect: f64,
+}
+
+fn parse_verdict(path: &Path, raw: Option<RawVerdict>) -> Result<VerdictSettings, AuditError> {
+    let field = |f: &str, m: String| AuditError::field(path, f, m);
+    let verdict = raw.unwrap_or(RawVerdict {
+        margin: None,
+        alpha: None,
+        min_identity_images: None,
+        min_identity_effect: None,
+    });
+    let margin = verdict.margin.unwrap_or(0.02);
+    let min_identity_effect = verdict.min_identity_effect.unwrap_or(1.0);
+    if !(min_identity_effect.is_finite() && min_identity_effect >= 0.0) {
+        return Err(AuditError::field(
+            path,
+            "verdict.min_identity_effect",
+            format!("{min_identity_effect} must be a finite number ≥ 0 (σ units)"),
+        ));
+    }
+    let alpha = verdict.alpha.unwrap_or(0.05);
+    if !(0.0..0.5).contains(&margin) {
+        return Err(field(
+            "verdict.margin",
+            format!("{margin} must be in [0, 0.5)"),
+        ));
+    }
+    if !(alpha > 0.0 && alpha < 0.5) {
+        return Err(field(
+            "verdict.alpha",
+            format!("{alpha} must be in (0, 0.5)"),
+        ));
+    }
+    Ok(VerdictSettings {
+        margin,
+        alpha,
+        min_identity_images: verdict.min_identity_images.unwrap_or(3).max(1),
+        min_identity_effect,
+    })
+}
+
 impl AuditSpec {
     /// Reads an audit file; with a zoo and a candidate name, also chooses
     /// the references.
@@ -288,24 +493,8 @@ impl AuditSpec {
                 format!("{} does not exist", triggers.display()),
             ));
         }
-        let ops = raw
-            .operating_points
-            .unwrap_or_else(|| vec![0.001, 0.01, 0.05]);
-        if ops.is_empty() || ops.iter().any(|p| !(*p > 0.0 && *p < 0.5)) {
-            return Err(field(
-                "operating_points",
-                format!("{ops:?}: each target FNMR must be in (0, 0.5)"),
-            ));
-        }
-        let primary = raw
-            .primary_operating_point
-            .unwrap_or(if ops.contains(&0.01) { 0.01 } else { ops[0] });
-        if !ops.contains(&primary) {
-            return Err(field(
-                "primary_operating_point",
-                format!("{primary} is not one of operating_points {ops:?}"),
-            ));
-        }
+        let (ops, primary) =
+            parse_operating_points(path, raw.operating_points, raw.primary_operating_point)?;
         let mut detector_table = raw.detector.unwrap_or_default();
         let detector = match detector_table.remove("plugin") {
             None => "pairing".to_string(),
@@ -319,141 +508,10 @@ impl AuditSpec {
         if detector == "pairing" && !options.contains_key("seed") {
             options.insert("seed".into(), raw.seed.into());
         }
-        let dir = |p: &str, f: &str| -> Result<PathBuf, AuditError> {
-            let full = base.join(p);
-            if full.is_dir() {
-                Ok(full)
-            } else {
-                Err(field(f, format!("{} is not a directory", full.display())))
-            }
-        };
-        let unlabeled = raw
-            .faces
-            .unlabeled
-            .iter()
-            .enumerate()
-            .map(|(i, p)| dir(p, &format!("faces.unlabeled[{i}]")))
-            .collect::<Result<Vec<_>, _>>()?;
-        if unlabeled.is_empty() {
-            return Err(field(
-                "faces.unlabeled",
-                "needs at least one directory of unlabeled faces".into(),
-            ));
-        }
-        let labeled = raw
-            .faces
-            .labeled
-            .as_deref()
-            .map(|p| dir(p, "faces.labeled"))
-            .transpose()?;
-        let align = match raw.faces.align.as_deref() {
-            None => None,
-            Some("yunet") => Some(Align::Yunet),
-            Some(p) => {
-                let full = base.join(p);
-                if !full.is_file() {
-                    return Err(field(
-                        "faces.align",
-                        format!(
-                            "'{p}' is neither \"yunet\" nor a detector manifest ({} does not exist)",
-                            full.display()
-                        ),
-                    ));
-                }
-                Some(Align::Manifest(full))
-            }
-        };
-        let split = raw.split.unwrap_or(RawSplit {
-            fit: None,
-            calibration: None,
-            seed: None,
-        });
-        let split_seed = split.seed.unwrap_or(raw.seed);
-        let fit_share = split.fit.unwrap_or(0.5);
-        let calibration_share = split.calibration.unwrap_or(0.25);
-        if !(fit_share > 0.0 && calibration_share > 0.0 && fit_share + calibration_share < 1.0) {
-            return Err(field(
-                "split",
-                format!(
-                    "fit {fit_share} and calibration {calibration_share} must be positive and leave a held-out share"
-                ),
-            ));
-        }
-        let mut augment = crate::augment::Augment::default();
-        if let Some(f) = raw.fit {
-            augment.copies = f.augment.unwrap_or(augment.copies);
-            augment.flip = f.flip.unwrap_or(augment.flip);
-            augment.max_shift = f.max_shift.unwrap_or(augment.max_shift);
-            augment.jitter = f.jitter.unwrap_or(augment.jitter);
-            augment.occlusion = f.occlusion.unwrap_or(augment.occlusion);
-            augment.occluder_size = f.occluder_size.unwrap_or(augment.occluder_size);
-            augment.trigger_controls = f.trigger_controls.unwrap_or(augment.trigger_controls);
-        }
-        if augment.copies > 32 {
-            return Err(field(
-                "fit.augment",
-                format!("{} copies per face is more than 32", augment.copies),
-            ));
-        }
-        if augment.trigger_controls > 32 {
-            return Err(field(
-                "fit.trigger_controls",
-                format!(
-                    "{} copies per face is more than 32",
-                    augment.trigger_controls
-                ),
-            ));
-        }
-        if !(0.0..=1.0).contains(&augment.occlusion) {
-            return Err(field(
-                "fit.occlusion",
-                format!("{} must be a probability", augment.occlusion),
-            ));
-        }
-        let [lo, hi] = augment.occluder_size;
-        if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
-            return Err(field(
-                "fit.occluder_size",
-                format!(
-                    "{:?} must be increasing fractions in (0, 1]",
-                    augment.occluder_size
-                ),
-            ));
-        }
-        if !(0.0..0.5).contains(&augment.jitter) || !(0..=16).contains(&augment.max_shift) {
-            return Err(field(
-                "fit",
-                "jitter must be in [0, 0.5) and max_shift in 0..=16".into(),
-            ));
-        }
-        let verdict = raw.verdict.unwrap_or(RawVerdict {
-            margin: None,
-            alpha: None,
-            min_identity_images: None,
-            min_identity_effect: None,
-        });
-        let margin = verdict.margin.unwrap_or(0.02);
-        let min_identity_effect = verdict.min_identity_effect.unwrap_or(1.0);
-        if !(min_identity_effect.is_finite() && min_identity_effect >= 0.0) {
-            return Err(AuditError::field(
-                path,
-                "verdict.min_identity_effect",
-                format!("{min_identity_effect} must be a finite number ≥ 0 (σ units)"),
-            ));
-        }
-        let alpha = verdict.alpha.unwrap_or(0.05);
-        if !(0.0..0.5).contains(&margin) {
-            return Err(field(
-                "verdict.margin",
-                format!("{margin} must be in [0, 0.5)"),
-            ));
-        }
-        if !(alpha > 0.0 && alpha < 0.5) {
-            return Err(field(
-                "verdict.alpha",
-                format!("{alpha} must be in (0, 0.5)"),
-            ));
-        }
+        let (unlabeled, labeled, align) = parse_faces(path, base, &raw.faces)?;
+        let (split_seed, fit_share, calibration_share) = parse_split(path, raw.split, raw.seed)?;
+        let augment = parse_augment(path, raw.fit)?;
+        let verdict = parse_verdict(path, raw.verdict)?;
         let mut spec = AuditSpec {
             path: path.to_path_buf(),
             candidates,
@@ -477,10 +535,10 @@ impl AuditSpec {
             fit_share,
             calibration_share,
             augment,
-            margin,
-            alpha,
-            min_identity_images: verdict.min_identity_images.unwrap_or(3).max(1),
-            min_identity_effect,
+            margin: verdict.margin,
+            alpha: verdict.alpha,
+            min_identity_images: verdict.min_identity_images,
+            min_identity_effect: verdict.min_identity_effect,
         };
         spec.zoo_candidate = raw.candidate.clone();
         Ok(spec)

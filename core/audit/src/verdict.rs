@@ -138,6 +138,136 @@ enum Blame {
     Unresolved(String),
 }
 
+/// The models of one candidate's audit (it and the references) and the
+/// pairs among them that were evaluated.
+struct Audience<'a> {
+    models: &'a [ModelEmbeddings],
+    members: Vec<usize>,
+    evaluated: Vec<(usize, usize)>,
+}
+
+impl<'a> Audience<'a> {
+    fn of(models: &'a [ModelEmbeddings], candidate: usize, ev: &Evaluation) -> Audience<'a> {
+        let index = |name: &str| models.iter().position(|m| m.name == name);
+        let members: Vec<usize> = (0..models.len())
+            .filter(|&i| i == candidate || models[i].role == ModelRole::Reference)
+            .collect();
+        let mut s = BTreeSet::new();
+        for p in &ev.pairs {
+            if let (Some(a), Some(b)) = (index(&p.probe), index(&p.reference))
+                && members.contains(&a)
+                && members.contains(&b)
+            {
+                s.insert((a.min(b), a.max(b)));
+            }
+        }
+        Audience {
+            models,
+            members,
+            evaluated: s.into_iter().collect(),
+        }
+    }
+
+    /// Who moves: the pair pattern first (three models or more), then the
+    /// one model that answers alone.
+    fn blame(
+        &self,
+        alone: &dyn Fn(usize) -> bool,
+        disagree: &dyn Fn(usize, usize) -> bool,
+    ) -> Blame {
+        let (models, members) = (self.models, &self.members);
+        if members.len() >= 3 {
+            let pairs: Vec<((usize, usize), bool)> = self
+                .evaluated
+                .iter()
+                .map(|&(a, b)| ((a, b), disagree(a, b)))
+                .collect();
+            if let Some(x) = pattern_culprit(members, &pairs) {
+                let through: Vec<String> = pairs
+                    .iter()
+                    .filter(|((a, b), _)| *a == x || *b == x)
+                    .map(|((a, b), _)| pair_name(&models[*a].name, &models[*b].name))
+                    .collect();
+                return Blame::Named(
+                    x,
+                    format!(
+                        "pair pattern: every pair through {} disagrees ({}), the pairs without it agree",
+                        models[x].name,
+                        through.join(", ")
+                    ),
+                );
+            }
+        }
+        let answering: Vec<usize> = members.iter().copied().filter(|&m| alone(m)).collect();
+        match answering.as_slice() {
+            [x] => Blame::Named(
+                *x,
+                format!(
+                    "each model alone: only {} answers the trigger",
+                    models[*x].name
+                ),
+            ),
+            _ if members.len() >= 3 => Blame::Unresolved(
+                "neither the pair pattern nor each model alone names one model".into(),
+            ),
+            _ => Blame::Unresolved(
+                "with one reference, the pair cannot say which model moves".into(),
+            ),
+        }
+    }
+}
+
+/// An identity alarm's line.
+fn identity_text(candidate: &str, e: &EvidenceRow) -> String {
+    format!(
+        "{candidate} {}: identity '{}' — {} of {} faces with evidence against the control, mean {:.1} σ, max-T adjusted p = {:.1e}",
+        e.trigger, e.identity, e.positive, e.faces, e.mean_evidence, e.p_adjusted
+    )
+}
+
+/// An aggregate alarm's line.
+fn aggregate_text(r: &ResultRow) -> String {
+    format!(
+        "{} → {} {}: flag rate {:.3} [{:.3}, {:.3}] vs its matched control {:.3} [{:.3}, {:.3}]",
+        r.probe,
+        r.reference,
+        r.trigger,
+        r.flag_rate_vs_control,
+        r.ci95_vs_control[0],
+        r.ci95_vs_control[1],
+        r.control_flag_rate,
+        r.control_ci95[0],
+        r.control_ci95[1]
+    )
+}
+
+/// Why a candidate's audit is inconclusive: a pair that does not carry
+/// identity, or too few calibration faces for the primary operating point.
+fn inconclusive_reasons(spec: &AuditSpec, ev: &Evaluation, candidate: &str) -> Vec<String> {
+    let mut reasons = Vec::new();
+    for p in ev
+        .pairs
+        .iter()
+        .filter(|p| p.probe == candidate || p.reference == candidate)
+    {
+        if p.fidelity.top1 < 0.5 {
+            reasons.push(format!(
+                "{} → {}: held-out top-1 retrieval {:.2} < 0.5: the pair does not carry identity well enough",
+                p.probe, p.reference, p.fidelity.top1
+            ));
+        }
+        if let Some(t) = p.thresholds.iter().find(|t| t.target_fnmr == spec.primary)
+            && (t.calibration_samples as f64) * spec.primary < 1.0
+        {
+            reasons.push(format!(
+                "{} → {}: {} calibration faces cannot place a threshold at FNMR {}",
+                p.probe, p.reference, t.calibration_samples, spec.primary
+            ));
+        }
+    }
+    reasons
+}
+
 /// Decides every candidate; also names who moves for each alarm.
 pub fn decide(
     spec: &AuditSpec,
@@ -151,68 +281,14 @@ pub fn decide(
         .iter()
         .filter(|r| r.target_fnmr == spec.primary)
         .collect();
-    let index = |name: &str| models.iter().position(|m| m.name == name);
     for (ci, c) in models
         .iter()
         .enumerate()
         .filter(|(_, m)| m.role == ModelRole::Candidate)
     {
-        // The models of this candidate's audit: it and the references.
-        let members: Vec<usize> = (0..models.len())
-            .filter(|&i| i == ci || models[i].role == ModelRole::Reference)
-            .collect();
-        let evaluated: Vec<(usize, usize)> = {
-            let mut s = BTreeSet::new();
-            for p in &ev.pairs {
-                if let (Some(a), Some(b)) = (index(&p.probe), index(&p.reference))
-                    && members.contains(&a)
-                    && members.contains(&b)
-                {
-                    s.insert((a.min(b), a.max(b)));
-                }
-            }
-            s.into_iter().collect()
-        };
-        let blame = |alone: &dyn Fn(usize) -> bool,
-                     disagree: &dyn Fn(usize, usize) -> bool|
-         -> Blame {
-            if members.len() >= 3 {
-                let pairs: Vec<((usize, usize), bool)> = evaluated
-                    .iter()
-                    .map(|&(a, b)| ((a, b), disagree(a, b)))
-                    .collect();
-                if let Some(x) = pattern_culprit(&members, &pairs) {
-                    let through: Vec<String> = pairs
-                        .iter()
-                        .filter(|((a, b), _)| *a == x || *b == x)
-                        .map(|((a, b), _)| pair_name(&models[*a].name, &models[*b].name))
-                        .collect();
-                    return Blame::Named(
-                        x,
-                        format!(
-                            "pair pattern: every pair through {} disagrees ({}), the pairs without it agree",
-                            models[x].name,
-                            through.join(", ")
-                        ),
-                    );
-                }
-            }
-            let answering: Vec<usize> = members.iter().copied().filter(|&m| alone(m)).collect();
-            match answering.as_slice() {
-                [x] => Blame::Named(
-                    *x,
-                    format!(
-                        "each model alone: only {} answers the trigger",
-                        models[*x].name
-                    ),
-                ),
-                _ if members.len() >= 3 => Blame::Unresolved(
-                    "neither the pair pattern nor each model alone names one model".into(),
-                ),
-                _ => Blame::Unresolved(
-                    "with one reference, the pair cannot say which model moves".into(),
-                ),
-            }
+        let audience = Audience::of(models, ci, ev);
+        let blame = |alone: &dyn Fn(usize) -> bool, disagree: &dyn Fn(usize, usize) -> bool| {
+            audience.blame(alone, disagree)
         };
         let (mut alarms, mut attributed) = (Vec::new(), Vec::new());
         let mut record = |text: String, b: Blame, trigger: &str, identity: Option<&str>| match b {
@@ -241,18 +317,7 @@ pub fn decide(
             if !aggregate_alarm(r, spec.margin) || !seen.insert(r.trigger.clone()) {
                 continue;
             }
-            let text = format!(
-                "{} → {} {}: flag rate {:.3} [{:.3}, {:.3}] vs its matched control {:.3} [{:.3}, {:.3}]",
-                r.probe,
-                r.reference,
-                r.trigger,
-                r.flag_rate_vs_control,
-                r.ci95_vs_control[0],
-                r.ci95_vs_control[1],
-                r.control_flag_rate,
-                r.control_ci95[0],
-                r.control_ci95[1]
-            );
+            let text = aggregate_text(r);
             let t = r.trigger.as_str();
             let disagree = |a: usize, b: usize| {
                 primary.iter().any(|q| {
@@ -275,10 +340,7 @@ pub fn decide(
                 && e.p_adjusted < spec.alpha
                 && e.mean_evidence >= spec.min_identity_effect
         }) {
-            let text = format!(
-                "{} {}: identity '{}' — {} of {} faces with evidence against the control, mean {:.1} σ, max-T adjusted p = {:.1e}",
-                c.name, e.trigger, e.identity, e.positive, e.faces, e.mean_evidence, e.p_adjusted
-            );
+            let text = identity_text(&c.name, e);
             let disagree = |a: usize, b: usize| {
                 let name = pair_name(&models[a].name, &models[b].name);
                 ev.evidence.iter().any(|x| {
@@ -307,27 +369,7 @@ pub fn decide(
                 Some(&e.identity),
             );
         }
-        let mut reasons = Vec::new();
-        for p in ev
-            .pairs
-            .iter()
-            .filter(|p| p.probe == c.name || p.reference == c.name)
-        {
-            if p.fidelity.top1 < 0.5 {
-                reasons.push(format!(
-                    "{} → {}: held-out top-1 retrieval {:.2} < 0.5: the pair does not carry identity well enough",
-                    p.probe, p.reference, p.fidelity.top1
-                ));
-            }
-            if let Some(t) = p.thresholds.iter().find(|t| t.target_fnmr == spec.primary)
-                && (t.calibration_samples as f64) * spec.primary < 1.0
-            {
-                reasons.push(format!(
-                    "{} → {}: {} calibration faces cannot place a threshold at FNMR {}",
-                    p.probe, p.reference, t.calibration_samples, spec.primary
-                ));
-            }
-        }
+        let reasons = inconclusive_reasons(spec, ev, &c.name);
         let verdict = if !alarms.is_empty() {
             VerdictKind::BackdoorIndicated
         } else if !reasons.is_empty() {
