@@ -23,14 +23,12 @@ pub fn preprocessing_key(e: &Embedder) -> String {
 
 /// The suite's triggers prepared for faces of `size` (height, width).
 pub fn suite_stamps(suite: &Suite, size: (u32, u32)) -> Result<Vec<Stamp>, AuditError> {
-    suite
-        .stamps(size.0, size.1)
-        .map_err(|e| AuditError::Other(e.to_string()))
+    suite.stamps(size.0, size.1).map_err(AuditError::from)
 }
 
 /// Loads the audit file's trigger suite.
 pub fn load_suite(spec: &AuditSpec) -> Result<Suite, AuditError> {
-    Suite::load(&spec.triggers).map_err(|e| AuditError::Other(e.to_string()))
+    Suite::load(&spec.triggers).map_err(AuditError::from)
 }
 
 /// Clean embeddings of every face by `e`, through the embedding cache (the
@@ -97,15 +95,15 @@ pub(crate) fn embed_cached(
             };
             e.preprocess()
                 .write(img, &face.path, &mut buf[k * len..(k + 1) * len])
-                .map_err(|x| AuditError::Other(x.to_string()))?;
+                .map_err(AuditError::from)?;
         }
         let emb = e
             .embed_tensors(&buf[..chunk.len() * len], chunk.len())
-            .map_err(|x| AuditError::Other(x.to_string()))?;
+            .map_err(AuditError::from)?;
         for (k, (slot, fi, key)) in chunk.iter().enumerate() {
             let row = &emb[k * dim..(k + 1) * dim];
             e.check_row(&faces[*fi].path, row)
-                .map_err(|x| AuditError::Other(x.to_string()))?;
+                .map_err(AuditError::from)?;
             out[slot * dim..(slot + 1) * dim].copy_from_slice(row);
             opts.cache.put(key, row);
         }

@@ -71,8 +71,7 @@ fn photo_faces(
     warnings: &mut Vec<String>,
 ) -> Result<Vec<(PathBuf, String, RgbImage)>, AuditError> {
     let bytes = std::fs::read(path).map_err(|e| AuditError::file(path, e.to_string()))?;
-    let image = zooaudit_imaging::decode_bytes(&bytes, path, limits)
-        .map_err(|e| AuditError::Other(e.to_string()))?;
+    let image = zooaudit_imaging::decode_bytes(&bytes, path, limits).map_err(AuditError::from)?;
     let sha = sha256_bytes(&bytes);
     let Some((det, cache)) = aligner else {
         if (image.height(), image.width()) != expected {
@@ -91,7 +90,7 @@ fn photo_faces(
     };
     let (mut found, _) = det
         .aligned(&image, path, &sha, cache.as_deref())
-        .map_err(|e| AuditError::Other(e.to_string()))?;
+        .map_err(AuditError::from)?;
     if found.is_empty() {
         warnings.push(format!("{}: no face found; skipped", path.display()));
     }
@@ -157,8 +156,8 @@ pub fn load_faces(
             warnings,
         )
     };
-    let unlabeled_files = zooaudit_imaging::collect_images(&spec.unlabeled)
-        .map_err(|e| AuditError::Other(e.to_string()))?;
+    let unlabeled_files =
+        zooaudit_imaging::collect_images(&spec.unlabeled).map_err(AuditError::from)?;
     let roles = unlabeled_roles(spec, unlabeled_files.len());
     let n = roles.len();
     let labeled_dirs: Vec<PathBuf> = match &spec.labeled {
@@ -201,7 +200,7 @@ pub fn load_faces(
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             for f in zooaudit_imaging::collect_images(std::slice::from_ref(&id))
-                .map_err(|e| AuditError::Other(e.to_string()))?
+                .map_err(AuditError::from)?
             {
                 tick(photos_done, faces.len(), total);
                 photos_done += 1;

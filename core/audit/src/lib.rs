@@ -60,6 +60,31 @@ pub enum AuditError {
         field: String,
         message: String,
     },
+    /// A model manifest, a detector manifest or the trigger suite.
+    #[error(transparent)]
+    Config(#[from] zooaudit_manifest::ManifestError),
+    /// A face image.
+    #[error(transparent)]
+    Image(#[from] zooaudit_imaging::ImageError),
+    /// Opening or running a model.
+    #[error(transparent)]
+    Embed(#[from] zooaudit_embed::EmbedError),
+    /// Face detection and alignment.
+    #[error(transparent)]
+    Face(#[from] zooaudit_faces::FaceError),
+    /// The zoo file and the choice of references.
+    #[error(transparent)]
+    Zoo(#[from] zooaudit_registry::zoo::ZooError),
+    /// Reading or writing a persisted file.
+    #[error(transparent)]
+    Format(#[from] zooaudit_formats::ReportError),
+    /// The detector plugin on one pair.
+    #[error("pair {probe} → {reference}: {error}")]
+    Pair {
+        probe: String,
+        reference: String,
+        error: Box<zooaudit_host::HostError>,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -121,12 +146,8 @@ pub fn open_aligner<'p>(
 ) -> Result<Option<zooaudit_faces::FaceDetector<'p>>, AuditError> {
     let manifest = match &spec.align {
         None => return Ok(None),
-        Some(spec::Align::Yunet) => {
-            zooaudit_faces::builtin_yunet().map_err(|e| AuditError::Other(e.to_string()))?
-        }
-        Some(spec::Align::Manifest(p)) => {
-            ModelManifest::load(p).map_err(|e| AuditError::Other(e.to_string()))?
-        }
+        Some(spec::Align::Yunet) => zooaudit_faces::builtin_yunet().map_err(AuditError::from)?,
+        Some(spec::Align::Manifest(p)) => ModelManifest::load(p).map_err(AuditError::from)?,
     };
     zooaudit_faces::FaceDetector::open(manifest, plugins)
         .map(Some)
@@ -154,9 +175,8 @@ pub fn open_models(
         (ModelRole::Reference, &spec.references),
     ] {
         for path in list.iter() {
-            let m = ModelManifest::load(path).map_err(|e| AuditError::Other(e.to_string()))?;
-            let e = Embedder::open_with(m, plugins, &opts.fetch)
-                .map_err(|e| AuditError::Other(e.to_string()))?;
+            let m = ModelManifest::load(path).map_err(AuditError::from)?;
+            let e = Embedder::open_with(m, plugins, &opts.fetch).map_err(AuditError::from)?;
             if !seen.insert(e.resolved().sha256.clone()) {
                 return Err(AuditError::file(
                     path,

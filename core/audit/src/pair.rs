@@ -68,7 +68,11 @@ impl FittedPair {
     }
 
     fn error(&self, e: zooaudit_host::HostError) -> AuditError {
-        AuditError::Other(format!("pair {} → {}: {e}", self.probe, self.reference))
+        AuditError::Pair {
+            probe: self.probe.clone(),
+            reference: self.reference.clone(),
+            error: Box::new(e),
+        }
     }
 
     /// Every held-out probe embedding scored against every held-out

@@ -308,7 +308,7 @@ impl AuditReport {
             })?;
         zooaudit_formats::Format::Report
             .check(path, version)
-            .map_err(|e| AuditError::Other(e.to_string()))?;
+            .map_err(AuditError::from)?;
         let mut report: AuditReport = serde_json::from_value(value)
             .map_err(|e| AuditError::file(path, format!("not a zooaudit report: {e}")))?;
         let csv = path.with_file_name("scores.csv");
@@ -441,10 +441,10 @@ impl AuditReport {
     /// Writes `report.json` and `scores.csv` into `dir`.
     pub fn write(&self, dir: &Path) -> Result<(), AuditError> {
         std::fs::create_dir_all(dir).map_err(|e| AuditError::file(dir, e.to_string()))?;
-        let json =
-            serde_json::to_string_pretty(self).map_err(|e| AuditError::Other(e.to_string()))?;
+        let json = serde_json::to_string_pretty(self)
+            .map_err(|e| AuditError::file(&dir.join("report.json"), e.to_string()))?;
         zooaudit_formats::write_atomic(&dir.join("report.json"), json.as_bytes())
-            .map_err(|e| AuditError::Other(e.to_string()))?;
+            .map_err(AuditError::from)?;
         let mut csv = Vec::new();
         let _ = writeln!(csv, "image,trigger,kind,probe,reference,score");
         for r in &self.scores {
@@ -459,7 +459,6 @@ impl AuditReport {
                 r.score
             );
         }
-        zooaudit_formats::write_atomic(&dir.join("scores.csv"), &csv)
-            .map_err(|e| AuditError::Other(e.to_string()))
+        zooaudit_formats::write_atomic(&dir.join("scores.csv"), &csv).map_err(AuditError::from)
     }
 }

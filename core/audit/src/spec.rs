@@ -189,11 +189,7 @@ fn toml_to_json(v: &toml::Value) -> serde_json::Value {
 type FaceDirs = (Vec<PathBuf>, Option<PathBuf>, Option<Align>);
 
 /// The `[faces]` table: unlabeled directories, the labelled one, alignment.
-fn parse_faces(
-    path: &Path,
-    base: &Path,
-    faces: &RawFaces,
-) -> Result<FaceDirs, AuditError> {
+fn parse_faces(path: &Path, base: &Path, faces: &RawFaces) -> Result<FaceDirs, AuditError> {
     let field = |f: &str, m: String| AuditError::field(path, f, m);
     let dir = |p: &str, f: &str| -> Result<PathBuf, AuditError> {
         let full = base.join(p);
@@ -562,15 +558,12 @@ impl AuditSpec {
                 "a candidate by name needs a zoo (`zoo = ...` or --zoo)".to_string(),
             )
         })?;
-        let zoo = zooaudit_registry::zoo::Zoo::load(&zoo_path)
-            .map_err(|e| AuditError::Other(e.to_string()))?;
+        let zoo = zooaudit_registry::zoo::Zoo::load(&zoo_path).map_err(AuditError::from)?;
         let explicit = references.unwrap_or(&self.zoo_references).to_vec();
         let chosen = zoo
             .choose_references(name, &explicit, self.max_references)
-            .map_err(|e| AuditError::Other(e.to_string()))?;
-        let cand = zoo
-            .get(name)
-            .map_err(|e| AuditError::Other(e.to_string()))?;
+            .map_err(AuditError::from)?;
+        let cand = zoo.get(name).map_err(AuditError::from)?;
         self.candidates = vec![cand.path.clone()];
         self.references = chosen.iter().map(|c| c.manifest.path.clone()).collect();
         self.selection = chosen

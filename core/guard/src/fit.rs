@@ -11,7 +11,8 @@
 use zooaudit_audit::report::{AuditReport, ModelRecord};
 use zooaudit_audit::stats::{Rate, Threshold};
 use zooaudit_audit::{
-    AuditSpec, ModelEmbeddings, ModelRole, PairTranslator, Progress, RunOptions, Split, SuiteStamps,
+    AuditError, AuditSpec, ModelEmbeddings, ModelRole, PairTranslator, Progress, RunOptions, Split,
+    SuiteStamps,
 };
 use zooaudit_embed::Embedder;
 use zooaudit_host::PluginSet;
@@ -144,8 +145,8 @@ pub fn fit_bundle(
         ));
     };
     let open = |path: &std::path::Path| -> Result<Embedder, GuardError> {
-        let m = ModelManifest::load(path).map_err(|e| GuardError::Other(e.to_string()))?;
-        Embedder::open_with(m, plugins, &opts.fetch).map_err(|e| GuardError::Other(e.to_string()))
+        let m = ModelManifest::load(path).map_err(AuditError::from)?;
+        Ok(Embedder::open_with(m, plugins, &opts.fetch).map_err(AuditError::from)?)
     };
     let (probe, reference) = (open(p)?, open(r)?);
     let detector = plugins

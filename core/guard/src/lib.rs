@@ -26,9 +26,15 @@ pub enum GuardError {
     },
     /// A pipeline step failed (faces, embedding, fit), with its own kind.
     #[error(transparent)]
-    Audit(#[from] zooaudit_audit::AuditError),
+    Audit(Box<zooaudit_audit::AuditError>),
     #[error("{0}")]
     Other(String),
+}
+
+impl From<zooaudit_audit::AuditError> for GuardError {
+    fn from(e: zooaudit_audit::AuditError) -> GuardError {
+        GuardError::Audit(Box::new(e))
+    }
 }
 
 impl GuardError {
