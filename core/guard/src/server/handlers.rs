@@ -127,25 +127,40 @@ pub(super) async fn embed(State(state): State<Arc<AppState>>, req: Request) -> R
     r
 }
 
-async fn embed_inner(state: &Arc<AppState>, req: Request, started: Instant) -> Response {
-    let deadline = started + state.opts.request_timeout;
-    if !image_content_type(req.headers()) {
-        state.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send one image as image/png, image/jpeg, image/webp or application/octet-stream",
-        );
+/// The request's body, or the answer to a bad request (counted): the wrong
+/// content type, a declared or actual size over the limit, or a body slower
+/// than the deadline.
+async fn checked_body(
+    state: &Arc<AppState>,
+    req: Request,
+    deadline: Instant,
+    type_ok: bool,
+    expected: &'static str,
+) -> Result<axum::body::Bytes, Response> {
+    let bad = || state.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
+    if !type_ok {
+        bad();
+        return Err(error(StatusCode::UNSUPPORTED_MEDIA_TYPE, expected));
     }
     if let Some(r) = declared_too_large(req.headers(), state.opts.max_body) {
-        state.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
-        return r;
+        bad();
+        return Err(r);
     }
-    let bytes = match read_body(req.into_body(), state.opts.max_body, deadline).await {
+    read_body(req.into_body(), state.opts.max_body, deadline)
+        .await
+        .inspect_err(|_| {
+            bad();
+        })
+}
+
+async fn embed_inner(state: &Arc<AppState>, req: Request, started: Instant) -> Response {
+    let deadline = started + state.opts.request_timeout;
+    let type_ok = image_content_type(req.headers());
+    let expected =
+        "send one image as image/png, image/jpeg, image/webp or application/octet-stream";
+    let bytes = match checked_body(state, req, deadline, type_ok, expected).await {
         Ok(b) => b,
-        Err(r) => {
-            state.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
-            return r;
-        }
+        Err(r) => return r,
     };
     let sha = sha256_hex(&bytes);
     let img = match state
@@ -191,23 +206,10 @@ async fn batch_inner(state: &Arc<AppState>, req: Request, started: Instant) -> R
                 .to_ascii_lowercase()
                 .starts_with("application/json")
         });
-    if !json_type {
-        state.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send {\"images\": [\"<base64>\", ...]} as application/json",
-        );
-    }
-    if let Some(r) = declared_too_large(req.headers(), state.opts.max_body) {
-        state.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
-        return r;
-    }
-    let bytes = match read_body(req.into_body(), state.opts.max_body, deadline).await {
+    let expected = "send {\"images\": [\"<base64>\", ...]} as application/json";
+    let bytes = match checked_body(state, req, deadline, json_type, expected).await {
         Ok(b) => b,
-        Err(r) => {
-            state.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
-            return r;
-        }
+        Err(r) => return r,
     };
     let list: Vec<String> = match serde_json::from_slice::<serde_json::Value>(&bytes)
         .ok()
