@@ -26,33 +26,8 @@ pub use repair::{Repair, repair};
 pub use shape::{free_batch, set_input_dims};
 
 /// Field numbers of onnx.proto used here.
-mod num {
-    pub const MODEL_IR_VERSION: u32 = 1;
-    pub const MODEL_GRAPH: u32 = 7;
-    pub const GRAPH_NODE: u32 = 1;
-    pub const GRAPH_INITIALIZER: u32 = 5;
-    pub const GRAPH_INPUT: u32 = 11;
-    pub const GRAPH_OUTPUT: u32 = 12;
-    pub const GRAPH_VALUE_INFO: u32 = 13;
-    pub const GRAPH_SPARSE_INITIALIZER: u32 = 15;
-    pub const NODE_INPUT: u32 = 1;
-    pub const NODE_OP_TYPE: u32 = 4;
-    pub const NODE_ATTRIBUTE: u32 = 5;
-    pub const ATTR_NAME: u32 = 1;
-    pub const ATTR_I: u32 = 3;
-    pub const TENSOR_DIMS: u32 = 1;
-    pub const ATTR_G: u32 = 6;
-    pub const ATTR_GRAPHS: u32 = 11;
-    pub const TENSOR_NAME: u32 = 8;
-    pub const SPARSE_VALUES: u32 = 1;
-    pub const VALUE_INFO_NAME: u32 = 1;
-    pub const VALUE_INFO_TYPE: u32 = 2;
-    pub const TYPE_TENSOR: u32 = 1;
-    pub const TENSOR_TYPE_SHAPE: u32 = 2;
-    pub const SHAPE_DIM: u32 = 1;
-    pub const DIM_VALUE: u32 = 1;
-    pub const DIM_PARAM: u32 = 2;
-}
+mod field;
+use field as num;
 
 /// A malformed model file.
 #[derive(Debug, thiserror::Error)]

@@ -28,51 +28,7 @@ fn lazy(buf: &[u8]) -> impl Iterator<Item = Result<Field<'_>, GraphError>> {
     })
 }
 
-mod f {
-    pub const MODEL_IR_VERSION: u32 = 1;
-    pub const MODEL_PRODUCER_NAME: u32 = 2;
-    pub const MODEL_PRODUCER_VERSION: u32 = 3;
-    pub const MODEL_GRAPH: u32 = 7;
-    pub const MODEL_OPSET_IMPORT: u32 = 8;
-    pub const MODEL_FUNCTIONS: u32 = 25;
-    pub const OPSET_DOMAIN: u32 = 1;
-    pub const OPSET_VERSION: u32 = 2;
-    pub const GRAPH_NODE: u32 = 1;
-    pub const GRAPH_NAME: u32 = 2;
-    pub const GRAPH_INITIALIZER: u32 = 5;
-    pub const GRAPH_INPUT: u32 = 11;
-    pub const GRAPH_OUTPUT: u32 = 12;
-    pub const GRAPH_VALUE_INFO: u32 = 13;
-    pub const GRAPH_SPARSE_INITIALIZER: u32 = 15;
-    pub const NODE_INPUT: u32 = 1;
-    pub const NODE_OUTPUT: u32 = 2;
-    pub const NODE_NAME: u32 = 3;
-    pub const NODE_OP_TYPE: u32 = 4;
-    pub const NODE_ATTRIBUTE: u32 = 5;
-    pub const NODE_DOMAIN: u32 = 7;
-    pub const ATTR_NAME: u32 = 1;
-    pub const ATTR_T: u32 = 5;
-    pub const ATTR_G: u32 = 6;
-    pub const ATTR_TENSORS: u32 = 10;
-    pub const ATTR_GRAPHS: u32 = 11;
-    pub const ATTR_SPARSE_TENSOR: u32 = 22;
-    pub const TENSOR_DIMS: u32 = 1;
-    pub const TENSOR_DATA_TYPE: u32 = 2;
-    pub const TENSOR_FLOAT_DATA: u32 = 4;
-    pub const TENSOR_INT32_DATA: u32 = 5;
-    pub const TENSOR_STRING_DATA: u32 = 6;
-    pub const TENSOR_INT64_DATA: u32 = 7;
-    pub const TENSOR_NAME: u32 = 8;
-    pub const TENSOR_RAW_DATA: u32 = 9;
-    pub const TENSOR_DOUBLE_DATA: u32 = 10;
-    pub const TENSOR_UINT64_DATA: u32 = 11;
-    pub const TENSOR_EXTERNAL_DATA: u32 = 13;
-    pub const TENSOR_DATA_LOCATION: u32 = 14;
-    pub const SPARSE_VALUES: u32 = 1;
-    pub const ENTRY_KEY: u32 = 1;
-    pub const ENTRY_VALUE: u32 = 2;
-    pub const VALUE_INFO_NAME: u32 = 1;
-}
+use crate::field as f;
 
 /// Bounds on what a decoded model may hold.
 #[derive(Debug, Clone, Copy)]
