@@ -14,7 +14,6 @@
 //! behind. Concurrent fetches of one file race only on an atomic rename of
 //! identical bytes.
 
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -205,20 +204,7 @@ pub struct Resolved {
     pub revision: Option<String>,
 }
 
-/// Streaming sha256 of a file, lowercase hex.
-pub fn sha256_file(path: &Path) -> Result<String, std::io::Error> {
-    let mut file = File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
+pub use zooaudit_formats::sha256_file;
 
 /// The digest that identifies a model on disk: for a file its sha256; for a
 /// directory (a model shipped as several files) the OpenSSF model-signing

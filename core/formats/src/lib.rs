@@ -14,6 +14,24 @@ pub mod version;
 
 pub use version::{Format, FormatVersion};
 
+/// The lowercase hex sha256 of a file's contents, read in 64 KiB blocks
+/// (model files, plugins, audit and trigger files).
+pub fn sha256_file(path: &Path) -> Result<String, std::io::Error> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut block = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut block)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&block[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};

@@ -2,13 +2,10 @@
 //! layout checks, with abi_stable's errors reduced to one-line [`HostError`]s.
 
 use std::fmt;
-use std::fs::File;
-use std::io::Read;
 use std::path::Path;
 
 use abi_stable::library::{LibraryError, lib_header_from_path};
 use abi_stable::std_types::RString;
-use sha2::{Digest, Sha256};
 use zooaudit_plugin_abi::{ABI_VERSION, PluginError, PluginKind, PluginModRef, error_code};
 
 use crate::{HostError, Kind, PluginInfo};
@@ -25,20 +22,7 @@ impl fmt::Debug for Plugin {
         f.debug_struct("Plugin").field("info", &self.info).finish()
     }
 }
-/// The lowercase hex sha256 of a file's contents, read in 64 KiB blocks.
-pub fn sha256_file(path: &Path) -> Result<String, std::io::Error> {
-    let mut file = File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut block = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut block)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&block[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
+pub use zooaudit_formats::sha256_file;
 
 fn first_line(s: &str) -> String {
     s.lines()

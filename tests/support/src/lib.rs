@@ -87,22 +87,36 @@ pub fn plugins() -> PluginSet {
     set
 }
 
+/// Runs `cargo build` on the fixture workspace (tests/fixtures, its own
+/// target directory, target/fixtures) with `args` and `env`; returns the
+/// target directory.
+fn build_fixtures(args: &[&str], env: &[(&str, &str)], what: &str) -> PathBuf {
+    let root = repo_root();
+    let target = root.join("target/fixtures");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "--manifest-path"])
+        .arg(root.join("tests/fixtures/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .args(args)
+        .envs(env.iter().copied())
+        .status()
+        .unwrap_or_else(|e| panic!("running cargo to build {what}: {e}"));
+    assert!(status.success(), "building {what} failed");
+    target
+}
+
 /// Builds the misbehaving fixture plugins once and returns their directory.
 pub fn fixture_plugin_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let root = repo_root();
-        let target = root.join("target/fixtures");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "--manifest-path"])
-            .arg(root.join("tests/fixtures/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .status()
-            .expect("running cargo to build the fixture plugins");
-        assert!(status.success(), "building tests/fixtures failed");
-        target.join("debug")
+        let args = [
+            "--workspace",
+            "--exclude",
+            "zooaudit-plugin-fixture-onnx-versioned",
+        ];
+        build_fixtures(&args, &[], "tests/fixtures").join("debug")
     })
     .clone()
 }
@@ -113,24 +127,10 @@ pub fn fixture_plugin_dir() -> PathBuf {
 pub fn versioned_onnx_plugin_dir(version: &str) -> PathBuf {
     static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = BUILD.lock().unwrap_or_else(|p| p.into_inner());
-    let root = repo_root();
-    let target = root.join("target/fixtures");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "--manifest-path"])
-        .arg(root.join("tests/fixtures/Cargo.toml"))
-        .args([
-            "-p",
-            "zooaudit-plugin-fixture-onnx-versioned",
-            "--target-dir",
-        ])
-        .arg(&target)
-        .env("ZOOAUDIT_FIXTURE_VERSION", version)
-        .status()
-        .expect("running cargo to build the versioned onnx fixture");
-    assert!(
-        status.success(),
-        "building tests/fixtures/onnx-versioned failed"
+    let target = build_fixtures(
+        &["-p", "zooaudit-plugin-fixture-onnx-versioned"],
+        &[("ZOOAUDIT_FIXTURE_VERSION", version)],
+        "tests/fixtures/onnx-versioned",
     );
     let name = "libzooaudit_plugin_fixture_onnx_versioned.so";
     let dir = target.join("versioned").join(version);
