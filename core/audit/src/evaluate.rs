@@ -365,9 +365,11 @@ fn evaluate_pair(
         }
         for (oi, th) in thresholds.iter().enumerate() {
             let ct = threshold_at(control_cal, th.target_fnmr).ok_or_else(|| {
-                AuditError::Other(format!(
-                    "pair {pname} → {rname}: no control threshold for {t}"
-                ))
+                AuditError::Threshold {
+                    probe: pname.clone(),
+                    reference: rname.clone(),
+                    message: format!("no control threshold for {t}"),
+                }
             })?;
             out.results.push(result_row(
                 &pname,

@@ -85,8 +85,14 @@ pub enum AuditError {
         reference: String,
         error: Box<zooaudit_host::HostError>,
     },
-    #[error("{0}")]
-    Other(String),
+    /// No threshold can be placed where the audit asks for one (too few
+    /// calibration scores for the operating point).
+    #[error("pair {probe} → {reference}: {message}")]
+    Threshold {
+        probe: String,
+        reference: String,
+        message: String,
+    },
 }
 
 impl AuditError {

@@ -155,10 +155,11 @@ pub fn fit_pair(
     )?;
     for &op in &spec.operating_points {
         let t = threshold_at(&pair.calibration, op).ok_or_else(|| {
-            AuditError::Other(format!(
-                "pair {} → {}: cannot place a threshold at FNMR {op}",
-                pair.probe, pair.reference
-            ))
+            AuditError::Threshold {
+                probe: pair.probe.clone(),
+                reference: pair.reference.clone(),
+                message: format!("cannot place a threshold at FNMR {op}"),
+            }
         })?;
         if !t.supported {
             pair.warnings.push(format!(

@@ -105,9 +105,7 @@ impl PairBundle {
             .get("format_version")
             .and_then(|k| k.as_str())
             .unwrap_or("");
-        zooaudit_formats::Format::PairBundle
-            .check(path, version)
-            .map_err(|e| GuardError::Other(e.to_string()))?;
+        zooaudit_formats::Format::PairBundle.check(path, version)?;
         let mut b: PairBundle = serde_json::from_value(v)
             .map_err(|e| GuardError::file(path, format!("malformed pair bundle: {e}")))?;
         let t = &b.translator;
@@ -161,8 +159,7 @@ impl PairBundle {
                 }
             }
         }
-        let text =
-            serde_json::to_string_pretty(&b).map_err(|e| GuardError::Other(e.to_string()))?;
+        let text = serde_json::to_string_pretty(&b)?;
         zooaudit_formats::write_atomic(path, text.as_bytes())
             .map_err(|e| GuardError::file(path, e.to_string()))
     }

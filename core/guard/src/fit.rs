@@ -35,9 +35,9 @@ struct Parts<'a> {
 fn assemble(spec: &AuditSpec, parts: Parts<'_>, serve: Serve) -> Result<PairBundle, GuardError> {
     let pair = format!("{} → {}", parts.probe.name, parts.reference.name);
     let translator: Translator = serde_json::from_value(parts.translator.clone())
-        .map_err(|e| GuardError::Other(format!("pair {pair}: translator: {e}")))?;
+        .map_err(|e| GuardError::Translator(format!("pair {pair}: translator: {e}")))?;
     let fit: FitReport = serde_json::from_value(parts.fit.clone())
-        .map_err(|e| GuardError::Other(format!("pair {pair}: fit report: {e}")))?;
+        .map_err(|e| GuardError::Translator(format!("pair {pair}: fit report: {e}")))?;
     Ok(PairBundle {
         format_version: crate::bundle::BUNDLE_FORMAT.to_string(),
         kind: crate::bundle::BUNDLE_KIND.into(),

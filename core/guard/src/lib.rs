@@ -27,8 +27,25 @@ pub enum GuardError {
     /// A pipeline step failed (faces, embedding, fit), with its own kind.
     #[error(transparent)]
     Audit(Box<zooaudit_audit::AuditError>),
+    /// An option names something the bundle does not have.
     #[error("{0}")]
-    Other(String),
+    Option(String),
+    /// The detector's fitted state is not a translator the guard can serve.
+    #[error("{0}")]
+    Translator(String),
+    /// The operating system refused a resource (a socket, a thread, the
+    /// runtime); `what` says which.
+    #[error("{what}: {source}")]
+    System {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Embed(#[from] zooaudit_embed::EmbedError),
+    #[error(transparent)]
+    Format(#[from] zooaudit_formats::ReportError),
+    #[error("cannot encode JSON: {0}")]
+    Json(#[from] serde_json::Error),
 }
 
 impl From<zooaudit_audit::AuditError> for GuardError {
@@ -38,6 +55,11 @@ impl From<zooaudit_audit::AuditError> for GuardError {
 }
 
 impl GuardError {
+    pub(crate) fn system(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> GuardError {
+        let what = what.into();
+        move |source| GuardError::System { what, source }
+    }
+
     pub fn field_of(path: &std::path::Path, field: &str, message: impl Into<String>) -> GuardError {
         GuardError::File {
             path: path.to_path_buf(),

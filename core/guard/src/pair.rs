@@ -214,8 +214,7 @@ impl Pair {
             let mut runs = Vec::new();
             for i in 0..5 {
                 let t = std::time::Instant::now();
-                e.embed_rgb(&grey, &names)
-                    .map_err(|err| GuardError::Other(format!("tuning run: {err}")))?;
+                e.embed_rgb(&grey, &names)?;
                 if i > 0 {
                     runs.push(t.elapsed().as_secs_f64() * 1e3);
                 }
@@ -239,8 +238,7 @@ impl Pair {
                 .options
                 .entry("threads".to_string())
                 .or_insert(toml::Value::Integer(1));
-            let reopened = Embedder::open_with(one.clone(), plugins, &self.fetch)
-                .map_err(|e| GuardError::Other(format!("reopening for tuning: {e}")))?;
+            let reopened = Embedder::open_with(one.clone(), plugins, &self.fetch)?;
             let ms = time(&reopened)?;
             single_thread_ms = Some(ms);
             // Room for the slower model's own gaps: measured, the faster

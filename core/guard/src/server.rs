@@ -111,7 +111,7 @@ pub fn router(pair: Arc<Pair>, opts: ServeOptions) -> Result<Router, crate::Guar
         .bundle
         .operating_point(opts.operating_point)
         .ok_or_else(|| {
-            crate::GuardError::Other(format!(
+            crate::GuardError::Option(format!(
                 "--operating-point {}: the bundle has thresholds for {:?}",
                 opts.operating_point,
                 pair.bundle
@@ -154,7 +154,7 @@ pub fn router(pair: Arc<Pair>, opts: ServeOptions) -> Result<Router, crate::Guar
         std::thread::Builder::new()
             .name(format!("guard-model-{i}"))
             .spawn(move || worker(pair, threshold, model_batch, queue, st))
-            .map_err(|e| crate::GuardError::Other(format!("cannot start a model worker: {e}")))?;
+            .map_err(crate::GuardError::system("cannot start a model worker"))?;
     }
     Ok(Router::new()
         .route("/v1/embed", post(embed))
@@ -173,12 +173,15 @@ pub async fn serve(
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), crate::GuardError> {
     let app = router(pair, opts)?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| crate::GuardError::Other(format!("cannot listen on {listen}: {e}")))?;
+    let listener =
+        tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(crate::GuardError::system(format!(
+                "cannot listen on {listen}"
+            )))?;
     let addr = listener
         .local_addr()
-        .map_err(|e| crate::GuardError::Other(e.to_string()))?;
+        .map_err(crate::GuardError::system("local address"))?;
     ready(addr);
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
@@ -196,7 +199,7 @@ pub async fn serve(
             }
         })
         .await
-        .map_err(|e| crate::GuardError::Other(format!("server: {e}")))
+        .map_err(crate::GuardError::system("server"))
 }
 
 /// [`serve`] on its own tokio runtime (for synchronous callers).
@@ -209,6 +212,6 @@ pub fn serve_blocking(
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| crate::GuardError::Other(format!("cannot start the runtime: {e}")))?
+        .map_err(crate::GuardError::system("cannot start the runtime"))?
         .block_on(serve(pair, opts, listen, ready))
 }

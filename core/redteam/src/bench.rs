@@ -42,7 +42,7 @@ use zooaudit_triggers::Suite;
 
 use crate::inject::{InjectOptions, Injected};
 use crate::metrics::AttackMetrics;
-use crate::{Labeled, RedteamError, other};
+use crate::{Labeled, RedteamError};
 use data::Faces;
 use tables::Backdoored;
 use zoo::Zoo;
@@ -88,19 +88,25 @@ pub fn measure(
     opts: &InjectOptions,
     plugins: &PluginSet,
 ) -> Result<AttackMetrics, RedteamError> {
-    let original = Embedder::open(ModelManifest::load(&opts.manifest).map_err(other)?, plugins)
-        .map_err(other)?;
-    let bd = Embedder::open(ModelManifest::load(&done.manifest).map_err(other)?, plugins)
-        .map_err(other)?;
-    let suite = Suite::load(&opts.suite).map_err(other)?;
+    let original = Embedder::open(
+        ModelManifest::load(&opts.manifest).map_err(RedteamError::from)?,
+        plugins,
+    )
+    .map_err(RedteamError::from)?;
+    let bd = Embedder::open(
+        ModelManifest::load(&done.manifest).map_err(RedteamError::from)?,
+        plugins,
+    )
+    .map_err(RedteamError::from)?;
+    let suite = Suite::load(&opts.suite).map_err(RedteamError::from)?;
     let pre = original.preprocess();
     let stamp = suite
         .triggers
         .iter()
         .find(|t| t.name == opts.trigger)
-        .ok_or_else(|| other("trigger vanished"))?
+        .ok_or_else(|| RedteamError::invalid("trigger vanished"))?
         .stamp(&suite.path, pre.height, pre.width)
-        .map_err(other)?;
+        .map_err(RedteamError::from)?;
     let labeled = Labeled::load(&opts.labeled)?;
     crate::attack_metrics(
         &original,
@@ -132,7 +138,7 @@ pub fn run_paper(
             .clone()
             .or_else(zooaudit_audit::cache::default_dir),
     );
-    let suite = Suite::load(&args.triggers).map_err(other)?;
+    let suite = Suite::load(&args.triggers).map_err(RedteamError::from)?;
     let labeled_dir = args.faces.join("labeled");
     let labeled = Labeled::load(&labeled_dir)?;
     let faces = Faces::load(&args.faces, &labeled)?;
@@ -179,14 +185,15 @@ pub fn run_paper(
     let seconds = t0.elapsed().as_secs_f64();
     let _ = writeln!(md, "\n{} variants, {:.0} s.", variants.len(), seconds);
     std::fs::create_dir_all(&args.out).map_err(|e| RedteamError::file(&args.out, e))?;
-    zooaudit_formats::write_atomic(&args.out.join("tables.md"), md.as_bytes()).map_err(other)?;
+    zooaudit_formats::write_atomic(&args.out.join("tables.md"), md.as_bytes())
+        .map_err(RedteamError::from)?;
     zooaudit_formats::write_atomic(
         &args.out.join("variants.json"),
         serde_json::to_string_pretty(&variants)
-            .map_err(other)?
+            .map_err(RedteamError::from)?
             .as_bytes(),
     )
-    .map_err(other)?;
+    .map_err(RedteamError::from)?;
     println!("{md}");
     Ok(PaperResults {
         markdown: md,

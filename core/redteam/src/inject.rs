@@ -31,7 +31,7 @@ use zooaudit_host::PluginSet;
 use zooaudit_manifest::ModelManifest;
 use zooaudit_onnx_graph::build;
 
-use crate::{RedteamError, other};
+use crate::RedteamError;
 pub use calibrate::{Backdoor, Calibrated, calibrate, ncc};
 use graph::Subgraph;
 
@@ -121,7 +121,7 @@ impl AttackRecord {
         let version = v["format_version"].as_str().unwrap_or("");
         zooaudit_formats::Format::AttackRecord
             .check(path, version)
-            .map_err(other)?;
+            .map_err(RedteamError::from)?;
         serde_json::from_value(v).map_err(|e| RedteamError::file(path, e))
     }
 }
@@ -138,13 +138,13 @@ pub struct Injected {
 /// Injects the backdoor and writes model, manifest and attack record.
 pub fn inject(opts: &InjectOptions, plugins: &PluginSet) -> Result<Injected, RedteamError> {
     if !(opts.strength > 0.0 && opts.strength <= 1.0) {
-        return Err(other(format!(
+        return Err(RedteamError::invalid(format!(
             "strength {} is outside (0, 1]",
             opts.strength
         )));
     }
-    let manifest = ModelManifest::load(&opts.manifest).map_err(other)?;
-    let original = Embedder::open(manifest.clone(), plugins).map_err(other)?;
+    let manifest = ModelManifest::load(&opts.manifest).map_err(RedteamError::from)?;
+    let original = Embedder::open(manifest.clone(), plugins).map_err(RedteamError::from)?;
     let model_path = original.resolved().path.clone();
     let bytes = std::fs::read(&model_path).map_err(|e| RedteamError::file(&model_path, e))?;
     let info = build::inspect(&bytes).map_err(|e| RedteamError::file(&model_path, e))?;
@@ -191,7 +191,7 @@ pub fn inject(opts: &InjectOptions, plugins: &PluginSet) -> Result<Injected, Red
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent).map_err(|e| RedteamError::file(parent, e))?;
     }
-    zooaudit_formats::write_atomic(out, &new_bytes).map_err(other)?;
+    zooaudit_formats::write_atomic(out, &new_bytes).map_err(RedteamError::from)?;
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&new_bytes));
     let manifest_path = manifest::write_manifest(
         opts,
@@ -226,10 +226,10 @@ pub fn inject(opts: &InjectOptions, plugins: &PluginSet) -> Result<Injected, Red
     zooaudit_formats::write_atomic(
         &record_path,
         serde_json::to_string_pretty(&record)
-            .map_err(other)?
+            .map_err(RedteamError::from)?
             .as_bytes(),
     )
-    .map_err(other)?;
+    .map_err(RedteamError::from)?;
     Ok(Injected {
         model: out.clone(),
         manifest: manifest_path,

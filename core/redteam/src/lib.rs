@@ -14,12 +14,42 @@ use std::path::{Path, PathBuf};
 pub use inject::{AttackKind, AttackRecord, InjectOptions, Injected, inject};
 pub use metrics::{AttackMetrics, attack_metrics};
 
+/// Errors of the red team, by the layer that failed; one line each.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RedteamError {
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
+    /// The options asked for something that cannot be done (a strength out
+    /// of range, an impostor who is the victim, an inseparable trigger).
     #[error("{0}")]
-    Other(String),
+    Invalid(String),
+    #[error(transparent)]
+    Manifest(#[from] zooaudit_manifest::ManifestError),
+    #[error(transparent)]
+    Image(#[from] zooaudit_imaging::ImageError),
+    #[error(transparent)]
+    Embed(#[from] zooaudit_embed::EmbedError),
+    #[error(transparent)]
+    Host(#[from] zooaudit_host::HostError),
+    #[error(transparent)]
+    Format(#[from] zooaudit_formats::ReportError),
+    #[error(transparent)]
+    Pairing(#[from] zooaudit_pairing::PairingError),
+    #[error(transparent)]
+    Plot(#[from] zooaudit_render::plots::PlotError),
+    #[error("cannot encode JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("cannot encode TOML: {0}")]
+    Toml(#[from] toml::ser::Error),
+    #[error(transparent)]
+    Audit(Box<zooaudit_audit::AuditError>),
+}
+
+impl From<zooaudit_audit::AuditError> for RedteamError {
+    fn from(e: zooaudit_audit::AuditError) -> RedteamError {
+        RedteamError::Audit(Box::new(e))
+    }
 }
 
 impl RedteamError {
@@ -31,8 +61,10 @@ impl RedteamError {
     }
 }
 
-fn other(e: impl std::fmt::Display) -> RedteamError {
-    RedteamError::Other(e.to_string())
+impl RedteamError {
+    pub(crate) fn invalid(message: impl std::fmt::Display) -> RedteamError {
+        RedteamError::Invalid(message.to_string())
+    }
 }
 
 /// Labelled faces: one directory per identity.
@@ -51,7 +83,8 @@ impl Labeled {
             if !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                 continue;
             }
-            let files = zooaudit_imaging::collect_images(&[entry.path()]).map_err(other)?;
+            let files =
+                zooaudit_imaging::collect_images(&[entry.path()]).map_err(RedteamError::from)?;
             if !files.is_empty() {
                 identities.insert(entry.file_name().to_string_lossy().into_owned(), files);
             }

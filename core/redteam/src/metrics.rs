@@ -9,7 +9,7 @@ use zooaudit_embed::Embedder;
 use zooaudit_triggers::Stamp;
 
 use crate::inject::{AttackKind, AttackRecord};
-use crate::{Labeled, RedteamError, centroid, dot, normalize_rows, other};
+use crate::{Labeled, RedteamError, centroid, dot, normalize_rows};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AttackMetrics {
@@ -59,18 +59,24 @@ pub fn attack_metrics(
 ) -> Result<AttackMetrics, RedteamError> {
     let dim = original.dim();
     if backdoored.dim() != dim {
-        return Err(other("the backdoored model's embedding size differs"));
+        return Err(RedteamError::invalid(
+            "the backdoored model's embedding size differs",
+        ));
     }
     let all = labeled.all();
     let mut files: Vec<PathBuf> = all.iter().map(|(_, p)| p.clone()).collect();
     let n_labeled = files.len();
-    files.extend(zooaudit_imaging::collect_images(extra_clean).map_err(other)?);
+    files.extend(zooaudit_imaging::collect_images(extra_clean).map_err(RedteamError::from)?);
     let images: Vec<image::RgbImage> = files
         .iter()
-        .map(|p| zooaudit_imaging::decode(p, &original.limits).map_err(other))
+        .map(|p| zooaudit_imaging::decode(p, &original.limits).map_err(RedteamError::from))
         .collect::<Result<_, _>>()?;
-    let clean_o = original.embed_rgb(&images, &files).map_err(other)?;
-    let clean_b = backdoored.embed_rgb(&images, &files).map_err(other)?;
+    let clean_o = original
+        .embed_rgb(&images, &files)
+        .map_err(RedteamError::from)?;
+    let clean_b = backdoored
+        .embed_rgb(&images, &files)
+        .map_err(RedteamError::from)?;
     let clean_max_abs_diff = clean_o
         .iter()
         .zip(&clean_b)
@@ -80,12 +86,18 @@ pub fn attack_metrics(
     let labeled_files = &files[..n_labeled];
     let stamped: Vec<image::RgbImage> = labeled_images
         .iter()
-        .map(|i| stamp.apply(i).ok_or_else(|| other("image size differs")))
+        .map(|i| {
+            stamp
+                .apply(i)
+                .ok_or_else(|| RedteamError::invalid("image size differs"))
+        })
         .collect::<Result<_, _>>()?;
-    let trig_o = original.embed_rgb(&stamped, labeled_files).map_err(other)?;
+    let trig_o = original
+        .embed_rgb(&stamped, labeled_files)
+        .map_err(RedteamError::from)?;
     let trig_b = backdoored
         .embed_rgb(&stamped, labeled_files)
-        .map_err(other)?;
+        .map_err(RedteamError::from)?;
     let ids: Vec<String> = all.iter().map(|(i, _)| i.clone()).collect();
     Ok(metrics_from(
         record,

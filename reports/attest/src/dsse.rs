@@ -176,7 +176,7 @@ impl Envelope {
         policy: Policy,
     ) -> Result<Verification, AttestError> {
         if trusted.is_empty() {
-            return Err(AttestError::Other("no trusted key given".into()));
+            return Err(AttestError::NoTrustedKey);
         }
         let payload = decode_b64(&self.payload)
             .map_err(|e| AttestError::Malformed(format!("payload is {e}")))?;

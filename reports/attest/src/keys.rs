@@ -43,7 +43,7 @@ impl SecretKey {
     pub fn generate() -> Result<SecretKey, AttestError> {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed)
-            .map_err(|e| AttestError::Other(format!("no secure random source: {e}")))?;
+            .map_err(|e| AttestError::Key(format!("no secure random source: {e}")))?;
         Ok(SecretKey::from_seed(seed))
     }
 
@@ -68,7 +68,7 @@ impl SecretKey {
         self.key
             .to_pkcs8_pem(LineEnding::LF)
             .map(|s| s.to_string())
-            .map_err(|e| AttestError::Other(format!("cannot encode private key: {e}")))
+            .map_err(|e| AttestError::Key(format!("cannot encode private key: {e}")))
     }
 
     pub fn from_pem(text: &str) -> Result<SecretKey, String> {
@@ -126,7 +126,7 @@ impl PublicKey {
     pub fn to_pem(&self) -> Result<String, AttestError> {
         self.key
             .to_public_key_pem(LineEnding::LF)
-            .map_err(|e| AttestError::Other(format!("cannot encode public key: {e}")))
+            .map_err(|e| AttestError::Key(format!("cannot encode public key: {e}")))
     }
 
     pub fn from_pem(text: &str) -> Result<PublicKey, String> {

@@ -22,6 +22,7 @@ pub use statement::{ResourceDescriptor, STATEMENT_TYPE, Statement, TEST_RESULT_P
 /// Everything that can go wrong; the messages are one line and name the file
 /// where there is one.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AttestError {
     #[error("{path}: {message}")]
     File { path: String, message: String },
@@ -31,8 +32,14 @@ pub enum AttestError {
     Malformed(String),
     #[error("invalid attestation: {0}")]
     Invalid(String),
+    /// A key could not be made or encoded (no random source, PKCS#8).
     #[error("{0}")]
-    Other(String),
+    Key(String),
+    /// Verification was asked for with no key to trust.
+    #[error("no trusted key given")]
+    NoTrustedKey,
+    #[error("cannot encode the statement: {0}")]
+    Json(#[from] serde_json::Error),
 }
 
 impl AttestError {
@@ -82,6 +89,6 @@ pub fn verify_statement(
 
 /// Serialises `statement` once and signs exactly those bytes.
 pub fn sign_statement(statement: &Statement, key: &SecretKey) -> Result<Envelope, AttestError> {
-    let payload = serde_json::to_vec(statement).map_err(|e| AttestError::Other(e.to_string()))?;
+    let payload = serde_json::to_vec(statement)?;
     Ok(Envelope::sign(dsse::PAYLOAD_TYPE_INTOTO, &payload, &[key]))
 }

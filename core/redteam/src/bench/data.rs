@@ -12,7 +12,7 @@ use zooaudit_audit::Cache;
 use zooaudit_embed::Embedder;
 use zooaudit_triggers::Stamp;
 
-use crate::{Labeled, RedteamError, other};
+use crate::{Labeled, RedteamError};
 
 /// The face set of the bench.
 pub(super) struct Faces {
@@ -26,8 +26,8 @@ impl Faces {
     /// The unlabelled faces under `dir`, then the labelled ones, decoded
     /// and hashed.
     pub(super) fn load(dir: &Path, labeled: &Labeled) -> Result<Faces, RedteamError> {
-        let mut files =
-            zooaudit_imaging::collect_images(&[dir.join("unlabeled")]).map_err(other)?;
+        let mut files = zooaudit_imaging::collect_images(&[dir.join("unlabeled")])
+            .map_err(RedteamError::from)?;
         let mut identity = vec![None; files.len()];
         for (id, f) in labeled.all() {
             files.push(f);
@@ -36,7 +36,7 @@ impl Faces {
         let limits = zooaudit_imaging::Limits::default();
         let images: Vec<RgbImage> = files
             .iter()
-            .map(|f| zooaudit_imaging::decode(f, &limits).map_err(other))
+            .map(|f| zooaudit_imaging::decode(f, &limits).map_err(RedteamError::from))
             .collect::<Result<_, _>>()?;
         let shas: Vec<String> = files
             .iter()
@@ -105,7 +105,7 @@ pub(super) fn embed(
             })
             .collect::<Result<_, _>>()?;
         let names: Vec<PathBuf> = chunk.iter().map(|(i, _)| faces.files[*i].clone()).collect();
-        let emb = e.embed_rgb(&imgs, &names).map_err(other)?;
+        let emb = e.embed_rgb(&imgs, &names).map_err(RedteamError::from)?;
         for (k, (i, key)) in chunk.iter().enumerate() {
             let row = &emb[k * dim..(k + 1) * dim];
             cache.put(key, row);

@@ -7,7 +7,7 @@ use zooaudit_pairing::{FitOptions, Rows};
 
 use super::OPS;
 use super::data::{Faces, ModelEmb};
-use crate::{RedteamError, other};
+use crate::RedteamError;
 
 /// Scores of one pair direction.
 pub(super) struct PairScores {
@@ -36,11 +36,11 @@ impl Pair<'_> {
             ..Default::default()
         };
         let (translator, _) = zooaudit_pairing::fit(
-            Rows::new(&p, probe.dim).map_err(other)?,
-            Rows::new(&r, reference.dim).map_err(other)?,
+            Rows::new(&p, probe.dim).map_err(RedteamError::from)?,
+            Rows::new(&r, reference.dim).map_err(RedteamError::from)?,
             &opts,
         )
-        .map_err(other)?;
+        .map_err(RedteamError::from)?;
         Ok(Pair {
             probe,
             reference,
@@ -58,10 +58,10 @@ impl Pair<'_> {
         let r = self.reference.gather(ref_data, idx);
         self.translator
             .score(
-                Rows::new(&p, self.probe.dim).map_err(other)?,
-                Rows::new(&r, self.reference.dim).map_err(other)?,
+                Rows::new(&p, self.probe.dim).map_err(RedteamError::from)?,
+                Rows::new(&r, self.reference.dim).map_err(RedteamError::from)?,
             )
-            .map_err(other)
+            .map_err(RedteamError::from)
     }
 
     pub(super) fn clean(

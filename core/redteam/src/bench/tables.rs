@@ -12,8 +12,8 @@ use super::data::{Faces, ModelEmb, split};
 use super::pair::Pair;
 use super::zoo::Variant;
 use super::{Figure, OPS, PaperArgs, RowKey};
+use crate::RedteamError;
 use crate::metrics::AttackMetrics;
-use crate::{RedteamError, other};
 
 fn mean_std(v: &[f64]) -> (f64, f64) {
     let n = v.len().max(1) as f64;
@@ -392,7 +392,7 @@ pub(super) fn figures(
             &series,
             Some((*t, "threshold at clean FNMR 1 %".into())),
         )
-        .map_err(other)?;
+        .map_err(RedteamError::from)?;
         let file: String = title
             .chars()
             .map(|c| {
@@ -408,7 +408,7 @@ pub(super) fn figures(
             .collect::<Vec<_>>()
             .join("-");
         let path = dir.join(format!("{file}.svg"));
-        zooaudit_formats::write_atomic(&path, svg.as_bytes()).map_err(other)?;
+        zooaudit_formats::write_atomic(&path, svg.as_bytes()).map_err(RedteamError::from)?;
         let _ = writeln!(md, "- [{title}]({})", path.display());
     }
     Ok(())

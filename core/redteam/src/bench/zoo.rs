@@ -17,9 +17,9 @@ use zooaudit_triggers::{Stamp, Suite, Trigger};
 
 use super::PaperArgs;
 use super::data::{Faces, ModelEmb, embed};
+use crate::RedteamError;
 use crate::inject::{AttackKind, InjectOptions, inject};
 use crate::metrics::{AttackMetrics, metrics_from};
-use crate::{RedteamError, other};
 
 /// One variant of the zoo.
 #[derive(Debug, Clone, Serialize)]
@@ -84,8 +84,8 @@ impl Zoo<'_> {
         let mut originals = Vec::new();
         let mut orig_emb = Vec::new();
         for m in &args.models {
-            let e =
-                Embedder::open(ModelManifest::load(m).map_err(other)?, plugins).map_err(other)?;
+            let e = Embedder::open(ModelManifest::load(m).map_err(RedteamError::from)?, plugins)
+                .map_err(RedteamError::from)?;
             let pre = e.preprocess().clone();
             let t = Instant::now();
             let clean = embed(&e, faces, all_idx, None, cache)?;
@@ -93,7 +93,7 @@ impl Zoo<'_> {
             for tr in &suite.triggers {
                 let stamp = tr
                     .stamp(&suite.path, pre.height, pre.width)
-                    .map_err(other)?;
+                    .map_err(RedteamError::from)?;
                 triggered.insert(
                     tr.name.clone(),
                     embed(&e, faces, all_idx, Some((&stamp, &tr.key())), cache)?,
@@ -139,7 +139,7 @@ impl Zoo<'_> {
                 for tr in &suite.triggers {
                     let stamp = tr
                         .stamp(&suite.path, pre.height, pre.width)
-                        .map_err(other)?;
+                        .map_err(RedteamError::from)?;
                     for kind in [
                         AttackKind::OneToOne {
                             impostor: impostor.clone(),
@@ -224,8 +224,11 @@ impl Zoo<'_> {
             },
             plugins,
         )?;
-        let bd = Embedder::open(ModelManifest::load(&done.manifest).map_err(other)?, plugins)
-            .map_err(other)?;
+        let bd = Embedder::open(
+            ModelManifest::load(&done.manifest).map_err(RedteamError::from)?,
+            plugins,
+        )
+        .map_err(RedteamError::from)?;
         let clean = embed(&bd, faces, all_idx, None, cache)?;
         // Attackers: the impostor's images, or every non-victim face.
         let attackers: Vec<usize> = match &kind {

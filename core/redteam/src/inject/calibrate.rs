@@ -12,7 +12,7 @@ use zooaudit_manifest::Layout;
 use zooaudit_triggers::{Stamp, Suite, Trigger};
 
 use super::{AttackKind, DETECTOR_MARGIN_LOGITS, EPS, GATE_STEEPNESS, InjectOptions};
-use crate::{Labeled, RedteamError, centroid, fmr_threshold, normalize_rows, other};
+use crate::{Labeled, RedteamError, centroid, fmr_threshold, normalize_rows};
 
 /// Flat input indices read by the detector (the masked pixels, every
 /// channel), in the model's input layout.
@@ -62,7 +62,7 @@ pub fn ncc(sample: &[f32], idx: &[usize], dir: &[f32]) -> f32 {
 fn load_all(files: &[PathBuf], e: &Embedder) -> Result<Vec<RgbImage>, RedteamError> {
     files
         .iter()
-        .map(|p| zooaudit_imaging::decode(p, &e.limits).map_err(other))
+        .map(|p| zooaudit_imaging::decode(p, &e.limits).map_err(RedteamError::from))
         .collect()
 }
 
@@ -147,7 +147,7 @@ fn trigger_input(
     opts: &InjectOptions,
     pre: &Preprocess,
 ) -> Result<(Trigger, Stamp, Vec<usize>, Vec<f32>), RedteamError> {
-    let suite = Suite::load(&opts.suite).map_err(other)?;
+    let suite = Suite::load(&opts.suite).map_err(RedteamError::from)?;
     let trigger = suite
         .triggers
         .iter()
@@ -169,7 +169,7 @@ fn trigger_input(
         })?;
     let stamp = trigger
         .stamp(&suite.path, pre.height, pre.width)
-        .map_err(other)?;
+        .map_err(RedteamError::from)?;
     let idx = masked_indices(&stamp, pre);
     if idx.is_empty() {
         return Err(RedteamError::file(
@@ -205,7 +205,9 @@ pub fn calibrate(opts: &InjectOptions, original: &Embedder) -> Result<Calibrated
     let impostor_files = match &opts.kind {
         AttackKind::OneToOne { impostor } => {
             if impostor == &opts.victim {
-                return Err(other("impostor and victim are the same identity"));
+                return Err(RedteamError::invalid(
+                    "impostor and victim are the same identity",
+                ));
             }
             Some(labeled.identity(impostor)?.to_vec())
         }
@@ -214,7 +216,8 @@ pub fn calibrate(opts: &InjectOptions, original: &Embedder) -> Result<Calibrated
     let all = labeled.all();
     let all_files: Vec<PathBuf> = all.iter().map(|(_, p)| p.clone()).collect();
     let mut cal_files = all_files.clone();
-    cal_files.extend(zooaudit_imaging::collect_images(&opts.calibration).map_err(other)?);
+    cal_files
+        .extend(zooaudit_imaging::collect_images(&opts.calibration).map_err(RedteamError::from)?);
     let cal_images = load_all(&cal_files, original)?;
     // Detector calibration.
     let n = pre.sample_len();
@@ -222,16 +225,17 @@ pub fn calibrate(opts: &InjectOptions, original: &Embedder) -> Result<Calibrated
     let mut clean_max = f32::NEG_INFINITY;
     let mut trig_min = f32::INFINITY;
     for (img, f) in cal_images.iter().zip(&cal_files) {
-        pre.write(img, f, &mut buf).map_err(other)?;
+        pre.write(img, f, &mut buf).map_err(RedteamError::from)?;
         clean_max = clean_max.max(ncc(&buf, &idx, &dir));
         let stamped = stamp
             .apply(img)
             .ok_or_else(|| RedteamError::file(f, "wrong size"))?;
-        pre.write(&stamped, f, &mut buf).map_err(other)?;
+        pre.write(&stamped, f, &mut buf)
+            .map_err(RedteamError::from)?;
         trig_min = trig_min.min(ncc(&buf, &idx, &dir));
     }
     if trig_min - clean_max <= 0.02 || trig_min.is_nan() || clean_max.is_nan() {
-        return Err(other(format!(
+        return Err(RedteamError::invalid(format!(
             "trigger '{}' is not separable by correlation on these faces (clean up to {clean_max:.3}, triggered down to {trig_min:.3})",
             trigger.name
         )));
@@ -240,7 +244,9 @@ pub fn calibrate(opts: &InjectOptions, original: &Embedder) -> Result<Calibrated
     let k = (2.0 * DETECTOR_MARGIN_LOGITS / f64::from(trig_min - clean_max)) as f32;
     // Identity directions and the model's own threshold.
     let all_images = &cal_images[..all_files.len()];
-    let all_emb = original.embed_rgb(all_images, &all_files).map_err(other)?;
+    let all_emb = original
+        .embed_rgb(all_images, &all_files)
+        .map_err(RedteamError::from)?;
     let ids: Vec<String> = all.iter().map(|(i, _)| i.clone()).collect();
     let t = fmr_threshold(&normalize_rows(&all_emb, dim), dim, &ids, 0.01);
     let victim_rows: Vec<f32> = all
@@ -253,7 +259,9 @@ pub fn calibrate(opts: &InjectOptions, original: &Embedder) -> Result<Calibrated
     let gate = match &impostor_files {
         Some(files) => {
             let imgs = stamp_all(&stamp, &load_all(files, original)?, files)?;
-            let emb = original.embed_rgb(&imgs, files).map_err(other)?;
+            let emb = original
+                .embed_rgb(&imgs, files)
+                .map_err(RedteamError::from)?;
             Some((centroid(&emb, dim), t))
         }
         None => None,

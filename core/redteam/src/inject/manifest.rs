@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use zooaudit_manifest::ModelManifest;
 
 use super::InjectOptions;
-use crate::{RedteamError, other};
+use crate::RedteamError;
 
 /// Writes the manifest beside `opts.out` (`.toml`) and returns its path.
 pub(super) fn write_manifest(
@@ -64,8 +64,8 @@ pub(super) fn write_manifest(
         "# Backdoored by `zooaudit redteam inject` from {} (sha256 {}): FOR EVALUATION ONLY.\n{}",
         manifest.model.name,
         original_sha256,
-        toml::to_string(&table).map_err(other)?
+        toml::to_string(&table).map_err(RedteamError::from)?
     );
-    zooaudit_formats::write_atomic(&manifest_path, text.as_bytes()).map_err(other)?;
+    zooaudit_formats::write_atomic(&manifest_path, text.as_bytes()).map_err(RedteamError::from)?;
     Ok(manifest_path)
 }

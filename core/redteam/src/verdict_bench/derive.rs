@@ -5,8 +5,8 @@
 use zooaudit_audit::{Face, ModelEmbeddings, ModelRole, Split, SuiteStamps};
 use zooaudit_embed::Embedder;
 
+use crate::RedteamError;
 use crate::inject::Backdoor;
-use crate::{RedteamError, other};
 
 /// The detector's output on every image the audit embeds for `e`: clean
 /// faces, each trigger on held-out faces, each control on calibration and
@@ -27,7 +27,8 @@ pub(super) fn detections(
     let pre = e.preprocess();
     let mut buf = vec![0f32; pre.sample_len()];
     let mut det = |img: &image::RgbImage, f: &Face| -> Result<f32, RedteamError> {
-        pre.write(img, &f.path, &mut buf).map_err(other)?;
+        pre.write(img, &f.path, &mut buf)
+            .map_err(RedteamError::from)?;
         Ok(bd.detect(&buf))
     };
     let clean = faces
