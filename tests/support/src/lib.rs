@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 use zooaudit_host::{PluginSet, SearchPath};
 
 pub mod hub;
+pub mod postgres;
 
 /// sha256 of `bytes`, lowercase hex.
 pub fn hex_sha256(bytes: &[u8]) -> String {
