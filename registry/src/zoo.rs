@@ -10,6 +10,9 @@
 //!
 //! [[model]]
 //! manifest = "faceplugin.toml"
+//! watch = "hf://owner/repo"         # format 1.1: audit each new commit
+//! file = "model.onnx"               # of this file, with this manifest's
+//!                                   # preprocessing and provenance
 //! ```
 //!
 //! A reference is *independent* of the candidate when the publishers differ
@@ -47,6 +50,20 @@ pub enum ZooError {
 #[serde(deny_unknown_fields)]
 struct RawEntry {
     manifest: String,
+    watch: Option<String>,
+    file: Option<String>,
+}
+
+/// A hub repository whose new commits the zoo audits (`watch` in format
+/// 1.1): the file `file` at each commit, as the model `model` (its
+/// manifest's preprocessing and provenance, the commit's bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watch {
+    pub model: String,
+    /// `owner/name` on the hub.
+    pub repo: String,
+    /// The model file's path in the repository.
+    pub file: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +82,7 @@ pub struct Zoo {
     pub path: PathBuf,
     pub name: String,
     pub models: Vec<ModelManifest>,
+    pub watches: Vec<Watch>,
 }
 
 /// One chosen reference and why.
@@ -145,6 +163,7 @@ impl Zoo {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         let mut models: Vec<ModelManifest> = Vec::new();
+        let mut watches = Vec::new();
         for (i, e) in raw.model.iter().enumerate() {
             let m = ModelManifest::load(&base.join(&e.manifest))
                 .map_err(|err| field(&format!("model[{i}].manifest"), err.to_string()))?;
@@ -163,12 +182,47 @@ impl Zoo {
                     format!("a second model named '{}'", m.model.name),
                 ));
             }
+            match (&e.watch, &e.file) {
+                (None, None) => {}
+                (Some(w), Some(file)) => {
+                    let repo = w
+                        .strip_prefix("hf://")
+                        .filter(|r| r.split('/').count() == 2 && !r.contains(['@', ' ']))
+                        .ok_or_else(|| {
+                            field(
+                                &format!("model[{i}].watch"),
+                                format!("'{w}': expected hf://<owner>/<repo>"),
+                            )
+                        })?;
+                    if file.is_empty()
+                        || file.starts_with('/')
+                        || file.split('/').any(|c| c == "..")
+                    {
+                        return Err(field(
+                            &format!("model[{i}].file"),
+                            format!("'{file}': a path inside the repository"),
+                        ));
+                    }
+                    watches.push(Watch {
+                        model: m.model.name.clone(),
+                        repo: repo.to_string(),
+                        file: file.clone(),
+                    });
+                }
+                _ => {
+                    return Err(field(
+                        &format!("model[{i}]"),
+                        "`watch` and `file` go together".into(),
+                    ));
+                }
+            }
             models.push(m);
         }
         Ok(Zoo {
             path: path.to_path_buf(),
             name: raw.name,
             models,
+            watches,
         })
     }
 
@@ -201,7 +255,19 @@ impl Zoo {
         explicit: &[String],
         max: usize,
     ) -> Result<Vec<Choice>, ZooError> {
-        let cand = self.get(candidate)?;
+        let cand = self.get(candidate)?.clone();
+        self.choose_references_for(&cand, explicit, max)
+    }
+
+    /// [`Zoo::choose_references`] for a candidate that need not be in the
+    /// zoo (an upload): the same rule, against every zoo model but one of
+    /// the candidate's name.
+    pub fn choose_references_for(
+        &self,
+        cand: &ModelManifest,
+        explicit: &[String],
+        max: usize,
+    ) -> Result<Vec<Choice>, ZooError> {
         let err = |m: String| ZooError::File {
             path: self.path.clone(),
             message: m,
@@ -264,7 +330,8 @@ impl Zoo {
                 refused.join("; ")
             };
             return Err(err(format!(
-                "no independent reference for '{candidate}': {why}; name one explicitly to audit anyway"
+                "no independent reference for '{}': {why}; name one explicitly to audit anyway",
+                cand.model.name
             )));
         }
         ranked.sort_by(|a, b| a.0.cmp(&b.0));

@@ -551,6 +551,25 @@ impl AuditSpec {
         name: &str,
         references: Option<&[String]>,
     ) -> Result<(), AuditError> {
+        let zoo = self.load_zoo()?;
+        let cand = zoo.get(name).map_err(AuditError::from)?.clone();
+        self.select(&zoo, &cand, references)
+    }
+
+    /// Like [`AuditSpec::select_from_zoo`] for a candidate manifest that need
+    /// not be in the zoo (an upload, a watched repository's new commit):
+    /// references from the zoo by the same rule.
+    pub fn select_manifest(
+        &mut self,
+        candidate: &zooaudit_manifest::ModelManifest,
+        references: Option<&[String]>,
+    ) -> Result<(), AuditError> {
+        let zoo = self.load_zoo()?;
+        self.select(&zoo, candidate, references)
+    }
+
+    /// The audit's zoo, loaded.
+    pub fn load_zoo(&self) -> Result<zooaudit_registry::zoo::Zoo, AuditError> {
         let zoo_path = self.zoo.clone().ok_or_else(|| {
             AuditError::field(
                 &self.path,
@@ -558,12 +577,17 @@ impl AuditSpec {
                 "a candidate by name needs a zoo (`zoo = ...` or --zoo)".to_string(),
             )
         })?;
-        let zoo = zooaudit_registry::zoo::Zoo::load(&zoo_path).map_err(AuditError::from)?;
+        Ok(zooaudit_registry::zoo::Zoo::load(&zoo_path)?)
+    }
+
+    fn select(
+        &mut self,
+        zoo: &zooaudit_registry::zoo::Zoo,
+        cand: &zooaudit_manifest::ModelManifest,
+        references: Option<&[String]>,
+    ) -> Result<(), AuditError> {
         let explicit = references.unwrap_or(&self.zoo_references).to_vec();
-        let chosen = zoo
-            .choose_references(name, &explicit, self.max_references)
-            .map_err(AuditError::from)?;
-        let cand = zoo.get(name).map_err(AuditError::from)?;
+        let chosen = zoo.choose_references_for(cand, &explicit, self.max_references)?;
         self.candidates = vec![cand.path.clone()];
         self.references = chosen.iter().map(|c| c.manifest.path.clone()).collect();
         self.selection = chosen

@@ -53,7 +53,11 @@ impl Db {
         .bind(&m.source)
         .bind(&m.revision)
         .bind(&m.provenance)
-        .bind(if m.first_seen > 0 { m.first_seen } else { now_ms() })
+        .bind(if m.first_seen > 0 {
+            m.first_seen
+        } else {
+            now_ms()
+        })
         .execute(self.pool())
         .await
         .map_err(sql("record a model"))?;

@@ -191,7 +191,12 @@ impl Db {
 
     /// Renews the lease; false when the claim is no longer this worker's
     /// (the lease ran out and another worker took the audit).
-    pub async fn heartbeat(&self, id: &str, worker: &str, lease: Duration) -> Result<bool, DbError> {
+    pub async fn heartbeat(
+        &self,
+        id: &str,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<bool, DbError> {
         let n = sqlx::query(
             "UPDATE audits SET lease_until = $1 WHERE id = $2 AND worker = $3 AND state = 'running'",
         )
@@ -207,7 +212,12 @@ impl Db {
 
     /// Stores the result and the artifacts in one transaction, if the claim
     /// is still `worker`'s; false (nothing written) otherwise.
-    pub async fn complete(&self, id: &str, worker: &str, done: &Completed) -> Result<bool, DbError> {
+    pub async fn complete(
+        &self,
+        id: &str,
+        worker: &str,
+        done: &Completed,
+    ) -> Result<bool, DbError> {
         let mut tx = self.pool().begin().await.map_err(sql("begin"))?;
         let n = sqlx::query(
             "UPDATE audits SET state = 'done', verdict = $1, rule = $2, plugins = $3,

@@ -142,6 +142,38 @@ impl Db {
             .map_err(sql("list a model's audits"))
     }
 
+    /// Every audit of the candidate called `name`, newest first: its
+    /// history across revisions (each revision a sha256 of its own).
+    pub async fn audits_named(&self, name: &str) -> Result<Vec<AuditRow>, DbError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {AUDIT_COLUMNS} FROM audits WHERE candidate_name = $1
+             ORDER BY submitted_at DESC, id"
+        ))
+        .bind(name)
+        .fetch_all(self.pool())
+        .await
+        .map_err(sql("list a model's audits"))?;
+        rows.iter()
+            .map(audit_from)
+            .collect::<Result<_, _>>()
+            .map_err(sql("list a model's audits"))
+    }
+
+    /// Seconds from claim to result of every finished audit.
+    pub async fn durations(&self) -> Result<Vec<f64>, DbError> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT started_at, finished_at FROM audits
+             WHERE state = 'done' AND started_at IS NOT NULL AND finished_at IS NOT NULL",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(sql("read durations"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(s, f)| (f - s).max(0) as f64 / 1e3)
+            .collect())
+    }
+
     pub async fn artifact(&self, id: &str, name: &str) -> Result<Option<Artifact>, DbError> {
         let row = sqlx::query(
             "SELECT name, media_type, bytes FROM artifacts WHERE audit_id = $1 AND name = $2",

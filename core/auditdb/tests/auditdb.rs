@@ -52,7 +52,11 @@ fn new_audit(i: usize) -> NewAudit {
 
 async fn migrated(url: &str) -> Db {
     let db = Db::connect(url, 4).await.unwrap();
-    assert_eq!(db.migrate().await.unwrap(), vec![1], "{url}: first migrate applies v1");
+    assert_eq!(
+        db.migrate().await.unwrap(),
+        vec![1],
+        "{url}: first migrate applies v1"
+    );
     db
 }
 
@@ -61,9 +65,16 @@ fn the_schema_is_versioned_and_checked() {
     on_both("schema", |url| async move {
         let raw = Db::connect(&url, 2).await.unwrap();
         let e = Db::open(&url, 2).await.unwrap_err().to_string();
-        assert!(e.contains("not an audit registry yet") && e.contains("registry migrate"), "{e}");
+        assert!(
+            e.contains("not an audit registry yet") && e.contains("registry migrate"),
+            "{e}"
+        );
         assert_eq!(raw.migrate().await.unwrap(), vec![1]);
-        assert_eq!(raw.migrate().await.unwrap(), Vec::<i64>::new(), "idempotent");
+        assert_eq!(
+            raw.migrate().await.unwrap(),
+            Vec::<i64>::new(),
+            "idempotent"
+        );
         Db::open(&url, 2).await.unwrap();
         assert_eq!(zooaudit_auditdb::schema_version(), 1);
     });
@@ -71,12 +82,19 @@ fn the_schema_is_versioned_and_checked() {
 
 #[test]
 fn a_bad_database_url_is_one_line() {
-    let e = zooaudit_auditdb::normalise_url("mysql://x/y").unwrap_err().to_string();
+    let e = zooaudit_auditdb::normalise_url("mysql://x/y")
+        .unwrap_err()
+        .to_string();
     assert!(e.starts_with("--db mysql://x/y: not a database"), "{e}");
-    let e = zooaudit_auditdb::normalise_url("sqlite::memory:").unwrap_err().to_string();
+    let e = zooaudit_auditdb::normalise_url("sqlite::memory:")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("must be a file"), "{e}");
     let (u, b) = zooaudit_auditdb::normalise_url("zoo.db").unwrap();
-    assert!(u.starts_with("sqlite:///") && u.ends_with("zoo.db?mode=rwc"), "{u}");
+    assert!(
+        u.starts_with("sqlite:///") && u.ends_with("zoo.db?mode=rwc"),
+        "{u}"
+    );
     assert_eq!(b, zooaudit_auditdb::Backend::Sqlite);
 }
 
@@ -89,11 +107,28 @@ fn an_audit_is_queued_once_claimed_completed_with_its_artifacts() {
         assert!(!s1.existing && s1.state == "queued");
         let s2 = db.submit(&a).await.unwrap();
         assert!(s2.existing && !s2.requeued && s2.id == s1.id, "{s2:?}");
-        let c = db.claim("w1", Duration::from_secs(60)).await.unwrap().unwrap();
+        let c = db
+            .claim("w1", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((c.id.as_str(), c.attempt), (s1.id.as_str(), 1));
-        assert!(db.claim("w2", Duration::from_secs(60)).await.unwrap().is_none());
-        assert!(db.heartbeat(&c.id, "w1", Duration::from_secs(60)).await.unwrap());
-        assert!(!db.heartbeat(&c.id, "w2", Duration::from_secs(60)).await.unwrap());
+        assert!(
+            db.claim("w2", Duration::from_secs(60))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            db.heartbeat(&c.id, "w1", Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !db.heartbeat(&c.id, "w2", Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
         let bytes: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
         let done = Completed {
             verdict: "no-backdoor-indicated".into(),
@@ -113,14 +148,23 @@ fn an_audit_is_queued_once_claimed_completed_with_its_artifacts() {
                 },
             ],
         };
-        assert!(!db.complete(&c.id, "w2", &done).await.unwrap(), "not w2's claim");
-        assert!(db.artifacts(&c.id).await.unwrap().is_empty(), "nothing written for w2");
+        assert!(
+            !db.complete(&c.id, "w2", &done).await.unwrap(),
+            "not w2's claim"
+        );
+        assert!(
+            db.artifacts(&c.id).await.unwrap().is_empty(),
+            "nothing written for w2"
+        );
         assert!(db.complete(&c.id, "w1", &done).await.unwrap());
         assert!(!db.complete(&c.id, "w1", &done).await.unwrap(), "done once");
         let row = db.audit(&c.id).await.unwrap().unwrap();
         assert_eq!(row.state, "done");
         assert_eq!(row.verdict.as_deref(), Some("no-backdoor-indicated"));
-        assert_eq!(row.candidate_sha256.as_deref(), Some("f".repeat(64).as_str()));
+        assert_eq!(
+            row.candidate_sha256.as_deref(),
+            Some("f".repeat(64).as_str())
+        );
         let got = db.artifact(&c.id, "blob.bin").await.unwrap().unwrap();
         assert_eq!(got.bytes, bytes, "bytes round-trip exactly");
         let list = db.artifacts(&c.id).await.unwrap();
@@ -139,10 +183,20 @@ fn failures_retry_with_backoff_then_fail_and_a_resubmission_requeues() {
         let id = db.submit(&new_audit(2)).await.unwrap().id;
         let lease = Duration::from_secs(60);
         let c = db.claim("w", lease).await.unwrap().unwrap();
-        assert!(db.fail(&c.id, "w", "boom 1", Duration::from_millis(400)).await.unwrap());
+        assert!(
+            db.fail(&c.id, "w", "boom 1", Duration::from_millis(400))
+                .await
+                .unwrap()
+        );
         let row = db.audit(&id).await.unwrap().unwrap();
-        assert_eq!((row.state.as_str(), row.error.as_deref()), ("queued", Some("boom 1")));
-        assert!(db.claim("w", lease).await.unwrap().is_none(), "backoff not over");
+        assert_eq!(
+            (row.state.as_str(), row.error.as_deref()),
+            ("queued", Some("boom 1"))
+        );
+        assert!(
+            db.claim("w", lease).await.unwrap().is_none(),
+            "backoff not over"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
         let c = db.claim("w", lease).await.unwrap().unwrap();
         assert_eq!(c.attempt, 2);
@@ -150,9 +204,15 @@ fn failures_retry_with_backoff_then_fail_and_a_resubmission_requeues() {
         let row = db.audit(&id).await.unwrap().unwrap();
         assert_eq!((row.state.as_str(), row.attempts), ("failed", 2));
         assert_eq!(row.error.as_deref(), Some("boom 2"));
-        assert!(db.claim("w", lease).await.unwrap().is_none(), "no attempts left");
+        assert!(
+            db.claim("w", lease).await.unwrap().is_none(),
+            "no attempts left"
+        );
         let again = db.submit(&new_audit(2)).await.unwrap();
-        assert!(again.existing && again.requeued && again.state == "queued", "{again:?}");
+        assert!(
+            again.existing && again.requeued && again.state == "queued",
+            "{again:?}"
+        );
         let c = db.claim("w", lease).await.unwrap().unwrap();
         assert_eq!(c.attempt, 1, "attempts start over");
         assert!(db.release(&c.id, "w").await.unwrap());
@@ -166,15 +226,37 @@ fn a_dead_workers_lease_runs_out_and_another_takes_the_audit() {
     on_both("lease", |url| async move {
         let db = migrated(&url).await;
         let id = db.submit(&new_audit(3)).await.unwrap().id;
-        let c = db.claim("dead", Duration::from_millis(300)).await.unwrap().unwrap();
-        assert!(db.claim("live", Duration::from_secs(60)).await.unwrap().is_none());
+        let c = db
+            .claim("dead", Duration::from_millis(300))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            db.claim("live", Duration::from_secs(60))
+                .await
+                .unwrap()
+                .is_none()
+        );
         tokio::time::sleep(Duration::from_millis(400)).await;
-        let c2 = db.claim("live", Duration::from_millis(300)).await.unwrap().unwrap();
+        let c2 = db
+            .claim("live", Duration::from_millis(300))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((c2.id.as_str(), c2.attempt), (c.id.as_str(), 2));
-        assert!(!db.heartbeat(&id, "dead", Duration::from_secs(1)).await.unwrap());
+        assert!(
+            !db.heartbeat(&id, "dead", Duration::from_secs(1))
+                .await
+                .unwrap()
+        );
         // The second worker dies too: no attempt is left, so it fails.
         tokio::time::sleep(Duration::from_millis(400)).await;
-        assert!(db.claim("third", Duration::from_secs(60)).await.unwrap().is_none());
+        assert!(
+            db.claim("third", Duration::from_secs(60))
+                .await
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(db.expire().await.unwrap(), 1);
         let row = db.audit(&id).await.unwrap().unwrap();
         assert_eq!(row.state, "failed");
@@ -230,10 +312,20 @@ fn models_revisions_deliveries_and_workers() {
         later.first_seen = 9;
         later.name = "renamed".into();
         db.record_model(&later).await.unwrap();
-        assert_eq!(db.model(&m.sha256).await.unwrap().unwrap(), m, "first seen stays");
+        assert_eq!(
+            db.model(&m.sha256).await.unwrap().unwrap(),
+            m,
+            "first seen stays"
+        );
         assert_eq!(db.models().await.unwrap().len(), 1);
-        assert_eq!(db.check_revision("hf://o/r", "c1", "x").await.unwrap(), RevisionCheck::New);
-        assert_eq!(db.check_revision("hf://o/r", "c1", "x").await.unwrap(), RevisionCheck::Same);
+        assert_eq!(
+            db.check_revision("hf://o/r", "c1", "x").await.unwrap(),
+            RevisionCheck::New
+        );
+        assert_eq!(
+            db.check_revision("hf://o/r", "c1", "x").await.unwrap(),
+            RevisionCheck::Same
+        );
         assert_eq!(
             db.check_revision("hf://o/r", "c1", "y").await.unwrap(),
             RevisionCheck::Changed {
@@ -241,8 +333,13 @@ fn models_revisions_deliveries_and_workers() {
             }
         );
         assert!(db.delivery("d1", "queued", Some("a1")).await.unwrap());
-        assert!(!db.delivery("d1", "queued", Some("a1")).await.unwrap(), "replay");
-        db.worker_seen("w1", Some("a1"), "running", 0, 0).await.unwrap();
+        assert!(
+            !db.delivery("d1", "queued", Some("a1")).await.unwrap(),
+            "replay"
+        );
+        db.worker_seen("w1", Some("a1"), "running", 0, 0)
+            .await
+            .unwrap();
         db.worker_seen("w1", None, "idle", 1, 0).await.unwrap();
         let w = db.workers().await.unwrap();
         assert_eq!((w.len(), w[0].done, w[0].state.as_str()), (1, 1, "idle"));

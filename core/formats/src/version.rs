@@ -102,12 +102,13 @@ impl Format {
             Format::ModelManifest
             | Format::AuditFile
             | Format::TriggerSuite
-            | Format::Zoo
             | Format::PairBundle
             | Format::AttackRecord
             | Format::EmbeddingsSidecar
             | Format::ScanOutput => FormatVersion::new(1, 0),
             Format::Predicate => FormatVersion::new(1, 1),
+            // 1.1: an entry may watch a hub repository (`watch`, `file`).
+            Format::Zoo => FormatVersion::new(1, 1),
             Format::Report => FormatVersion::new(1, 4),
         }
     }

@@ -16,6 +16,7 @@ mod models;
 mod pair;
 mod redteam;
 mod scan;
+mod zoo;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -82,6 +83,18 @@ enum Command {
     },
     /// Show how a model opens: inputs, outputs, batching, repairs.
     Inspect(models::InspectArgs),
+    /// The audit registry (a database of models, audits and artifacts).
+    Registry {
+        #[command(subcommand)]
+        command: zoo::RegistryCommand,
+    },
+    /// Queue an audit in the registry (as POST /v1/audits does).
+    Submit(Box<zoo::SubmitArgs>),
+    /// Claim and run queued audits until SIGTERM.
+    Worker(Box<zoo::WorkerArgs>),
+    /// The zoo service: intake, webhooks, read API, badges, dashboard
+    /// (with embedded workers unless --workers 0).
+    Serve(Box<zoo::ServeArgs>),
 }
 
 impl Cli {
@@ -104,6 +117,10 @@ impl Cli {
             Command::Redteam { command } => command.run(dirs),
             Command::Scan(a) => scan::run(&a),
             Command::Bench { command } => command.run(dirs),
+            Command::Registry { command } => command.run(),
+            Command::Submit(a) => a.run(),
+            Command::Worker(a) => a.run(dirs),
+            Command::Serve(a) => a.run(dirs),
         }
     }
 }
