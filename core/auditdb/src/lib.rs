@@ -146,7 +146,7 @@ impl Db {
         let (full, backend) = normalise_url(url)?;
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(5))
             .connect(&full)
             .await
             .map_err(sql("connect"))?;

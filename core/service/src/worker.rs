@@ -65,6 +65,9 @@ pub struct WorkerStats {
     /// Results not stored because another worker had taken the audit.
     pub lost: u64,
     pub released: u64,
+    /// Registry calls that failed (the database down or unreachable) and
+    /// were retried.
+    pub db_errors: u64,
 }
 
 /// A line on stderr, prefixed with the worker's name.
@@ -104,6 +107,7 @@ pub async fn run(
             total.failed += st.failed;
             total.lost += st.lost;
             total.released += st.released;
+            total.db_errors += st.db_errors;
         }
     }
     total
@@ -163,6 +167,7 @@ impl Slot {
             let _ = self.db.expire().await;
             match self.db.claim(&self.name, self.opts.lease).await {
                 Err(e) => {
+                    self.stats.db_errors += 1;
                     log(&self.name, format!("{e}; retrying in {db_down:?}"));
                     self.pause(db_down).await;
                     db_down = (db_down * 2).min(Duration::from_secs(10));
@@ -298,7 +303,10 @@ impl Slot {
                     match self.db.heartbeat(&claim.id, &self.name, self.opts.lease).await {
                         Ok(true) => {}
                         Ok(false) => log(&self.name, format!("audit {}: lease lost", claim.id)),
-                        Err(e) => log(&self.name, format!("audit {}: cannot renew the lease: {e}", claim.id)),
+                        Err(e) => {
+                            self.stats.db_errors += 1;
+                            log(&self.name, format!("audit {}: cannot renew the lease: {e}", claim.id));
+                        }
                     }
                 }
                 _ = sd.changed(), if deadline.is_none() => {
@@ -327,6 +335,7 @@ impl Slot {
                     return stored;
                 }
                 Err(e) => {
+                    self.stats.db_errors += 1;
                     log(
                         &self.name,
                         format!("storing audit {}: {e}; retrying in {wait:?}", claim.id),
@@ -339,7 +348,7 @@ impl Slot {
     }
 
     /// Retries a registry write until the database answers.
-    async fn until_written<F, Fut>(&self, write: F)
+    async fn until_written<F, Fut>(&mut self, write: F)
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<bool, DbError>>,
@@ -349,6 +358,7 @@ impl Slot {
             match write().await {
                 Ok(_) => return,
                 Err(e) => {
+                    self.stats.db_errors += 1;
                     log(&self.name, format!("{e}; retrying in {wait:?}"));
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(10));

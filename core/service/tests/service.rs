@@ -105,13 +105,8 @@ pub fn cache_dir() -> PathBuf {
 pub fn runner(zoo: &TestZoo, fetch: zooaudit_registry::FetchOptions) -> Runner {
     support::require_ort();
     Runner {
-        config: zoo.config.clone(),
-        plugin_dirs: vec![support::fixture_plugin_dir()],
-        cache: Some(cache_dir()),
-        sign_key: None,
-        test_result: false,
         fetch,
-        batch: 32,
+        ..runner_for(zoo.config.clone())
     }
 }
 
@@ -328,6 +323,165 @@ fn two_workers_audit_twenty_submissions_exactly_once() {
                     );
                 }
             }
+        }
+    });
+}
+
+/// Not a test by itself: the worker process that
+/// `a_worker_killed_mid_audit_loses_nothing` starts and kills (this test
+/// binary, run again with `--ignored --exact worker_process`).
+#[test]
+#[ignore = "a child process of a_worker_killed_mid_audit_loses_nothing"]
+fn worker_process() {
+    let (Ok(url), Ok(audit)) = (
+        std::env::var("ZOOAUDIT_TEST_WORKER_DB"),
+        std::env::var("ZOOAUDIT_TEST_WORKER_AUDIT"),
+    ) else {
+        eprintln!("worker_process runs only as a child of a_worker_killed_mid_audit_loses_nothing");
+        return;
+    };
+    let config = ZooConfig {
+        audit: PathBuf::from(audit),
+        zoo: None,
+    };
+    let intake = Intake::open(&config).unwrap();
+    let mut runner = runner_for(config);
+    runner.fetch = zooaudit_registry::FetchOptions::from_env();
+    let mut opts = worker_opts("doomed", &intake);
+    opts.lease = Duration::from_secs(3);
+    let rt = rt();
+    rt.block_on(async {
+        let (_tx, stop) = watch::channel(false);
+        let w = start_worker(&url, Arc::new(runner), opts, stop).await;
+        w.await.unwrap();
+    });
+}
+
+fn runner_for(config: ZooConfig) -> Runner {
+    Runner {
+        config,
+        plugin_dirs: vec![support::fixture_plugin_dir()],
+        cache: Some(cache_dir()),
+        sign_key: None,
+        test_result: false,
+        fetch: zooaudit_registry::FetchOptions::from_env(),
+        batch: 32,
+    }
+}
+
+/// A worker process killed with SIGKILL in mid-audit: its lease runs out,
+/// another worker takes the audit and completes it; one result, the second
+/// attempt.
+#[test]
+fn a_worker_killed_mid_audit_loses_nothing() {
+    let zoo = TestZoo::new(1, "");
+    let intake = zoo.intake();
+    let runner = Arc::new(runner(&zoo, zooaudit_registry::FetchOptions::from_env()));
+    on_both("killed", |url, _| {
+        let (zoo, intake, runner) = (&zoo, &intake, runner.clone());
+        async move {
+            let db = Db::open(&url, 2).await.unwrap();
+            let id = db
+                .submit(&intake.zoo_model("sface-00", &[]).unwrap())
+                .await
+                .unwrap()
+                .id;
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--ignored", "--exact", "worker_process", "--nocapture"])
+                .env("ZOOAUDIT_TEST_WORKER_DB", &url)
+                .env("ZOOAUDIT_TEST_WORKER_AUDIT", &zoo.config.audit)
+                .spawn()
+                .unwrap();
+            let t = Instant::now();
+            loop {
+                let a = db.audit(&id).await.unwrap().unwrap();
+                if a.state == "running" && a.worker.as_deref() == Some("doomed") {
+                    break;
+                }
+                assert_eq!(a.state, "queued", "{a:?}");
+                assert!(
+                    t.elapsed() < Duration::from_secs(120),
+                    "the child never claimed"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            let a = db.audit(&id).await.unwrap().unwrap();
+            assert_eq!(a.state, "running", "killed before it finished: {a:?}");
+            assert!(db.artifacts(&id).await.unwrap().is_empty());
+            let (tx, stop) = watch::channel(false);
+            let w = start_worker(&url, runner, worker_opts("rescuer", intake), stop).await;
+            wait_finished(&db, 1, Duration::from_secs(300)).await;
+            tx.send(true).unwrap();
+            let st = w.await.unwrap();
+            assert_eq!((st.done, st.failed, st.lost), (1, 0, 0));
+            let a = db.audit(&id).await.unwrap().unwrap();
+            assert_eq!((a.state.as_str(), a.attempts), ("done", 2), "{a:?}");
+            assert_eq!(a.worker.as_deref(), Some("rescuer"));
+            assert_eq!(db.artifacts(&id).await.unwrap().len(), 4);
+            assert_eq!(
+                db.audits(None, 10).await.unwrap().len(),
+                1,
+                "one audit, one result"
+            );
+        }
+    });
+}
+
+/// PostgreSQL stopped for 7 s (longer than a pool waits for a connection,
+/// 5 s) and started again while two workers run six audits: the outage
+/// reaches them as errors, they wait it out and carry on; every audit is
+/// done, once.
+#[test]
+fn workers_carry_on_when_the_database_restarts() {
+    let zoo = TestZoo::new(3, "");
+    let intake = zoo.intake();
+    let runner = Arc::new(runner(&zoo, zooaudit_registry::FetchOptions::from_env()));
+    let pg = Arc::new(Postgres::start());
+    let url = pg.database("restart");
+    rt().block_on(async {
+        let db = Db::connect(&url, 4).await.unwrap();
+        db.migrate().await.unwrap();
+        for k in 0..3 {
+            for name in [format!("sface-{k:02}"), format!("fp-{k:02}")] {
+                db.submit(&intake.zoo_model(&name, &[]).unwrap())
+                    .await
+                    .unwrap();
+            }
+        }
+        let (tx, stop) = watch::channel(false);
+        let w1 = start_worker(
+            &url,
+            runner.clone(),
+            worker_opts("w1", &intake),
+            stop.clone(),
+        )
+        .await;
+        let w2 = start_worker(&url, runner.clone(), worker_opts("w2", &intake), stop).await;
+        wait_finished(&db, 1, Duration::from_secs(300)).await;
+        let pg = pg.clone();
+        eprintln!("restarting PostgreSQL");
+        tokio::task::spawn_blocking(move || pg.restart(Duration::from_secs(7)))
+            .await
+            .unwrap();
+        eprintln!("PostgreSQL is back");
+        let db = Db::open(&url, 2).await.unwrap();
+        wait_finished(&db, 6, Duration::from_secs(300)).await;
+        tx.send(true).unwrap();
+        let (s1, s2) = (w1.await.unwrap(), w2.await.unwrap());
+        assert_eq!(
+            (s1.done + s2.done, s1.lost + s2.lost, s1.failed + s2.failed),
+            (6, 0, 0)
+        );
+        assert!(
+            s1.db_errors + s2.db_errors > 0,
+            "the outage reached the workers: {s1:?} {s2:?}"
+        );
+        for a in db.audits(None, 10).await.unwrap() {
+            assert_eq!((a.state.as_str(), a.attempts), ("done", 1), "{a:?}");
+            assert_eq!(db.artifacts(&a.id).await.unwrap().len(), 4);
         }
     });
 }
