@@ -19,6 +19,8 @@ use zooaudit_service::worker::{WorkerOptions, WorkerStats};
 use zooaudit_testsupport as support;
 use zooaudit_testsupport::postgres::Postgres;
 
+mod web;
+
 /// A zoo of renamed copies of the shared models in a temporary directory:
 /// `sface-NN` and `fp-NN` (the same files, so the embeddings are cached),
 /// an audit file with one trigger and one reference, and `extra` zoo text.

@@ -234,3 +234,43 @@ pub fn real_embeddings(manifest: &str) -> zooaudit_embed::Embeddings {
     zooaudit_formats::npy::write(&path, emb.rows, emb.dim, &emb.data).unwrap();
     emb
 }
+
+/// Debian's headless Chromium, for what a person looks at.
+pub mod browser {
+    use std::path::Path;
+    use std::process::Command;
+
+    /// The flags a sandboxed, offline machine needs (no background
+    /// networking, no first-run, a fresh profile in `profile`).
+    pub fn command(profile: &Path) -> Option<Command> {
+        let chromium = Path::new("/usr/bin/chromium");
+        if !chromium.is_file() {
+            assert!(
+                std::env::var_os("ZOOAUDIT_REQUIRE_CHROMIUM").is_none(),
+                "ZOOAUDIT_REQUIRE_CHROMIUM is set but /usr/bin/chromium is missing"
+            );
+            eprintln!("SKIPPED: /usr/bin/chromium is not installed (apt-get install chromium)");
+            return None;
+        }
+        let mut c = Command::new(chromium);
+        c.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()));
+        Some(c)
+    }
+
+    /// The page at `url` as Chromium renders it (`--dump-dom`); `None`
+    /// where Chromium is not installed and not required.
+    pub fn dump_dom(url: &str, profile: &Path) -> Option<String> {
+        let out = command(profile)?.arg("--dump-dom").arg(url).output().ok()?;
+        Some(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}

@@ -65,7 +65,11 @@ impl Postgres {
                 .status()
                 .unwrap()
                 .success();
-            assert!(ok, "cannot give {} to the postgres user", dir.path().display());
+            assert!(
+                ok,
+                "cannot give {} to the postgres user",
+                dir.path().display()
+            );
         }
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -158,14 +162,29 @@ impl Postgres {
     fn stop(&self, mode: &str) {
         self.run(
             "pg_ctl",
-            &["-D", self.data().to_str().unwrap(), "-m", mode, "-w", "stop"],
+            &[
+                "-D",
+                self.data().to_str().unwrap(),
+                "-m",
+                mode,
+                "-w",
+                "stop",
+            ],
         );
     }
 
     /// A new, empty database; its URL.
     pub fn database(&self, name: &str) -> String {
         let out = Command::new(self.bin.join("createdb"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", SUPERUSER, name])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                SUPERUSER,
+                name,
+            ])
             .output()
             .unwrap();
         assert!(
@@ -186,7 +205,14 @@ impl Drop for Postgres {
         let data = self.data();
         let _ = self
             .command("pg_ctl")
-            .args(["-D", data.to_str().unwrap_or(""), "-m", "immediate", "-w", "stop"])
+            .args([
+                "-D",
+                data.to_str().unwrap_or(""),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ])
             .output();
     }
 }
