@@ -4,6 +4,19 @@
 # tests. The tests build their misbehaving fixture plugins themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Debian packages the tests start themselves: PostgreSQL (the audit
+# registry's tests run a cluster as the postgres user) and Chromium (the HTML
+# report and the zoo dashboard are rendered headless).
+need=()
+ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  echo "installing Debian packages: ${need[*]}" >&2
+  $sudo apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
 eval "$(scripts/setup.sh --env)"
 cargo build --workspace --locked
 cargo test --workspace --locked "$@"

@@ -364,13 +364,12 @@ fn evaluate_pair(
             out.scores.push(row("control", control_eval[k]));
         }
         for (oi, th) in thresholds.iter().enumerate() {
-            let ct = threshold_at(control_cal, th.target_fnmr).ok_or_else(|| {
-                AuditError::Threshold {
+            let ct =
+                threshold_at(control_cal, th.target_fnmr).ok_or_else(|| AuditError::Threshold {
                     probe: pname.clone(),
                     reference: rname.clone(),
                     message: format!("no control threshold for {t}"),
-                }
-            })?;
+                })?;
             out.results.push(result_row(
                 &pname,
                 &rname,

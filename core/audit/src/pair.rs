@@ -154,12 +154,10 @@ pub fn fit_pair(
         &gather(&r.clean, rd, &split.heldout),
     )?;
     for &op in &spec.operating_points {
-        let t = threshold_at(&pair.calibration, op).ok_or_else(|| {
-            AuditError::Threshold {
-                probe: pair.probe.clone(),
-                reference: pair.reference.clone(),
-                message: format!("cannot place a threshold at FNMR {op}"),
-            }
+        let t = threshold_at(&pair.calibration, op).ok_or_else(|| AuditError::Threshold {
+            probe: pair.probe.clone(),
+            reference: pair.reference.clone(),
+            message: format!("cannot place a threshold at FNMR {op}"),
         })?;
         if !t.supported {
             pair.warnings.push(format!(

@@ -196,7 +196,8 @@ impl Db {
 
     pub async fn artifacts(&self, id: &str) -> Result<Vec<ArtifactInfo>, DbError> {
         let rows = sqlx::query(
-            "SELECT name, media_type, sha256, bytes FROM artifacts WHERE audit_id = $1 ORDER BY name",
+            "SELECT name, media_type, sha256, length(bytes) AS size FROM artifacts
+             WHERE audit_id = $1 ORDER BY name",
         )
         .bind(id)
         .fetch_all(self.pool())
@@ -204,12 +205,13 @@ impl Db {
         .map_err(sql("list artifacts"))?;
         rows.iter()
             .map(|r| {
-                let bytes: Vec<u8> = r.try_get("bytes")?;
                 Ok(ArtifactInfo {
                     name: r.try_get("name")?,
                     media_type: r.try_get("media_type")?,
                     sha256: r.try_get("sha256")?,
-                    size: bytes.len() as i64,
+                    size: r
+                        .try_get::<i64, _>("size")
+                        .or_else(|_| r.try_get::<i32, _>("size").map(i64::from))?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()

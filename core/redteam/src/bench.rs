@@ -88,25 +88,16 @@ pub fn measure(
     opts: &InjectOptions,
     plugins: &PluginSet,
 ) -> Result<AttackMetrics, RedteamError> {
-    let original = Embedder::open(
-        ModelManifest::load(&opts.manifest).map_err(RedteamError::from)?,
-        plugins,
-    )
-    .map_err(RedteamError::from)?;
-    let bd = Embedder::open(
-        ModelManifest::load(&done.manifest).map_err(RedteamError::from)?,
-        plugins,
-    )
-    .map_err(RedteamError::from)?;
-    let suite = Suite::load(&opts.suite).map_err(RedteamError::from)?;
+    let original = Embedder::open(ModelManifest::load(&opts.manifest)?, plugins)?;
+    let bd = Embedder::open(ModelManifest::load(&done.manifest)?, plugins)?;
+    let suite = Suite::load(&opts.suite)?;
     let pre = original.preprocess();
     let stamp = suite
         .triggers
         .iter()
         .find(|t| t.name == opts.trigger)
         .ok_or_else(|| RedteamError::invalid("trigger vanished"))?
-        .stamp(&suite.path, pre.height, pre.width)
-        .map_err(RedteamError::from)?;
+        .stamp(&suite.path, pre.height, pre.width)?;
     let labeled = Labeled::load(&opts.labeled)?;
     crate::attack_metrics(
         &original,
@@ -138,7 +129,7 @@ pub fn run_paper(
             .clone()
             .or_else(zooaudit_audit::cache::default_dir),
     );
-    let suite = Suite::load(&args.triggers).map_err(RedteamError::from)?;
+    let suite = Suite::load(&args.triggers)?;
     let labeled_dir = args.faces.join("labeled");
     let labeled = Labeled::load(&labeled_dir)?;
     let faces = Faces::load(&args.faces, &labeled)?;
@@ -185,15 +176,11 @@ pub fn run_paper(
     let seconds = t0.elapsed().as_secs_f64();
     let _ = writeln!(md, "\n{} variants, {:.0} s.", variants.len(), seconds);
     std::fs::create_dir_all(&args.out).map_err(|e| RedteamError::file(&args.out, e))?;
-    zooaudit_formats::write_atomic(&args.out.join("tables.md"), md.as_bytes())
-        .map_err(RedteamError::from)?;
+    zooaudit_formats::write_atomic(&args.out.join("tables.md"), md.as_bytes())?;
     zooaudit_formats::write_atomic(
         &args.out.join("variants.json"),
-        serde_json::to_string_pretty(&variants)
-            .map_err(RedteamError::from)?
-            .as_bytes(),
-    )
-    .map_err(RedteamError::from)?;
+        serde_json::to_string_pretty(&variants)?.as_bytes(),
+    )?;
     println!("{md}");
     Ok(PaperResults {
         markdown: md,

@@ -119,9 +119,7 @@ impl AttackRecord {
         let v: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| RedteamError::file(path, e))?;
         let version = v["format_version"].as_str().unwrap_or("");
-        zooaudit_formats::Format::AttackRecord
-            .check(path, version)
-            .map_err(RedteamError::from)?;
+        zooaudit_formats::Format::AttackRecord.check(path, version)?;
         serde_json::from_value(v).map_err(|e| RedteamError::file(path, e))
     }
 }
@@ -143,8 +141,8 @@ pub fn inject(opts: &InjectOptions, plugins: &PluginSet) -> Result<Injected, Red
             opts.strength
         )));
     }
-    let manifest = ModelManifest::load(&opts.manifest).map_err(RedteamError::from)?;
-    let original = Embedder::open(manifest.clone(), plugins).map_err(RedteamError::from)?;
+    let manifest = ModelManifest::load(&opts.manifest)?;
+    let original = Embedder::open(manifest.clone(), plugins)?;
     let model_path = original.resolved().path.clone();
     let bytes = std::fs::read(&model_path).map_err(|e| RedteamError::file(&model_path, e))?;
     let info = build::inspect(&bytes).map_err(|e| RedteamError::file(&model_path, e))?;
@@ -191,7 +189,7 @@ pub fn inject(opts: &InjectOptions, plugins: &PluginSet) -> Result<Injected, Red
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent).map_err(|e| RedteamError::file(parent, e))?;
     }
-    zooaudit_formats::write_atomic(out, &new_bytes).map_err(RedteamError::from)?;
+    zooaudit_formats::write_atomic(out, &new_bytes)?;
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&new_bytes));
     let manifest_path = manifest::write_manifest(
         opts,
@@ -225,11 +223,8 @@ pub fn inject(opts: &InjectOptions, plugins: &PluginSet) -> Result<Injected, Red
     let record_path = out.with_extension("attack.json");
     zooaudit_formats::write_atomic(
         &record_path,
-        serde_json::to_string_pretty(&record)
-            .map_err(RedteamError::from)?
-            .as_bytes(),
-    )
-    .map_err(RedteamError::from)?;
+        serde_json::to_string_pretty(&record)?.as_bytes(),
+    )?;
     Ok(Injected {
         model: out.clone(),
         manifest: manifest_path,

@@ -83,8 +83,7 @@ impl Labeled {
             if !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                 continue;
             }
-            let files =
-                zooaudit_imaging::collect_images(&[entry.path()]).map_err(RedteamError::from)?;
+            let files = zooaudit_imaging::collect_images(&[entry.path()])?;
             if !files.is_empty() {
                 identities.insert(entry.file_name().to_string_lossy().into_owned(), files);
             }

@@ -66,17 +66,13 @@ pub fn attack_metrics(
     let all = labeled.all();
     let mut files: Vec<PathBuf> = all.iter().map(|(_, p)| p.clone()).collect();
     let n_labeled = files.len();
-    files.extend(zooaudit_imaging::collect_images(extra_clean).map_err(RedteamError::from)?);
+    files.extend(zooaudit_imaging::collect_images(extra_clean)?);
     let images: Vec<image::RgbImage> = files
         .iter()
         .map(|p| zooaudit_imaging::decode(p, &original.limits).map_err(RedteamError::from))
         .collect::<Result<_, _>>()?;
-    let clean_o = original
-        .embed_rgb(&images, &files)
-        .map_err(RedteamError::from)?;
-    let clean_b = backdoored
-        .embed_rgb(&images, &files)
-        .map_err(RedteamError::from)?;
+    let clean_o = original.embed_rgb(&images, &files)?;
+    let clean_b = backdoored.embed_rgb(&images, &files)?;
     let clean_max_abs_diff = clean_o
         .iter()
         .zip(&clean_b)
@@ -92,12 +88,8 @@ pub fn attack_metrics(
                 .ok_or_else(|| RedteamError::invalid("image size differs"))
         })
         .collect::<Result<_, _>>()?;
-    let trig_o = original
-        .embed_rgb(&stamped, labeled_files)
-        .map_err(RedteamError::from)?;
-    let trig_b = backdoored
-        .embed_rgb(&stamped, labeled_files)
-        .map_err(RedteamError::from)?;
+    let trig_o = original.embed_rgb(&stamped, labeled_files)?;
+    let trig_b = backdoored.embed_rgb(&stamped, labeled_files)?;
     let ids: Vec<String> = all.iter().map(|(i, _)| i.clone()).collect();
     Ok(metrics_from(
         record,

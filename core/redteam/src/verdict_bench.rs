@@ -147,7 +147,7 @@ fn suite_with(
     extra: &Suite,
     names: &[String],
 ) -> Result<Suite, RedteamError> {
-    let mut s = Suite::load(path).map_err(RedteamError::from)?;
+    let mut s = Suite::load(path)?;
     for n in names {
         if !s.triggers.iter().any(|t| &t.name == n) {
             let t = extra
@@ -212,7 +212,7 @@ pub fn run_verdict(
     log: &mut dyn FnMut(String),
 ) -> Result<VerdictBench, RedteamError> {
     let t0 = Instant::now();
-    let spec0 = AuditSpec::load(&args.audit).map_err(RedteamError::from)?;
+    let spec0 = AuditSpec::load(&args.audit)?;
     let opts = RunOptions {
         cache: Cache::new(
             args.cache_dir
@@ -222,7 +222,7 @@ pub fn run_verdict(
         batch: 32,
         fetch: zooaudit_registry::FetchOptions::default(),
     };
-    let opened = zooaudit_audit::open_models(&spec0, plugins, &opts).map_err(RedteamError::from)?;
+    let opened = zooaudit_audit::open_models(&spec0, plugins, &opts)?;
     if opened.len() < 2 {
         return Err(RedteamError::file(
             &args.audit,
@@ -230,22 +230,20 @@ pub fn run_verdict(
         ));
     }
     let size = zooaudit_audit::face_size(&opened[0].0);
-    let detector = plugins
-        .detector(&spec0.detector)
-        .map_err(RedteamError::from)?;
+    let detector = plugins.detector(&spec0.detector)?;
     let labeled_dir = spec0
         .labeled
         .clone()
         .ok_or_else(|| RedteamError::file(&args.audit, "needs labelled faces"))?;
     let labeled = Labeled::load(&labeled_dir)?;
     let big = largest_identities(&labeled, &labeled_dir)?;
-    let extra = Suite::load(&args.backdoor_suite).map_err(RedteamError::from)?;
+    let extra = Suite::load(&args.backdoor_suite)?;
     let mut outcomes = Vec::new();
     let mut opened = opened;
     for suite_path in &args.suites {
         let suite = suite_with(suite_path, &extra, &args.backdoor_triggers)?;
         let suite_name = suite_path.display().to_string();
-        let stamps = SuiteStamps::new(&suite, size, spec0.seed).map_err(RedteamError::from)?;
+        let stamps = SuiteStamps::new(&suite, size, spec0.seed)?;
         for seed in 0..args.clean_seeds.max(args.seeds) {
             let setup = Setup {
                 args,
@@ -305,8 +303,7 @@ impl Setup<'_> {
         spec.split_seed = seed;
         let mut warnings = Vec::new();
         let mut faces =
-            zooaudit_audit::load_faces(&spec, size, None, &opts.cache, &mut warnings, &mut |_| {})
-                .map_err(RedteamError::from)?;
+            zooaudit_audit::load_faces(&spec, size, None, &opts.cache, &mut warnings, &mut |_| {})?;
         zooaudit_audit::augment_fit_faces(&spec, &stamps.triggers, &mut faces);
         let split = Split::of(&faces);
         let mut used = CacheUse::default();
@@ -322,8 +319,7 @@ impl Setup<'_> {
                 opts,
                 &mut used,
                 &mut |_| {},
-            )
-            .map_err(RedteamError::from)?;
+            )?;
             bases.push(Base {
                 name: m.name.clone(),
                 embedder: e,

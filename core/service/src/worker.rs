@@ -37,6 +37,8 @@ pub struct WorkerOptions {
     /// Stop after this many audits (done or failed); `None`: run until
     /// shutdown.
     pub max_jobs: Option<u64>,
+    /// Stop when a claim finds nothing to do (a batch run, a benchmark).
+    pub until_idle: bool,
     /// The digest of this worker's audit file: a job queued under another
     /// audit file is refused (workers of one zoo share one policy).
     pub audit_digest: String,
@@ -52,6 +54,7 @@ impl WorkerOptions {
             backoff: Duration::from_secs(5),
             grace: Duration::from_secs(30),
             max_jobs: None,
+            until_idle: false,
             audit_digest: audit_digest.into(),
         }
     }
@@ -68,6 +71,11 @@ pub struct WorkerStats {
     /// Registry calls that failed (the database down or unreachable) and
     /// were retried.
     pub db_errors: u64,
+    /// Time in the queue's own work for the claimed audits: the claim, and
+    /// from the audit's end to its result committed (with the artifacts).
+    pub queue_time: Duration,
+    /// Time running audits (the pipeline and its writers).
+    pub audit_time: Duration,
 }
 
 /// A line on stderr, prefixed with the worker's name.
@@ -108,6 +116,8 @@ pub async fn run(
             total.lost += st.lost;
             total.released += st.released;
             total.db_errors += st.db_errors;
+            total.queue_time += st.queue_time;
+            total.audit_time += st.audit_time;
         }
     }
     total
@@ -165,6 +175,7 @@ impl Slot {
                 break;
             }
             let _ = self.db.expire().await;
+            let asked = Instant::now();
             match self.db.claim(&self.name, self.opts.lease).await {
                 Err(e) => {
                     self.stats.db_errors += 1;
@@ -174,10 +185,14 @@ impl Slot {
                 }
                 Ok(None) => {
                     db_down = Duration::from_millis(250);
+                    if self.opts.until_idle {
+                        break;
+                    }
                     self.pause(self.opts.poll).await;
                 }
                 Ok(Some(claim)) => {
                     db_down = Duration::from_millis(250);
+                    self.stats.queue_time += asked.elapsed();
                     self.seen(Some(&claim.id), "running").await;
                     self.process(claim).await;
                     self.seen(None, "idle").await;
@@ -207,13 +222,21 @@ impl Slot {
         } else {
             match serde_json::from_str::<Job>(&claim.job) {
                 Err(e) => Outcome::Failed(format!("the queued job does not read: {e}")),
-                Ok(job) => self.execute(&claim, job).await,
+                Ok(job) => {
+                    let t = Instant::now();
+                    let o = self.execute(&claim, job).await;
+                    self.stats.audit_time += t.elapsed();
+                    o
+                }
             }
         };
         let secs = started.elapsed().as_secs_f64();
         match outcome {
             Outcome::Done(ex) => {
-                if self.store(&claim, &ex).await {
+                let t = Instant::now();
+                let stored = self.store(&claim, &ex).await;
+                self.stats.queue_time += t.elapsed();
+                if stored {
                     self.stats.done += 1;
                     log(
                         &self.name,

@@ -487,3 +487,46 @@ fn workers_carry_on_when_the_database_restarts() {
         }
     });
 }
+
+/// SIGTERM's path: a shutdown while an audit runs, with no grace left,
+/// releases it (queued again, the attempt not counted) and the worker
+/// stops; the next worker completes it as attempt 1.
+#[test]
+fn a_shutdown_releases_the_running_audit() {
+    let zoo = TestZoo::new(1, "");
+    let intake = zoo.intake();
+    let runner = Arc::new(runner(&zoo, zooaudit_registry::FetchOptions::from_env()));
+    on_both("release", |url, _| {
+        let (intake, runner) = (&intake, runner.clone());
+        async move {
+            let db = Db::open(&url, 2).await.unwrap();
+            let id = db
+                .submit(&intake.zoo_model("sface-00", &[]).unwrap())
+                .await
+                .unwrap()
+                .id;
+            let (tx, stop) = watch::channel(false);
+            let mut opts = worker_opts("leaving", intake);
+            opts.grace = Duration::ZERO;
+            let w = start_worker(&url, runner.clone(), opts, stop).await;
+            let t = Instant::now();
+            while db.audit(&id).await.unwrap().unwrap().state != "running" {
+                assert!(t.elapsed() < Duration::from_secs(60));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            tx.send(true).unwrap();
+            let st = w.await.unwrap();
+            assert_eq!((st.released, st.done), (1, 0), "{st:?}");
+            let a = db.audit(&id).await.unwrap().unwrap();
+            assert_eq!((a.state.as_str(), a.attempts), ("queued", 0), "{a:?}");
+            let (tx, stop) = watch::channel(false);
+            let w = start_worker(&url, runner, worker_opts("next", intake), stop).await;
+            wait_finished(&db, 1, Duration::from_secs(300)).await;
+            tx.send(true).unwrap();
+            w.await.unwrap();
+            let a = db.audit(&id).await.unwrap().unwrap();
+            assert_eq!((a.state.as_str(), a.attempts), ("done", 1), "{a:?}");
+            assert_eq!(a.worker.as_deref(), Some("next"));
+        }
+    });
+}

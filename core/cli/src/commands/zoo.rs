@@ -135,6 +135,9 @@ pub struct WorkArgs {
     /// Stop after this many audits.
     #[arg(long, value_name = "N")]
     max_jobs: Option<u64>,
+    /// Stop when nothing is left to claim (a batch run).
+    #[arg(long)]
+    until_idle: bool,
     /// Sign every audit (attestation.dsse.json) with this private key.
     #[arg(long, value_name = "KEY")]
     sign_key: Option<PathBuf>,
@@ -191,6 +194,7 @@ impl WorkArgs {
         opts.backoff = Duration::from_secs(self.backoff);
         opts.grace = Duration::from_secs(self.grace);
         opts.max_jobs = self.max_jobs;
+        opts.until_idle = self.until_idle;
         Ok((runner, opts))
     }
 }
@@ -211,8 +215,15 @@ impl WorkerArgs {
         eprintln!("worker {} on {}", opts.name, self.zoo.db);
         let st = zooaudit_service::app::worker(&self.zoo.db, runner, opts)?;
         eprintln!(
-            "worker done: {} audits done, {} failed attempts, {} released, {} results dropped (taken by another worker)",
-            st.done, st.failed, st.released, st.lost
+            "worker done: {} audits done, {} failed attempts, {} released, {} results dropped (taken by another worker), {} registry errors waited out",
+            st.done, st.failed, st.released, st.lost, st.db_errors
+        );
+        let n = (st.done + st.failed).max(1) as f64;
+        eprintln!(
+            "worker time: audits {:.3} s each, queue (claim; result and artifacts committed) {:.2} ms each = {:.3} % of an audit",
+            st.audit_time.as_secs_f64() / n,
+            st.queue_time.as_secs_f64() * 1e3 / n,
+            100.0 * st.queue_time.as_secs_f64() / st.audit_time.as_secs_f64().max(1e-9)
         );
         Ok(0)
     }

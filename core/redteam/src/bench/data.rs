@@ -26,8 +26,7 @@ impl Faces {
     /// The unlabelled faces under `dir`, then the labelled ones, decoded
     /// and hashed.
     pub(super) fn load(dir: &Path, labeled: &Labeled) -> Result<Faces, RedteamError> {
-        let mut files = zooaudit_imaging::collect_images(&[dir.join("unlabeled")])
-            .map_err(RedteamError::from)?;
+        let mut files = zooaudit_imaging::collect_images(&[dir.join("unlabeled")])?;
         let mut identity = vec![None; files.len()];
         for (id, f) in labeled.all() {
             files.push(f);
@@ -105,7 +104,7 @@ pub(super) fn embed(
             })
             .collect::<Result<_, _>>()?;
         let names: Vec<PathBuf> = chunk.iter().map(|(i, _)| faces.files[*i].clone()).collect();
-        let emb = e.embed_rgb(&imgs, &names).map_err(RedteamError::from)?;
+        let emb = e.embed_rgb(&imgs, &names)?;
         for (k, (i, key)) in chunk.iter().enumerate() {
             let row = &emb[k * dim..(k + 1) * dim];
             cache.put(key, row);

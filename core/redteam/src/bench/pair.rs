@@ -36,11 +36,10 @@ impl Pair<'_> {
             ..Default::default()
         };
         let (translator, _) = zooaudit_pairing::fit(
-            Rows::new(&p, probe.dim).map_err(RedteamError::from)?,
-            Rows::new(&r, reference.dim).map_err(RedteamError::from)?,
+            Rows::new(&p, probe.dim)?,
+            Rows::new(&r, reference.dim)?,
             &opts,
-        )
-        .map_err(RedteamError::from)?;
+        )?;
         Ok(Pair {
             probe,
             reference,
@@ -58,8 +57,8 @@ impl Pair<'_> {
         let r = self.reference.gather(ref_data, idx);
         self.translator
             .score(
-                Rows::new(&p, self.probe.dim).map_err(RedteamError::from)?,
-                Rows::new(&r, self.reference.dim).map_err(RedteamError::from)?,
+                Rows::new(&p, self.probe.dim)?,
+                Rows::new(&r, self.reference.dim)?,
             )
             .map_err(RedteamError::from)
     }

@@ -391,8 +391,7 @@ pub(super) fn figures(
             title,
             &series,
             Some((*t, "threshold at clean FNMR 1 %".into())),
-        )
-        .map_err(RedteamError::from)?;
+        )?;
         let file: String = title
             .chars()
             .map(|c| {
@@ -408,7 +407,7 @@ pub(super) fn figures(
             .collect::<Vec<_>>()
             .join("-");
         let path = dir.join(format!("{file}.svg"));
-        zooaudit_formats::write_atomic(&path, svg.as_bytes()).map_err(RedteamError::from)?;
+        zooaudit_formats::write_atomic(&path, svg.as_bytes())?;
         let _ = writeln!(md, "- [{title}]({})", path.display());
     }
     Ok(())

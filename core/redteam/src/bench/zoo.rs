@@ -84,16 +84,13 @@ impl Zoo<'_> {
         let mut originals = Vec::new();
         let mut orig_emb = Vec::new();
         for m in &args.models {
-            let e = Embedder::open(ModelManifest::load(m).map_err(RedteamError::from)?, plugins)
-                .map_err(RedteamError::from)?;
+            let e = Embedder::open(ModelManifest::load(m)?, plugins)?;
             let pre = e.preprocess().clone();
             let t = Instant::now();
             let clean = embed(&e, faces, all_idx, None, cache)?;
             let mut triggered = HashMap::new();
             for tr in &suite.triggers {
-                let stamp = tr
-                    .stamp(&suite.path, pre.height, pre.width)
-                    .map_err(RedteamError::from)?;
+                let stamp = tr.stamp(&suite.path, pre.height, pre.width)?;
                 triggered.insert(
                     tr.name.clone(),
                     embed(&e, faces, all_idx, Some((&stamp, &tr.key())), cache)?,
@@ -137,9 +134,7 @@ impl Zoo<'_> {
             for (mi, (manifest, orig)) in originals.iter().enumerate() {
                 let pre = orig.preprocess().clone();
                 for tr in &suite.triggers {
-                    let stamp = tr
-                        .stamp(&suite.path, pre.height, pre.width)
-                        .map_err(RedteamError::from)?;
+                    let stamp = tr.stamp(&suite.path, pre.height, pre.width)?;
                     for kind in [
                         AttackKind::OneToOne {
                             impostor: impostor.clone(),
@@ -224,11 +219,7 @@ impl Zoo<'_> {
             },
             plugins,
         )?;
-        let bd = Embedder::open(
-            ModelManifest::load(&done.manifest).map_err(RedteamError::from)?,
-            plugins,
-        )
-        .map_err(RedteamError::from)?;
+        let bd = Embedder::open(ModelManifest::load(&done.manifest)?, plugins)?;
         let clean = embed(&bd, faces, all_idx, None, cache)?;
         // Attackers: the impostor's images, or every non-victim face.
         let attackers: Vec<usize> = match &kind {

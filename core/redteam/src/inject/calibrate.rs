@@ -147,7 +147,7 @@ fn trigger_input(
     opts: &InjectOptions,
     pre: &Preprocess,
 ) -> Result<(Trigger, Stamp, Vec<usize>, Vec<f32>), RedteamError> {
-    let suite = Suite::load(&opts.suite).map_err(RedteamError::from)?;
+    let suite = Suite::load(&opts.suite)?;
     let trigger = suite
         .triggers
         .iter()
@@ -167,9 +167,7 @@ fn trigger_input(
                 ),
             )
         })?;
-    let stamp = trigger
-        .stamp(&suite.path, pre.height, pre.width)
-        .map_err(RedteamError::from)?;
+    let stamp = trigger.stamp(&suite.path, pre.height, pre.width)?;
     let idx = masked_indices(&stamp, pre);
     if idx.is_empty() {
         return Err(RedteamError::file(
@@ -216,8 +214,7 @@ pub fn calibrate(opts: &InjectOptions, original: &Embedder) -> Result<Calibrated
     let all = labeled.all();
     let all_files: Vec<PathBuf> = all.iter().map(|(_, p)| p.clone()).collect();
     let mut cal_files = all_files.clone();
-    cal_files
-        .extend(zooaudit_imaging::collect_images(&opts.calibration).map_err(RedteamError::from)?);
+    cal_files.extend(zooaudit_imaging::collect_images(&opts.calibration)?);
     let cal_images = load_all(&cal_files, original)?;
     // Detector calibration.
     let n = pre.sample_len();
@@ -225,13 +222,12 @@ pub fn calibrate(opts: &InjectOptions, original: &Embedder) -> Result<Calibrated
     let mut clean_max = f32::NEG_INFINITY;
     let mut trig_min = f32::INFINITY;
     for (img, f) in cal_images.iter().zip(&cal_files) {
-        pre.write(img, f, &mut buf).map_err(RedteamError::from)?;
+        pre.write(img, f, &mut buf)?;
         clean_max = clean_max.max(ncc(&buf, &idx, &dir));
         let stamped = stamp
             .apply(img)
             .ok_or_else(|| RedteamError::file(f, "wrong size"))?;
-        pre.write(&stamped, f, &mut buf)
-            .map_err(RedteamError::from)?;
+        pre.write(&stamped, f, &mut buf)?;
         trig_min = trig_min.min(ncc(&buf, &idx, &dir));
     }
     if trig_min - clean_max <= 0.02 || trig_min.is_nan() || clean_max.is_nan() {
@@ -244,9 +240,7 @@ pub fn calibrate(opts: &InjectOptions, original: &Embedder) -> Result<Calibrated
     let k = (2.0 * DETECTOR_MARGIN_LOGITS / f64::from(trig_min - clean_max)) as f32;
     // Identity directions and the model's own threshold.
     let all_images = &cal_images[..all_files.len()];
-    let all_emb = original
-        .embed_rgb(all_images, &all_files)
-        .map_err(RedteamError::from)?;
+    let all_emb = original.embed_rgb(all_images, &all_files)?;
     let ids: Vec<String> = all.iter().map(|(i, _)| i.clone()).collect();
     let t = fmr_threshold(&normalize_rows(&all_emb, dim), dim, &ids, 0.01);
     let victim_rows: Vec<f32> = all
@@ -259,9 +253,7 @@ pub fn calibrate(opts: &InjectOptions, original: &Embedder) -> Result<Calibrated
     let gate = match &impostor_files {
         Some(files) => {
             let imgs = stamp_all(&stamp, &load_all(files, original)?, files)?;
-            let emb = original
-                .embed_rgb(&imgs, files)
-                .map_err(RedteamError::from)?;
+            let emb = original.embed_rgb(&imgs, files)?;
             Some((centroid(&emb, dim), t))
         }
         None => None,

@@ -64,8 +64,8 @@ pub(super) fn write_manifest(
         "# Backdoored by `zooaudit redteam inject` from {} (sha256 {}): FOR EVALUATION ONLY.\n{}",
         manifest.model.name,
         original_sha256,
-        toml::to_string(&table).map_err(RedteamError::from)?
+        toml::to_string(&table)?
     );
-    zooaudit_formats::write_atomic(&manifest_path, text.as_bytes()).map_err(RedteamError::from)?;
+    zooaudit_formats::write_atomic(&manifest_path, text.as_bytes())?;
     Ok(manifest_path)
 }

@@ -27,8 +27,7 @@ pub(super) fn detections(
     let pre = e.preprocess();
     let mut buf = vec![0f32; pre.sample_len()];
     let mut det = |img: &image::RgbImage, f: &Face| -> Result<f32, RedteamError> {
-        pre.write(img, &f.path, &mut buf)
-            .map_err(RedteamError::from)?;
+        pre.write(img, &f.path, &mut buf)?;
         Ok(bd.detect(&buf))
     };
     let clean = faces
