@@ -19,4 +19,12 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 eval "$(scripts/setup.sh --env)"
 cargo build --workspace --locked
-cargo test --workspace --locked "$@"
+# cargo-nextest, where installed, schedules every test of every crate on one
+# pool (one process per test), so a crate's slowest test overlaps the next
+# crate's tests instead of leaving cores idle; plain `cargo test` otherwise.
+# (The workspace has no doctests; nextest does not run them.)
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast "$@"
+else
+  cargo test --workspace --locked "$@"
+fi
