@@ -232,3 +232,44 @@ fn remove_snapshot(pointer: &Path) {
     }
     let _ = std::fs::remove_file(pointer);
 }
+
+/// The files of the hub repository `repo` at `revision`, and the commit the
+/// revision resolved to (for a watched file given as a glob).
+pub fn list_files(
+    repo: &str,
+    revision: &str,
+    opts: &crate::FetchOptions,
+) -> Result<(String, Vec<String>), String> {
+    let cache = hub_cache(opts);
+    let token = opts.hf_token.clone().or_else(|| cache.token());
+    let hub = opts
+        .hf_endpoint
+        .clone()
+        .unwrap_or_else(|| "https://huggingface.co".to_string())
+        .trim_end_matches('/')
+        .to_string();
+    let api = ApiBuilder::from_cache(cache)
+        .with_endpoint(hub.clone())
+        .with_progress(false)
+        .with_token(token)
+        .with_user_agent("zooaudit", env!("CARGO_PKG_VERSION"))
+        .build()
+        .map_err(|e| format!("hub client: {}", describe(&e)))?;
+    let info = api
+        .repo(Repo::with_revision(
+            repo.to_string(),
+            RepoType::Model,
+            revision.to_string(),
+        ))
+        .info()
+        .map_err(|e| {
+            format!(
+                "{hub}: cannot resolve revision '{revision}' of {repo}: {}",
+                describe(&e)
+            )
+        })?;
+    Ok((
+        info.sha,
+        info.siblings.into_iter().map(|s| s.rfilename).collect(),
+    ))
+}

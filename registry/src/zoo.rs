@@ -55,8 +55,9 @@ struct RawEntry {
 }
 
 /// A hub repository whose new commits the zoo audits (`watch` in format
-/// 1.1): the file `file` at each commit, as the model `model` (its
-/// manifest's preprocessing and provenance, the commit's bytes).
+/// 1.1): the file `file` at each commit (a path, or a glob that must match
+/// exactly one file of the commit), as the model `model` (its manifest's
+/// preprocessing and provenance, the commit's bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Watch {
     pub model: String,
@@ -101,6 +102,32 @@ fn family(arch: &str) -> String {
         .find(|w| !w.is_empty())
         .unwrap_or_default()
         .to_lowercase()
+}
+
+/// Whether `path` (a repository path, `/`-separated) matches the glob
+/// `pattern`: `*` any run of characters within one path component, `?` one
+/// character, `**` any run of components; everything else literally.
+pub fn glob_match(pattern: &str, path: &str) -> bool {
+    fn go(p: &[u8], s: &[u8]) -> bool {
+        match p.first() {
+            None => s.is_empty(),
+            Some(b'*') if p.get(1) == Some(&b'*') => {
+                let rest = p[2..].strip_prefix(b"/").unwrap_or(&p[2..]);
+                (0..=s.len()).any(|i| (i == 0 || s[i - 1] == b'/') && go(rest, &s[i..]))
+            }
+            Some(b'*') => (0..=s.len())
+                .take_while(|&i| i == 0 || s[i - 1] != b'/')
+                .any(|i| go(&p[1..], &s[i..])),
+            Some(b'?') => s.first().is_some_and(|&c| c != b'/') && go(&p[1..], &s[1..]),
+            Some(&c) => s.first() == Some(&c) && go(&p[1..], &s[1..]),
+        }
+    }
+    go(pattern.as_bytes(), path.as_bytes())
+}
+
+/// Whether a watched `file` is a glob rather than one path.
+pub fn is_glob(file: &str) -> bool {
+    file.contains(['*', '?'])
 }
 
 /// Whether TOML `text` is a zoo file (a top-level `[[model]]` array) rather

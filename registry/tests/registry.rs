@@ -779,8 +779,8 @@ mod zoo {
                 "publisher is empty",
             ),
             (
-                "format_version = \"1.0\"\n[[model]]\nfile = \"a.toml\"\n",
-                "zoo.toml:3",
+                "format_version = \"1.0\"\n[[model]]\nmanifest = \"a.toml\"\nmanfest = \"b.toml\"\n",
+                "zoo.toml:4",
             ),
         ];
         for (text, want) in cases {
@@ -793,4 +793,25 @@ mod zoo {
             assert_eq!(e.lines().count(), 1, "{e}");
         }
     }
+}
+
+/// Watched files given as globs (zoo format 1.1).
+#[test]
+fn a_watch_glob_matches_repository_paths() {
+    use zooaudit_registry::zoo::{glob_match, is_glob};
+    assert!(glob_match("*.onnx", "model.onnx"));
+    assert!(
+        !glob_match("*.onnx", "onnx/model.onnx"),
+        "* stays in one component"
+    );
+    assert!(glob_match("**/*.onnx", "onnx/model.onnx"));
+    assert!(
+        glob_match("**/*.onnx", "model.onnx"),
+        "** matches no component too"
+    );
+    assert!(glob_match("onnx/model-?.onnx", "onnx/model-2.onnx"));
+    assert!(!glob_match("onnx/model-?.onnx", "onnx/model-12.onnx"));
+    assert!(!glob_match("model.onnx", "model.onnx.bak"));
+    assert!(glob_match("model.onnx", "model.onnx"));
+    assert!(is_glob("*.onnx") && !is_glob("onnx/model.onnx"));
 }

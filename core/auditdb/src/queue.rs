@@ -70,6 +70,9 @@ pub struct Completed {
     /// JSON: the plugins (name, version, sha256) that ran.
     pub plugins: String,
     pub candidate_sha256: String,
+    /// The candidate's source as fetched: a watched file given as a glob is
+    /// recorded as the one file it resolved to.
+    pub candidate_source: String,
     pub artifacts: Vec<Artifact>,
 }
 
@@ -221,13 +224,16 @@ impl Db {
         let mut tx = self.pool().begin().await.map_err(sql("begin"))?;
         let n = sqlx::query(
             "UPDATE audits SET state = 'done', verdict = $1, rule = $2, plugins = $3,
-                candidate_sha256 = $4, finished_at = $5, lease_until = NULL, error = NULL
-             WHERE id = $6 AND worker = $7 AND state = 'running'",
+                candidate_sha256 = $4, candidate_source = COALESCE(NULLIF($5, ''), candidate_source),
+                finished_at = $6,
+                lease_until = NULL, error = NULL
+             WHERE id = $7 AND worker = $8 AND state = 'running'",
         )
         .bind(&done.verdict)
         .bind(&done.rule)
         .bind(&done.plugins)
         .bind(&done.candidate_sha256)
+        .bind(&done.candidate_source)
         .bind(now_ms())
         .bind(id)
         .bind(worker)

@@ -135,6 +135,8 @@ fn an_audit_is_queued_once_claimed_completed_with_its_artifacts() {
             rule: "rule".into(),
             plugins: "[]".into(),
             candidate_sha256: "f".repeat(64),
+            // Empty: the source recorded at submission stays.
+            candidate_source: String::new(),
             artifacts: vec![
                 Artifact {
                     name: "report.json".into(),
@@ -165,6 +167,7 @@ fn an_audit_is_queued_once_claimed_completed_with_its_artifacts() {
             row.candidate_sha256.as_deref(),
             Some("f".repeat(64).as_str())
         );
+        assert!(row.candidate_source.starts_with("hf://zoo/model-"), "kept");
         let got = db.artifact(&c.id, "blob.bin").await.unwrap().unwrap();
         assert_eq!(got.bytes, bytes, "bytes round-trip exactly");
         let list = db.artifacts(&c.id).await.unwrap();

@@ -638,37 +638,15 @@ fn a_signed_audit_verifies_and_any_tampering_or_wrong_key_fails() {
 /// chromium); elsewhere a missing browser skips with a message.
 #[test]
 fn the_html_report_renders_in_headless_chromium() {
-    let chromium = Path::new("/usr/bin/chromium");
-    if !chromium.is_file() {
-        assert!(
-            std::env::var_os("ZOOAUDIT_REQUIRE_CHROMIUM").is_none(),
-            "ZOOAUDIT_REQUIRE_CHROMIUM is set but /usr/bin/chromium is missing"
-        );
-        eprintln!("SKIPPED: /usr/bin/chromium is not installed (apt-get install chromium)");
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
+    let profile = tmp.path().join("profile");
+    let Some(mut chromium) = support::browser::command(&profile) else {
+        return;
+    };
     let (out, _, _) = signed_audit(tmp.path());
     let html = out.join("report.html");
     let url = format!("file://{}", html.display());
-    let flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-    ];
-    let profile = format!("--user-data-dir={}", tmp.path().join("profile").display());
-    let dom = Command::new(chromium)
-        .args(flags)
-        .arg(&profile)
-        .arg("--dump-dom")
-        .arg(&url)
-        .output()
-        .unwrap();
+    let dom = chromium.arg("--dump-dom").arg(&url).output().unwrap();
     let dom = String::from_utf8_lossy(&dom.stdout);
     assert!(
         dom.contains("data-verdict=\"no-backdoor-indicated\""),
@@ -679,9 +657,8 @@ fn the_html_report_renders_in_headless_chromium() {
     assert_eq!(dom.matches("<figure class=\"plot\">").count(), 6);
     assert_eq!(dom.matches("<svg").count(), 6);
     let shot = tmp.path().join("report.png");
-    let o = Command::new(chromium)
-        .args(flags)
-        .arg(&profile)
+    let o = support::browser::command(&profile)
+        .unwrap()
         .arg("--window-size=1280,5200")
         .arg(format!("--screenshot={}", shot.display()))
         .arg(&url)
@@ -1407,4 +1384,87 @@ fn scan_flags_an_injected_backdoor_and_not_the_shipped_models() {
         &["scan", s(&tmp.path().join("absent.onnx"))],
         &["absent.onnx"],
     );
+}
+
+/// The zoo service's commands as a maintainer types them, on an SQLite
+/// registry: migrate (twice: idempotent), submit (again: the same audit; an
+/// unknown model: one line, exit 2), a worker that stops when idle, and a
+/// registry the binary refuses before it is migrated.
+#[test]
+fn the_zoo_commands_migrate_submit_and_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let models = support::shared_zoo().join("models");
+    let mut zoo = String::from("format_version = \"1.1\"\nname = \"cli zoo\"\n");
+    for ex in ["sface.toml", "faceplugin.toml"] {
+        let text = std::fs::read_to_string(support::example_manifest(ex))
+            .unwrap()
+            .replace("../../../shared/zoo/models", s(&models));
+        std::fs::write(d.join(ex), text).unwrap();
+        zoo.push_str(&format!("\n[[model]]\nmanifest = \"{ex}\"\n"));
+    }
+    std::fs::write(d.join("zoo.toml"), zoo).unwrap();
+    // The example audit's settings (the paper's triggers, every shared
+    // face), with the zoo in place of explicit models.
+    let faces = support::shared_zoo().join("faces/aligned112");
+    std::fs::write(
+        d.join("audit.toml"),
+        format!(
+            "format_version = \"1.0\"\nzoo = \"zoo.toml\"\ntriggers = {:?}\nseed = 42\n\
+             operating_points = [0.001, 0.01, 0.05]\nprimary_operating_point = 0.01\n\
+             directions = \"both\"\n[detector]\nplugin = \"pairing\"\ntranslator = \"ridge\"\n\
+             [faces]\nunlabeled = [{:?}]\nlabeled = {:?}\n",
+            support::repo_root().join("triggers/paper.toml"),
+            faces.join("unlabeled"),
+            faces.join("labeled"),
+        ),
+    )
+    .unwrap();
+    let (db, audit) = (d.join("zoo.db"), d.join("audit.toml"));
+    let common = ["--db", s(&db), "--audit", s(&audit)];
+    let submit = |model: &str| {
+        let mut a = vec!["submit"];
+        a.extend(common);
+        a.extend(["--model", model]);
+        zooaudit(&a)
+    };
+    let o = submit("sface-2021dec-int8");
+    assert_eq!(o.status.code(), Some(2), "not migrated yet");
+    assert!(stderr(&o).contains("registry migrate"), "{}", stderr(&o));
+    for expect in ["applied schema versions [1]", "current; nothing to do"] {
+        let o = zooaudit(&["registry", "migrate", "--db", s(&db)]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(String::from_utf8_lossy(&o.stdout).contains(expect));
+    }
+    let first = String::from_utf8_lossy(&submit("sface-2021dec-int8").stdout).into_owned();
+    assert!(first.contains("(queued; state queued)"), "{first}");
+    let again = String::from_utf8_lossy(&submit("sface-2021dec-int8").stdout).into_owned();
+    assert_eq!(
+        first.split(' ').next(),
+        again.split(' ').next(),
+        "the same audit id"
+    );
+    assert!(again.contains("already asked"), "{again}");
+    let o = submit("nope");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("no model named 'nope'"),
+        "{}",
+        stderr(&o)
+    );
+    // The embedding cache the example audits share.
+    let plugins = support::target_profile_dir();
+    let cache = support::repo_root().join("target/test-cache/example-audit");
+    let mut w = vec!["--plugin-dir", s(&plugins), "worker"];
+    w.extend(common);
+    w.extend(["--cache-dir", s(&cache)]);
+    w.extend(["--until-idle", "--name", "cli-worker"]);
+    let o = zooaudit(&w);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("worker done: 1 audits done, 0 failed attempts"),
+        "{err}"
+    );
+    assert!(err.contains("no-backdoor-indicated"), "{err}");
 }

@@ -121,6 +121,7 @@ impl Runner {
                 .unwrap_or_default(),
             plugins: serde_json::to_string(&report.plugins).unwrap_or_default(),
             candidate_sha256: candidate.map(|m| m.sha256.clone()).unwrap_or_default(),
+            candidate_source: candidate.map(|m| m.source.clone()).unwrap_or_default(),
             artifacts,
         };
         let models = report
@@ -201,6 +202,29 @@ impl Runner {
     ) -> Result<ModelManifest, String> {
         let zoo = spec.load_zoo().map_err(|e| e.to_string())?;
         let mut m = zoo.get(model).map_err(|e| e.to_string())?.clone();
+        let file = if zooaudit_registry::zoo::is_glob(file) {
+            let (_, files) = zooaudit_registry::hf::list_files(repo, commit, &self.fetch)?;
+            let hits: Vec<&String> = files
+                .iter()
+                .filter(|f| zooaudit_registry::zoo::glob_match(file, f))
+                .collect();
+            match hits.as_slice() {
+                [one] => one.to_string(),
+                [] => return Err(format!("{repo}@{commit}: no file matches '{file}'")),
+                many => {
+                    return Err(format!(
+                        "{repo}@{commit}: '{file}' matches {} files ({}); make the watch's file pattern match one",
+                        many.len(),
+                        many.iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            }
+        } else {
+            file.to_string()
+        };
         let source = format!("hf://{repo}@{commit}/{file}");
         let mut fetch = self.fetch.clone();
         fetch.allow_unpinned = true;

@@ -98,9 +98,10 @@ fn payload(repo: &str, scope: &str, sha: &str) -> String {
 }
 
 /// Zoo entries beside sface-00 and fp-00: `acme-sface` watching the
-/// loopback hub's `acme/faces` (its `sface.onnx`), and `broken-00`, whose
+/// loopback hub's `acme/faces` (`*.onnx`: its `sface.onnx`, not its
+/// README), and `broken-00`, whose
 /// file is not a model (its audit fails).
-const EXTRA: &str = "\n[[model]]\nmanifest = \"acme-sface.toml\"\nwatch = \"hf://acme/faces\"\nfile = \"sface.onnx\"\n\n[[model]]\nmanifest = \"broken-00.toml\"\n";
+const EXTRA: &str = "\n[[model]]\nmanifest = \"acme-sface.toml\"\nwatch = \"hf://acme/faces\"\nfile = \"*.onnx\"\n\n[[model]]\nmanifest = \"broken-00.toml\"\n";
 
 fn extra_manifests(zoo: &TestZoo) {
     zoo.manifest("sface.toml", "acme-sface");
@@ -140,7 +141,12 @@ fn web_suite(url: &str) {
     let model =
         std::fs::read(support::shared_zoo().join("models/sface_2021dec_int8bq.onnx")).unwrap();
     let model_sha = support::hex_sha256(&model);
-    hub.hub_repo("acme/faces", COMMIT, &["main"], &[("sface.onnx", model)]);
+    hub.hub_repo(
+        "acme/faces",
+        COMMIT,
+        &["main"],
+        &[("sface.onnx", model), ("README.md", b"# faces".to_vec())],
+    );
     let zoo = TestZoo::new(1, EXTRA);
     extra_manifests(&zoo);
     let mut intake = zoo.intake();
