@@ -343,7 +343,7 @@ fn an_hf_model_from_a_zoo_is_fetched_through_the_hub_and_audited_then_offline() 
     variant(tmp.path(), "faceplugin.toml", |t| t);
     write_zoo(tmp.path(), &["sface.toml", "faceplugin.toml"]);
     let audit = zoo_audit(tmp.path(), "sface-2021dec-int8");
-    let cache = support::repo_root().join("target/test-cache/example-audit");
+    let cache = support::embedding_cache();
     let run = |out: &Path, endpoint: &str, extra: &[&str]| {
         let mut args = vec![
             "audit",
@@ -457,7 +457,7 @@ fn a_zoo_without_an_independent_reference_is_refused_with_the_reason() {
 /// `zooaudit audit AUDIT --out OUT` on the embedding cache the example
 /// audits share (target/test-cache/example-audit), plus `extra` arguments.
 fn run_audit(audit: &Path, out: &Path, extra: &[&str]) -> Output {
-    let cache = support::repo_root().join("target/test-cache/example-audit");
+    let cache = support::embedding_cache();
     let mut args = vec!["audit", s(audit), "--out", s(out), "--cache-dir", s(&cache)];
     args.extend_from_slice(extra);
     zooaudit(&args)
@@ -1067,7 +1067,7 @@ fn the_guard_serves_over_http_and_catches_an_injected_backdoor() {
         "[split]\nfit = 0.45\ncalibration = 0.45\n",
     );
     let bundle = tmp.path().join("pair.json");
-    let cache = support::repo_root().join("target/test-cache/example-audit");
+    let cache = support::embedding_cache();
     let o = zooaudit(&[
         "pair",
         "fit",
@@ -1454,7 +1454,7 @@ fn the_zoo_commands_migrate_submit_and_work() {
     );
     // The embedding cache the example audits share.
     let plugins = support::target_profile_dir();
-    let cache = support::repo_root().join("target/test-cache/example-audit");
+    let cache = support::embedding_cache();
     let mut w = vec!["--plugin-dir", s(&plugins), "worker"];
     w.extend(common);
     w.extend(["--cache-dir", s(&cache)]);

@@ -478,7 +478,7 @@ fn the_verdict_never_loses_a_backdoor_to_more_references_or_triggers() {
         impostor_faces: vec![6, 11],
         backdoored: vec![1],
         out: tmp.path().join("out"),
-        cache_dir: Some(root.join("target/test-cache/example-audit")),
+        cache_dir: Some(support::embedding_cache()),
     };
     let b = zooaudit_redteam::verdict_bench::run_verdict(&args, &support::plugins(), &mut |l| {
         eprintln!("{l}")

@@ -28,6 +28,10 @@ pub struct WorkerOptions {
     pub concurrency: usize,
     /// How long a claim lasts without renewal.
     pub lease: Duration,
+    /// How often a running audit's lease is renewed (default: a third of
+    /// the lease). A renewal that meets a database outage waits up to the
+    /// pool's acquire timeout (5 s) for it to end before counting an error.
+    pub heartbeat: Duration,
     /// How often an idle worker looks for work.
     pub poll: Duration,
     /// The first retry's delay; doubled for each attempt after.
@@ -50,6 +54,7 @@ impl WorkerOptions {
             name: name.into(),
             concurrency: 1,
             lease: Duration::from_secs(60),
+            heartbeat: Duration::from_secs(20),
             poll: Duration::from_secs(1),
             backoff: Duration::from_secs(5),
             grace: Duration::from_secs(30),
@@ -303,7 +308,7 @@ impl Slot {
             };
             runner.run(&job, scratch.path(), &mut check)
         });
-        let mut beat = tokio::time::interval(self.opts.lease / 3);
+        let mut beat = tokio::time::interval(self.opts.heartbeat.min(self.opts.lease / 2));
         beat.tick().await;
         let mut sd = self.shutdown.clone();
         let mut deadline: Option<tokio::time::Instant> = None;

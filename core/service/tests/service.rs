@@ -101,7 +101,7 @@ impl TestZoo {
 
 /// The embedding cache the tests share (warm after the first audit).
 pub fn cache_dir() -> PathBuf {
-    support::target_profile_dir().join("service-test-cache")
+    support::embedding_cache()
 }
 
 pub fn runner(zoo: &TestZoo, fetch: zooaudit_registry::FetchOptions) -> Runner {
@@ -115,6 +115,10 @@ pub fn runner(zoo: &TestZoo, fetch: zooaudit_registry::FetchOptions) -> Runner {
 pub fn worker_opts(name: &str, intake: &Intake) -> WorkerOptions {
     let mut o = WorkerOptions::new(name, intake.audit_digest.clone());
     o.lease = Duration::from_secs(20);
+    // Renewals every second: a 7 s outage is then always seen by a worker
+    // mid-audit (a renewal in the outage's first 2 s outlasts the pool's 5 s
+    // acquire timeout), however long the audits take.
+    o.heartbeat = Duration::from_secs(1);
     o.poll = Duration::from_millis(100);
     o.backoff = Duration::from_millis(200);
     o.grace = Duration::from_secs(1);

@@ -18,9 +18,7 @@ fn report() -> &'static AuditReport {
         support::require_ort();
         let spec = AuditSpec::load(&support::example_manifest("audit.toml")).unwrap();
         let opts = RunOptions {
-            cache: Cache::new(Some(
-                support::repo_root().join("target/test-cache/example-audit"),
-            )),
+            cache: Cache::new(Some(support::embedding_cache())),
             batch: 32,
             fetch: zooaudit_registry::FetchOptions::from_env(),
         };

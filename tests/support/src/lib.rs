@@ -31,6 +31,15 @@ pub fn repo_root() -> PathBuf {
         .unwrap()
 }
 
+/// The embedding cache every test that embeds the shared faces with the
+/// shipped models uses (target/test-cache/example-audit). Entries are keyed
+/// by everything that determines them and written atomically, so tests in
+/// parallel processes share it safely, and a face embedded by one test is
+/// not embedded again by the next.
+pub fn embedding_cache() -> PathBuf {
+    repo_root().join("target/test-cache/example-audit")
+}
+
 /// `../shared/zoo` (or `$ZOOAUDIT_SHARED/zoo`).
 pub fn shared_zoo() -> PathBuf {
     let base = std::env::var_os("ZOOAUDIT_SHARED")

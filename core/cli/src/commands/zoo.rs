@@ -191,6 +191,7 @@ impl WorkArgs {
         let mut opts = WorkerOptions::new(name, intake.audit_digest.clone());
         opts.concurrency = self.concurrency as usize;
         opts.lease = Duration::from_secs(self.lease);
+        opts.heartbeat = opts.lease / 3;
         opts.backoff = Duration::from_secs(self.backoff);
         opts.grace = Duration::from_secs(self.grace);
         opts.max_jobs = self.max_jobs;
