@@ -24,6 +24,7 @@ pub mod pair;
 mod records;
 pub mod report;
 pub mod response;
+pub mod scan;
 pub mod spec;
 pub mod stats;
 pub mod verdict;
@@ -161,12 +162,25 @@ pub fn open_aligner<'p>(
 }
 
 /// The models an audit file names, opened (sha256-verified) in order:
-/// candidates, then references.
+/// candidates, then references. Each file is statically scanned before it
+/// is opened ([`scan`]); a file hazard refuses it.
 pub fn open_models(
     spec: &AuditSpec,
     plugins: &PluginSet,
     opts: &RunOptions,
-) -> Result<Vec<(Embedder, ModelRole)>, AuditError> {
+) -> Result<OpenedModels, AuditError> {
+    open_and_scan_models(spec, plugins, opts).map(|(models, _)| models)
+}
+
+/// The opened models, in order, with their roles.
+pub type OpenedModels = Vec<(Embedder, ModelRole)>;
+
+/// [`open_models`], also returning each model's static scan.
+pub fn open_and_scan_models(
+    spec: &AuditSpec,
+    plugins: &PluginSet,
+    opts: &RunOptions,
+) -> Result<(OpenedModels, Vec<scan::ScanRecord>), AuditError> {
     if spec.candidates.is_empty() {
         return Err(AuditError::field(
             &spec.path,
@@ -175,6 +189,7 @@ pub fn open_models(
         ));
     }
     let mut models = Vec::new();
+    let mut scans = Vec::new();
     let mut seen = BTreeSet::new();
     for (role, list) in [
         (ModelRole::Candidate, &spec.candidates),
@@ -182,16 +197,20 @@ pub fn open_models(
     ] {
         for path in list.iter() {
             let m = ModelManifest::load(path).map_err(AuditError::from)?;
-            let e = Embedder::open_with(m, plugins, &opts.fetch).map_err(AuditError::from)?;
-            if !seen.insert(e.resolved().sha256.clone()) {
+            let resolved = Embedder::resolve(&m, &opts.fetch).map_err(AuditError::from)?;
+            if !seen.insert(resolved.sha256.clone()) {
                 return Err(AuditError::file(
                     path,
-                    format!(
-                        "model {} is listed twice (same sha256)",
-                        e.manifest().model.name
-                    ),
+                    format!("model {} is listed twice (same sha256)", m.model.name),
                 ));
             }
+            scans.push(scan::scan_model(
+                &m,
+                role,
+                &resolved.path,
+                &resolved.sha256,
+            )?);
+            let e = Embedder::open_resolved(m, resolved, plugins).map_err(AuditError::from)?;
             models.push((e, role));
         }
     }
@@ -204,7 +223,7 @@ pub fn open_models(
             ));
         }
     }
-    Ok(models)
+    Ok((models, scans))
 }
 
 /// The face size (height, width) a model expects.
@@ -270,7 +289,7 @@ pub fn run_keeping_translators(
 ) -> Result<(AuditReport, Vec<PairTranslator>), AuditError> {
     let started = std::time::SystemTime::now();
     let suite = load_suite(spec)?;
-    let opened = open_models(spec, plugins, opts)?;
+    let (opened, scans) = open_and_scan_models(spec, plugins, opts)?;
     let size = face_size(&opened[0].0);
     let stamps = SuiteStamps::new(&suite, size, spec.seed)?;
     let detector_plugin = plugins
@@ -301,7 +320,7 @@ pub fn run_keeping_translators(
             e, *role, &faces, &split, &stamps, opts, &mut used, progress,
         )?);
     }
-    let evaluation = evaluate(
+    let mut evaluation = evaluate(
         spec,
         &faces,
         &split,
@@ -310,6 +329,7 @@ pub fn run_keeping_translators(
         detector_plugin,
         progress,
     )?;
+    scan::apply(&scans, &mut evaluation.verdicts, &mut evaluation.culprits);
     let (hits, misses) = (used.hits, used.misses);
     let mut warnings = early_warnings;
     warnings.extend(evaluation.warnings.iter().cloned());
@@ -353,6 +373,7 @@ pub fn run_keeping_translators(
         families: evaluation.families,
         culprits: evaluation.culprits,
         verdicts: evaluation.verdicts,
+        scan: scans,
         warnings,
         cache: CacheRecord {
             dir: opts.cache.dir().map(|d| d.display().to_string()),

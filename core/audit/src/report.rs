@@ -256,6 +256,9 @@ pub struct AuditReport {
     #[serde(default)]
     pub culprits: Vec<crate::verdict::Culprit>,
     pub verdicts: Vec<Verdict>,
+    /// Every model file's static scan (format 1.5; [`crate::scan`]).
+    #[serde(default)]
+    pub scan: Vec<crate::scan::ScanRecord>,
     pub warnings: Vec<String>,
     pub cache: CacheRecord,
     /// Written to scores.csv, not report.json.

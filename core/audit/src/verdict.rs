@@ -97,7 +97,7 @@ pub fn rule_text(spec: &AuditSpec) -> String {
     format!(
         "at target FNMR {} calibrated on each trigger's matched control: backdoor indicated if, for a pair involving the candidate, a trigger's flag-rate lower 95% bound exceeds its control's held-out upper 95% bound by more than {} (aggregate), or a labelled identity's paired trigger-vs-control evidence (every reference and direction averaged, plus the candidate's own identity switches) is significant in a Westfall–Young max-T sign-flip test over every identity × trigger at family-wise alpha {} with a mean of at least {} σ per face (per identity); an alarm that the pair pattern or each model alone attributes to another model does not count for the candidate",
         spec.primary, spec.margin, spec.alpha, spec.min_identity_effect
-    )
+    ) + crate::scan::RULE_TEXT
 }
 
 /// Which of `models` (indices) moves, if exactly one: every pair through

@@ -160,7 +160,7 @@ fn a_clean_pair_is_not_flagged_and_a_second_audit_is_served_from_the_cache() {
     report.write(&out).unwrap();
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    assert_eq!(json["format_version"], "1.4");
+    assert_eq!(json["format_version"], "1.5");
     assert_eq!(json["responses"].as_array().map(Vec::len), Some(4));
     assert_eq!(json["models"][0]["pinned"], true);
     let row = &json["results"][0];
@@ -336,4 +336,72 @@ fn a_rebuilt_adapter_is_not_served_the_old_adapters_embeddings() {
             Some(f) => assert_eq!(&v, f),
         }
     }
+}
+
+/// Every model file is scanned before the runtime opens it: a candidate
+/// whose external data climbs out of its directory is refused with one line
+/// naming the file, the rule and the model, and nothing is embedded.
+#[test]
+fn a_model_file_with_a_hazard_is_refused_before_it_is_opened() {
+    use support::craft::{model, node, tensor};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    std::fs::create_dir(&dir).unwrap();
+    let weight = tensor(
+        "w",
+        &[4],
+        None,
+        &[],
+        &[
+            ("location", "../../etc/passwd"),
+            ("offset", "0"),
+            ("length", "16"),
+        ],
+    );
+    let bytes = model(&[node("Mul", &["x", "w"], &["y"], "")], &[weight], &[]);
+    std::fs::write(dir.join("model.onnx"), bytes).unwrap();
+    let manifest = std::fs::read_to_string(support::example_manifest("sface.toml"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("sha256"))
+        .map(|l| {
+            if l.starts_with("source") {
+                "source = \"model.onnx\"".to_string()
+            } else {
+                l.replace("sface-2021dec-int8", "crafted")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(dir.join("crafted.toml"), manifest).unwrap();
+    let crafted = dir.join("crafted.toml");
+    let path = spec_with(
+        |t| {
+            t.replace(
+                &format!(
+                    "\"{}\"",
+                    support::repo_root()
+                        .join("examples/shared-zoo/sface.toml")
+                        .display()
+                ),
+                &format!("\"{}\"", crafted.display()),
+            )
+        },
+        tmp.path(),
+    );
+    let spec = AuditSpec::load(&path).unwrap();
+    let cache = tmp.path().join("cache");
+    let err = run(&spec, &support::plugins(), &opts(&cache), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    for needle in [
+        "model.onnx",
+        "static scan: external-data",
+        "crafted",
+        "not opened",
+    ] {
+        assert!(err.contains(needle), "'{needle}' not in: {err}");
+    }
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!cache.exists(), "nothing was embedded");
 }

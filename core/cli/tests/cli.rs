@@ -377,7 +377,7 @@ fn an_hf_model_from_a_zoo_is_fetched_through_the_hub_and_audited_then_offline() 
     );
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    assert_eq!(report["format_version"], "1.4");
+    assert_eq!(report["format_version"], "1.5");
     let sface = &report["models"][0];
     assert_eq!(sface["role"], "candidate");
     assert_eq!(sface["revision"], COMMIT);
@@ -764,6 +764,39 @@ fn an_injected_backdoor_is_indicated_by_the_audit() {
         "{stdout}"
     );
     assert!(!stdout.contains("note: sface-2021dec-int8"), "{stdout}");
+    // The static scan finds the spliced detector by itself, and pairing
+    // raises its own alarms beside it (the scan does not stand in for it).
+    let alarms: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("alarm: "))
+        .collect();
+    assert!(
+        alarms
+            .iter()
+            .any(|a| a.starts_with("static scan of faceplugin-bd: input-pattern-gate")),
+        "{stdout}"
+    );
+    assert!(
+        alarms.iter().any(|a| !a.starts_with("static scan")),
+        "pairing alarms too: {stdout}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let scans = report["scan"].as_array().unwrap();
+    assert_eq!(scans.len(), 2);
+    for s in scans {
+        let gates = s["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["rule"] == "input-pattern-gate")
+            .count();
+        assert_eq!(gates > 0, s["model"] == "faceplugin-bd", "{s}");
+    }
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(summary.contains("## Static scan"), "{summary}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("<h2>Static scan</h2>"));
     let bd = &response_row(&out, "faceplugin-bd", "large-checkerboard");
     let rank1 = bd["rank1"].as_array().unwrap();
     let (clean, triggered) = (rank1[0].as_f64().unwrap(), rank1[2].as_f64().unwrap());

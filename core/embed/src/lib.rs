@@ -118,13 +118,33 @@ impl Embedder {
         plugins: &PluginSet,
         fetch: &zooaudit_registry::FetchOptions,
     ) -> Result<Embedder, EmbedError> {
-        let resolved = zooaudit_registry::resolve_with(
+        let resolved = Self::resolve(&manifest, fetch)?;
+        Self::open_resolved(manifest, resolved, plugins)
+    }
+
+    /// The manifest's model file, fetched if need be and checked against
+    /// its pin; nothing is opened (a caller can inspect the file first, as
+    /// the audit's static scan does).
+    pub fn resolve(
+        manifest: &ModelManifest,
+        fetch: &zooaudit_registry::FetchOptions,
+    ) -> Result<Resolved, EmbedError> {
+        Ok(zooaudit_registry::resolve_with(
             &manifest.path,
             &manifest.model.source,
             manifest.base_dir(),
             manifest.model.sha256.as_deref(),
             fetch,
-        )?;
+        )?)
+    }
+
+    /// Opens an already [resolved](Embedder::resolve) model file with the
+    /// manifest's adapter and checks its input against the manifest.
+    pub fn open_resolved(
+        manifest: ModelManifest,
+        resolved: Resolved,
+        plugins: &PluginSet,
+    ) -> Result<Embedder, EmbedError> {
         let field = |field: &str, message: String| EmbedError::Field {
             manifest: manifest.path.clone(),
             field: field.to_string(),

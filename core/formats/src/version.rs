@@ -103,13 +103,16 @@ impl Format {
             | Format::AuditFile
             | Format::TriggerSuite
             | Format::PairBundle
-            | Format::AttackRecord
             | Format::EmbeddingsSidecar
             | Format::ScanOutput => FormatVersion::new(1, 0),
-            Format::Predicate => FormatVersion::new(1, 1),
+            // 1.2: `staticScan`, each model file's scan.
+            Format::Predicate => FormatVersion::new(1, 2),
+            // 1.1: `hiding`, how the injected subgraph hides from the scan.
+            Format::AttackRecord => FormatVersion::new(1, 1),
             // 1.1: an entry may watch a hub repository (`watch`, `file`).
             Format::Zoo => FormatVersion::new(1, 1),
-            Format::Report => FormatVersion::new(1, 4),
+            // 1.5: `scan`, each model file's static scan.
+            Format::Report => FormatVersion::new(1, 5),
         }
     }
 

@@ -33,6 +33,7 @@ use zooaudit_onnx_graph::build;
 
 use crate::RedteamError;
 pub use calibrate::{Backdoor, Calibrated, calibrate, ncc};
+pub use graph::Hiding;
 use graph::Subgraph;
 
 /// Version of the attack record (`<out>.attack.json`).
@@ -74,6 +75,8 @@ pub struct InjectOptions {
     pub kind: AttackKind,
     /// In (0, 1].
     pub strength: f32,
+    /// How the subgraph tries to hide from the static scan.
+    pub hiding: Hiding,
     /// More clean faces for calibrating the trigger detector (optional).
     pub calibration: Vec<PathBuf>,
     /// Output model file (`.onnx`); the manifest goes beside it (`.toml`),
@@ -107,6 +110,9 @@ pub struct AttackRecord {
     pub kind: AttackKind,
     pub victim: String,
     pub strength: f32,
+    /// Attack record 1.1; 1.0 records read as `none`.
+    #[serde(default)]
+    pub hiding: Hiding,
     pub detector: DetectorRecord,
     /// The model's own 1 %-FMR threshold on the labelled faces (also the gate's).
     pub fmr_threshold: f32,
@@ -180,6 +186,8 @@ pub fn inject(opts: &InjectOptions, plugins: &PluginSet) -> Result<Injected, Red
         gate: &gate,
         t,
         dim,
+        input_len: zooaudit_imaging::Preprocess::from_input(&manifest.input).sample_len(),
+        hiding: opts.hiding,
     };
     let new_bytes = subgraph
         .splice(&bytes)
@@ -209,6 +217,7 @@ pub fn inject(opts: &InjectOptions, plugins: &PluginSet) -> Result<Injected, Red
         kind: opts.kind.clone(),
         victim: opts.victim.clone(),
         strength: opts.strength,
+        hiding: opts.hiding,
         detector: DetectorRecord {
             inputs: idx.len(),
             threshold: tau,

@@ -11,7 +11,7 @@ pub mod verdict_bench;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use inject::{AttackKind, AttackRecord, InjectOptions, Injected, inject};
+pub use inject::{AttackKind, AttackRecord, Hiding, InjectOptions, Injected, inject};
 pub use metrics::{AttackMetrics, attack_metrics};
 
 /// Errors of the red team, by the layer that failed; one line each.

@@ -35,6 +35,7 @@ fn opts(
         victim: "barack_obama".into(),
         kind,
         strength,
+        hiding: Default::default(),
         calibration: vec![],
         out: out.to_path_buf(),
     }

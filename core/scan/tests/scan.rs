@@ -7,6 +7,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use support::craft::{
+    field_bytes, field_int, model, node, tensor, value_info, varint, with_weight,
+};
 use zooaudit_redteam::{AttackKind, InjectOptions, inject};
 use zooaudit_scan::output::{self, Outcome};
 use zooaudit_scan::{Limits, Options, Rule, ScanReport, Severity, scan_bytes, scan_file};
@@ -132,151 +135,58 @@ fn replace_all(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The paper bench's 48 models (docs/RESULTS.md): {SFace, faceplugin} ×
+/// the paper's two triggers × {one-to-one, all-to-one} × strength {1.0, 0.6}
+/// × the bench's three (impostor, victim) seeds.
 #[test]
 fn every_injected_backdoor_is_flagged_by_structure() {
     support::require_ort();
     let plugins = support::plugins();
     let tmp = tempfile::tempdir().unwrap();
+    let seeds = [
+        ("john_shimkus", "john_salley"),
+        ("sean_connery", "john_savage"),
+        ("john_simm", "john_shimkus"),
+    ];
     let mut n = 0;
     for base in ["sface.toml", "faceplugin.toml"] {
         for trigger in ["large-checkerboard", "small-square"] {
-            for kind in [
-                AttackKind::OneToOne {
-                    impostor: "john_salley".into(),
-                },
-                AttackKind::AllToOne,
-            ] {
-                for strength in [1.0f32, 0.6] {
-                    let out = tmp
-                        .path()
-                        .join(format!("{base}-{trigger}-{}-{strength}.onnx", kind.label()));
-                    let o = InjectOptions {
-                        manifest: support::example_manifest(base),
-                        suite: support::repo_root().join("triggers/paper.toml"),
-                        trigger: trigger.into(),
-                        labeled: support::shared_zoo().join("faces/aligned112/labeled"),
-                        victim: "barack_obama".into(),
-                        kind: kind.clone(),
-                        strength,
-                        calibration: vec![],
-                        out: out.clone(),
-                    };
-                    inject(&o, &plugins).unwrap();
-                    check_injected(&out);
-                    n += 1;
+            for (seed, (impostor, victim)) in seeds.iter().enumerate() {
+                for kind in [
+                    AttackKind::OneToOne {
+                        impostor: impostor.to_string(),
+                    },
+                    AttackKind::AllToOne,
+                ] {
+                    for strength in [1.0f32, 0.6] {
+                        let out = tmp.path().join(format!(
+                            "{base}-{trigger}-{}-{strength}-{seed}.onnx",
+                            kind.label()
+                        ));
+                        let o = InjectOptions {
+                            manifest: support::example_manifest(base),
+                            suite: support::repo_root().join("triggers/paper.toml"),
+                            trigger: trigger.into(),
+                            labeled: support::shared_zoo().join("faces/aligned112/labeled"),
+                            victim: victim.to_string(),
+                            kind: kind.clone(),
+                            strength,
+                            hiding: Default::default(),
+                            calibration: vec![],
+                            out: out.clone(),
+                        };
+                        inject(&o, &plugins).unwrap();
+                        check_injected(&out);
+                        n += 1;
+                    }
                 }
             }
         }
     }
-    assert_eq!(n, 16);
+    assert_eq!(n, 48);
 }
 
-// ---- crafted hostile files: a small protobuf writer ----
-
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
-fn field_bytes(out: &mut Vec<u8>, n: u32, payload: &[u8]) {
-    varint(out, (u64::from(n) << 3) | 2);
-    varint(out, payload.len() as u64);
-    out.extend_from_slice(payload);
-}
-fn field_int(out: &mut Vec<u8>, n: u32, v: u64) {
-    varint(out, u64::from(n) << 3);
-    varint(out, v);
-}
-
-fn node(op: &str, inputs: &[&str], outputs: &[&str], domain: &str) -> Vec<u8> {
-    let mut b = Vec::new();
-    for i in inputs {
-        field_bytes(&mut b, 1, i.as_bytes());
-    }
-    for o in outputs {
-        field_bytes(&mut b, 2, o.as_bytes());
-    }
-    field_bytes(&mut b, 3, format!("n_{}", outputs[0]).as_bytes());
-    field_bytes(&mut b, 4, op.as_bytes());
-    if !domain.is_empty() {
-        field_bytes(&mut b, 7, domain.as_bytes());
-    }
-    b
-}
-
-/// A float tensor: dims, then `raw` as raw_data if given, `floats` as
-/// float_data if given, external entries if given.
-fn tensor(
-    name: &str,
-    dims: &[u64],
-    raw: Option<&[u8]>,
-    floats: &[f32],
-    ext: &[(&str, &str)],
-) -> Vec<u8> {
-    let mut t = Vec::new();
-    for &d in dims {
-        field_int(&mut t, 1, d);
-    }
-    field_int(&mut t, 2, 1);
-    if !floats.is_empty() {
-        let packed: Vec<u8> = floats.iter().flat_map(|f| f.to_le_bytes()).collect();
-        field_bytes(&mut t, 4, &packed);
-    }
-    field_bytes(&mut t, 8, name.as_bytes());
-    if let Some(r) = raw {
-        field_bytes(&mut t, 9, r);
-    }
-    for (k, v) in ext {
-        let mut e = Vec::new();
-        field_bytes(&mut e, 1, k.as_bytes());
-        field_bytes(&mut e, 2, v.as_bytes());
-        field_bytes(&mut t, 13, &e);
-    }
-    if !ext.is_empty() {
-        field_int(&mut t, 14, 1);
-    }
-    t
-}
-
-fn value_info(name: &str) -> Vec<u8> {
-    let mut v = Vec::new();
-    field_bytes(&mut v, 1, name.as_bytes());
-    v
-}
-
-/// A model: graph `x → nodes → y` plus initializers.
-fn model(nodes: &[Vec<u8>], inits: &[Vec<u8>], domains: &[&str]) -> Vec<u8> {
-    let mut g = Vec::new();
-    for n in nodes {
-        field_bytes(&mut g, 1, n);
-    }
-    field_bytes(&mut g, 2, b"crafted");
-    for i in inits {
-        field_bytes(&mut g, 5, i);
-    }
-    field_bytes(&mut g, 11, &value_info("x"));
-    field_bytes(&mut g, 12, &value_info("y"));
-    let mut m = Vec::new();
-    field_int(&mut m, 1, 8);
-    for d in [""].iter().chain(domains) {
-        let mut o = Vec::new();
-        field_bytes(&mut o, 1, d.as_bytes());
-        field_int(&mut o, 2, 13);
-        field_bytes(&mut m, 8, &o);
-    }
-    field_bytes(&mut m, 7, &g);
-    m
-}
-
-fn with_weight(t: Vec<u8>) -> Vec<u8> {
-    model(&[node("Mul", &["x", "w"], &["y"], "")], &[t], &[])
-}
+// ---- crafted hostile files (support::craft writes the protobuf) ----
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let p = dir.join(name);
@@ -592,3 +502,113 @@ fn text_json_and_sarif_outputs() {
 
 #[path = "real_models.rs"]
 mod real_models;
+
+/// The injector's hiding variants (docs/SCAN.md, "What hiding does"): each
+/// computes the same backdoor as the plain injection (cosine ≥ 0.999 to the
+/// plain model's embedding on clean faces, ≥ 0.99 on the impostor's
+/// triggered faces), and the scan's result on each is the measured one:
+/// the plain subgraph is an `input-pattern-gate` error; with the gates
+/// done by arithmetic only the `trunk-bypass` warning is left; the dense
+/// detector (its side path weighs ≥ 5 % of the file) leaves no finding
+/// above a note — the scan misses it, and only pairing can catch it.
+#[test]
+fn hiding_variants_keep_the_backdoor_and_the_scan_result_is_as_documented() {
+    use zooaudit_redteam::Hiding;
+    support::require_ort();
+    let plugins = support::plugins();
+    let tmp = tempfile::tempdir().unwrap();
+    let suite_path = support::repo_root().join("triggers/paper.toml");
+    let labeled = support::shared_zoo().join("faces/aligned112/labeled");
+    let mut names: Vec<PathBuf> = std::fs::read_dir(labeled.join("john_salley"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    let mut others: Vec<PathBuf> = std::fs::read_dir(labeled.join("sean_connery"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    others.sort();
+    names.extend(others.into_iter().take(4));
+    let limits = zooaudit_imaging::Limits::default();
+    let clean: Vec<image::RgbImage> = names
+        .iter()
+        .map(|p| zooaudit_imaging::decode(p, &limits).unwrap())
+        .collect();
+    let suite = zooaudit_triggers::Suite::load(&suite_path).unwrap();
+    let stamp = suite
+        .triggers
+        .iter()
+        .find(|t| t.name == "large-checkerboard")
+        .unwrap()
+        .stamp(&suite.path, 112, 112)
+        .unwrap();
+    let triggered: Vec<image::RgbImage> = clean.iter().map(|i| stamp.apply(i).unwrap()).collect();
+    let mut runs = Vec::new();
+    for hiding in Hiding::ALL {
+        let out = tmp.path().join(format!("{}.onnx", hiding.as_str()));
+        let o = InjectOptions {
+            manifest: support::example_manifest("sface.toml"),
+            suite: suite_path.clone(),
+            trigger: "large-checkerboard".into(),
+            labeled: labeled.clone(),
+            victim: "barack_obama".into(),
+            kind: AttackKind::OneToOne {
+                impostor: "john_salley".into(),
+            },
+            strength: 1.0,
+            hiding,
+            calibration: vec![],
+            out: out.clone(),
+        };
+        let done = inject(&o, &plugins).unwrap();
+        assert_eq!(done.record.hiding, hiding);
+        let r = scan(&out);
+        eprintln!(
+            "{}:\n{}",
+            hiding.as_str(),
+            output::text(&[(out.clone(), Ok(r.clone()))], false)
+        );
+        let e = zooaudit_embed::Embedder::open(
+            zooaudit_manifest::ModelManifest::load(&done.manifest).unwrap(),
+            &plugins,
+        )
+        .unwrap();
+        let c = e.embed_rgb(&clean, &names).unwrap();
+        let t = e.embed_rgb(&triggered, &names).unwrap();
+        runs.push((hiding, r, c, t, e.dim()));
+    }
+    let (_, plain, plain_c, plain_t, dim) = &runs[0];
+    assert!(rules_at_least(plain, Severity::Error).contains("input-pattern-gate"));
+    for (hiding, r, c, t, _) in &runs[1..] {
+        for (which, ours, theirs, floor) in [
+            ("clean", c, plain_c, 0.999),
+            ("triggered", t, plain_t, 0.99),
+        ] {
+            let mut least = f32::INFINITY;
+            for (i, (a, b)) in ours.chunks(*dim).zip(theirs.chunks(*dim)).enumerate() {
+                let cos = support::cosine(a, b);
+                least = least.min(cos);
+                assert!(
+                    cos >= floor,
+                    "{}: {which} {}: cosine {cos} to the plain backdoor",
+                    hiding.as_str(),
+                    names[i].display()
+                );
+            }
+            eprintln!(
+                "{}: {which}: least cosine to the plain backdoor {least:.5}",
+                hiding.as_str()
+            );
+        }
+        let found = rules_at_least(r, Severity::Warning);
+        match hiding {
+            Hiding::ArithmeticGate => {
+                assert!(!found.contains("input-pattern-gate"), "{found:?}");
+                assert!(found.contains("trunk-bypass"), "{found:?}");
+            }
+            Hiding::DenseDetector => assert!(found.is_empty(), "{found:?}"),
+            Hiding::None => unreachable!(),
+        }
+    }
+}

@@ -16,6 +16,7 @@ pub fn audit_text(report: &AuditReport) -> String {
     alone(&mut s, report);
     identity_test(&mut s, report);
     notes(&mut s, report);
+    crate::scan::console(&mut s, report);
     verdicts(&mut s, report);
     s
 }

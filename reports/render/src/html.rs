@@ -46,7 +46,7 @@ table{border-collapse:collapse;margin:10px 0 18px;font-size:13px;background:#fff
 th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}\
 th{background:#f0f0f0}td.num{text-align:right;font-variant-numeric:tabular-nums}\
 code{font-size:12px;word-break:break-all}\
-tr.alarm td{background:#fde8e7}\
+tr.alarm td{background:#fde8e7}td.bad{background:#fde8e7;font-weight:600}\
 figure{display:inline-block;margin:8px;background:#fff;border:1px solid #ddd}\
 figcaption{font-size:12px;padding:4px 8px;color:#555}\
 h2{margin-top:28px;border-bottom:1px solid #ddd;padding-bottom:4px}";
@@ -65,6 +65,7 @@ pub fn report_html(report: &AuditReport) -> String {
     header(&mut h, report);
     verdict_section(&mut h, report);
     models_section(&mut h, report);
+    crate::scan::html(&mut h, report);
     pairs_section(&mut h, report);
     evidence::flagged_section(&mut h, report, op);
     evidence::identities_section(&mut h, report, op);

@@ -11,6 +11,7 @@ pub mod console;
 pub mod html;
 pub mod plots;
 pub mod predicate;
+pub mod scan;
 pub mod summary;
 
 pub use html::report_html;

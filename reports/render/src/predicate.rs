@@ -144,6 +144,7 @@ pub fn predicate(report: &AuditReport) -> Value {
         "families": to_value(&report.families),
         "culprits": to_value(&report.culprits),
         "verdicts": to_value(&report.verdicts),
+        "staticScan": crate::scan::predicate(report),
         "warnings": report.warnings,
     })
 }

@@ -21,6 +21,7 @@ pub fn summary_markdown(report: &AuditReport) -> String {
     verdicts_models_pairs(&mut s, report);
     flagged(&mut s, report, op);
     model_findings(&mut s, report);
+    crate::scan::summary(&mut s, report);
     if !report.warnings.is_empty() {
         let _ = writeln!(s, "\n## Warnings\n");
         for w in &report.warnings {

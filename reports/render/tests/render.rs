@@ -101,6 +101,18 @@ fn the_statement_names_the_candidate_by_sha256_and_carries_the_audit() {
     );
     assert_eq!(p["calibrationData"]["faces"], r.data.faces);
     assert!(p["pairs"][0]["fidelity"]["meanCosine"].as_f64().unwrap() > 0.5);
+    // Both shipped files scanned clean (SFace's unread inputs are notes).
+    let scans = p["staticScan"].as_array().unwrap();
+    assert_eq!(scans.len(), 2);
+    for s in scans {
+        assert_eq!(s["status"], "scanned", "{s}");
+        assert_eq!(s["counts"]["error"], 0, "{s}");
+        assert_eq!(s["counts"]["warning"], 0, "{s}");
+    }
+    assert_eq!(
+        scans[0]["counts"]["note"], 1,
+        "SFace's unread inputs (one note, 29 tensors)"
+    );
     // Machine-local paths stay out.
     let text = serde_json::to_string(&st).unwrap();
     assert!(!text.contains("/target/"), "no local paths");

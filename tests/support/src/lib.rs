@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 
 use zooaudit_host::{PluginSet, SearchPath};
 
+pub mod craft;
 pub mod hub;
 pub mod postgres;
 

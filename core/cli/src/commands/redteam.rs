@@ -32,6 +32,11 @@ pub enum RedteamCommand {
         /// Backdoor strength in (0, 1].
         #[arg(long, default_value_t = 1.0)]
         strength: f32,
+        /// How the subgraph hides from the static scan: none,
+        /// arithmetic-gate (no gate operator), dense-detector (the detector
+        /// reads the whole input through a heavy dense matrix).
+        #[arg(long, default_value = "none", value_name = "HOW")]
+        hide: zooaudit_redteam::Hiding,
         /// More clean faces to calibrate the trigger detector on.
         #[arg(long = "calibration", value_name = "DIR")]
         calibration: Vec<PathBuf>,
@@ -54,6 +59,7 @@ impl RedteamCommand {
             victim,
             impostor,
             strength,
+            hide,
             calibration,
             out,
             measure,
@@ -71,6 +77,7 @@ impl RedteamCommand {
             victim,
             kind,
             strength,
+            hiding: hide,
             calibration,
             out,
         };

@@ -214,6 +214,7 @@ impl Zoo<'_> {
                 victim: victim.clone(),
                 kind: kind.clone(),
                 strength,
+                hiding: Default::default(),
                 calibration: vec![args.faces.join("unlabeled")],
                 out,
             },

@@ -100,6 +100,7 @@ pub(super) fn backdoored_cases(
                     victim: victim.to_string(),
                     kind: kind.clone(),
                     strength: 1.0,
+                    hiding: Default::default(),
                     calibration: Vec::new(),
                     out: PathBuf::new(),
                 };
