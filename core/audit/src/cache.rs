@@ -7,6 +7,14 @@
 //! therefore runs only the new model. Files are little-endian f32 with a
 //! small versioned header, written atomically (temporary file + rename), so
 //! concurrent audits never read a half-written entry.
+//!
+//! Filling is coordinated: whoever embeds the missing entries of one
+//! (model, preprocessing, trigger) holds an advisory lock on a file under
+//! `locks/` ([`Cache::fill_lock`]), and whoever waited for it looks again
+//! before embedding. Two audits of the same model at once (zoo workers on
+//! one machine, parallel test processes) therefore embed each face once,
+//! not once each. A lock that cannot be taken (read-only cache, a file
+//! system without locks) only costs the duplicate work.
 
 use std::path::{Path, PathBuf};
 
@@ -91,7 +99,65 @@ impl Cache {
         }
     }
 
+    /// Blocks until this process holds the fill lock of `scope` (any
+    /// string naming the work: the lock file is named by its sha256);
+    /// released when the guard drops. `None` when the cache is disabled or
+    /// the lock cannot be had.
+    pub fn fill_lock(&self, scope: &str) -> Option<FillLock> {
+        let dir = self.dir.as_ref()?.join("locks");
+        std::fs::create_dir_all(&dir).ok()?;
+        let name = hex::encode(Sha256::digest(scope.as_bytes()));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!("{}.lock", &name[..32])))
+            .ok()?;
+        file.lock().ok()?;
+        Some(FillLock { _file: file })
+    }
+
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_deref()
+    }
+}
+
+/// A held fill lock ([`Cache::fill_lock`]); closing the file releases it.
+#[derive(Debug)]
+pub struct FillLock {
+    _file: std::fs::File,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    /// A second filler of the same scope waits for the first to finish;
+    /// another scope does not wait.
+    #[test]
+    fn a_fill_lock_makes_the_second_filler_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(Some(dir.path().to_path_buf()));
+        let held = cache.fill_lock("model-a clean").unwrap();
+        let other = cache.clone();
+        let t = Instant::now();
+        assert!(other.fill_lock("model-b clean").is_some(), "other scope");
+        assert!(t.elapsed() < Duration::from_secs(1));
+        let (tx, rx) = mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let _lock = other.fill_lock("model-a clean").unwrap();
+            tx.send(Instant::now()).unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(rx.try_recv().is_err(), "took a held lock");
+        let released = Instant::now();
+        drop(held);
+        let got = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(got >= released);
+        waiter.join().unwrap();
+        assert!(Cache::new(None).fill_lock("x").is_none());
     }
 }

@@ -67,17 +67,27 @@ pub(crate) fn embed_cached(
     let dim = e.dim();
     let model_sha = &e.resolved().sha256;
     let mut out = vec![0f32; items.len() * dim];
-    let mut missing = Vec::new();
-    for (slot, &fi) in items.iter().enumerate() {
-        let key = Cache::key(model_sha, preprocessing, &faces[fi].sha256, trigger_key);
-        match opts.cache.get(&key, dim) {
-            Some(v) => {
-                out[slot * dim..(slot + 1) * dim].copy_from_slice(&v);
-                *cached += 1;
-            }
-            None => missing.push((slot, fi, key)),
+    let wanted: Vec<(usize, usize, String)> = items
+        .iter()
+        .enumerate()
+        .map(|(slot, &fi)| {
+            let key = Cache::key(model_sha, preprocessing, &faces[fi].sha256, trigger_key);
+            (slot, fi, key)
+        })
+        .collect();
+    let mut missing = from_cache(&opts.cache, wanted, dim, &mut out, cached);
+    // Another process (or worker thread) may be embedding the same faces
+    // right now: wait for it, then take what it stored.
+    let _lock = if missing.is_empty() {
+        None
+    } else {
+        let scope = format!("{model_sha}\n{preprocessing}\n{trigger_key}");
+        let lock = opts.cache.fill_lock(&scope);
+        if lock.is_some() {
+            missing = from_cache(&opts.cache, missing, dim, &mut out, cached);
         }
-    }
+        lock
+    };
     let len = e.preprocess().sample_len();
     let mut buf = vec![0f32; opts.batch.max(1) * len];
     for chunk in missing.chunks(opts.batch.max(1)) {
@@ -109,6 +119,28 @@ pub(crate) fn embed_cached(
         }
     }
     Ok(out)
+}
+
+/// Copies the cached entries of `wanted` (slot, face, key) into `out`;
+/// returns the rest.
+fn from_cache(
+    cache: &Cache,
+    wanted: Vec<(usize, usize, String)>,
+    dim: usize,
+    out: &mut [f32],
+    cached: &mut usize,
+) -> Vec<(usize, usize, String)> {
+    let mut missing = Vec::new();
+    for (slot, fi, key) in wanted {
+        match cache.get(&key, dim) {
+            Some(v) => {
+                out[slot * dim..(slot + 1) * dim].copy_from_slice(&v);
+                *cached += 1;
+            }
+            None => missing.push((slot, fi, key)),
+        }
+    }
+    missing
 }
 
 pub fn gather(all: &[f32], dim: usize, idx: &[usize]) -> Vec<f32> {

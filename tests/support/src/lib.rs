@@ -98,12 +98,12 @@ pub fn plugins() -> PluginSet {
     set
 }
 
-/// Runs `cargo build` on the fixture workspace (tests/fixtures, its own
-/// target directory, target/fixtures) with `args` and `env`; returns the
-/// target directory.
-fn build_fixtures(args: &[&str], env: &[(&str, &str)], what: &str) -> PathBuf {
+/// Runs `cargo build` on the fixture workspace (tests/fixtures) into its
+/// own target directory `target/<target>` with `args` and `env`; returns
+/// that directory.
+fn build_fixtures(target: &str, args: &[&str], env: &[(&str, &str)], what: &str) -> PathBuf {
     let root = repo_root();
-    let target = root.join("target/fixtures");
+    let target = root.join("target").join(target);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .args(["build", "--quiet", "--manifest-path"])
@@ -127,7 +127,7 @@ pub fn fixture_plugin_dir() -> PathBuf {
             "--exclude",
             "zooaudit-plugin-fixture-onnx-versioned",
         ];
-        build_fixtures(&args, &[], "tests/fixtures").join("debug")
+        build_fixtures("fixtures", &args, &[], "tests/fixtures").join("debug")
     })
     .clone()
 }
@@ -135,10 +135,16 @@ pub fn fixture_plugin_dir() -> PathBuf {
 /// The real ONNX adapter rebuilt with `version` as its version string
 /// (tests/fixtures/onnx-versioned, `ZOOAUDIT_FIXTURE_VERSION` at build
 /// time), copied alone into a directory of its own, which is returned.
+///
+/// It is built in a target directory of its own: built beside the
+/// misbehaving fixtures, the rebuilt adapter (named `onnx`, unoptimised)
+/// would sit in [`fixture_plugin_dir`] and shadow the real adapter for
+/// every test that searches that directory first.
 pub fn versioned_onnx_plugin_dir(version: &str) -> PathBuf {
     static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = BUILD.lock().unwrap_or_else(|p| p.into_inner());
     let target = build_fixtures(
+        "fixtures-versioned",
         &["-p", "zooaudit-plugin-fixture-onnx-versioned"],
         &[("ZOOAUDIT_FIXTURE_VERSION", version)],
         "tests/fixtures/onnx-versioned",
