@@ -43,7 +43,7 @@ pub use embedding::{
     CacheUse, ModelEmbeddings, ModelRole, SuiteStamps, clean_embeddings, embed_model, gather,
     load_suite, preprocessing_key, suite_stamps,
 };
-pub use evaluate::{Evaluation, evaluate};
+pub use evaluate::{EvalOptions, Evaluation, evaluate, evaluate_with};
 pub use faces::{Face, Role, Split, augment_fit_faces, load_faces};
 pub use pair::{FittedPair, PairTranslator, fit_pair};
 pub use report::*;

@@ -700,6 +700,8 @@ fn inject_args(victim: &str, impostor: Option<&str>, out: &Path) -> Vec<String> 
     ];
     args.extend(["--trigger", "large-checkerboard", "--labeled", s(&labeled)]);
     args.extend(["--victim", victim, "--out", s(out)]);
+    let cache = support::embedding_cache();
+    args.extend(["--cache-dir", s(&cache)]);
     if let Some(i) = impostor {
         args.extend(["--impostor", i]);
     }
@@ -1148,14 +1150,7 @@ fn the_guard_serves_over_http_and_catches_an_injected_backdoor() {
     let clean_rate = agree as f64 / clean.len() as f64;
     assert!(clean_rate >= 0.98, "clean agree {agree}/{}", clean.len());
     // The impostor's triggered faces.
-    let suite = zooaudit_triggers::Suite::load(&triggers).unwrap();
-    let stamp = suite
-        .triggers
-        .iter()
-        .find(|t| t.name == "large-checkerboard")
-        .unwrap()
-        .stamp(&suite.path, 112, 112)
-        .unwrap();
+    let stamp = support::stamp_112(&triggers, "large-checkerboard");
     let impostor = support::collect(&labeled.join("john_salley"));
     let mut disagree = 0;
     for f in &impostor {

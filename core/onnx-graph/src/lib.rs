@@ -20,7 +20,7 @@ pub mod build;
 pub mod read;
 mod repair;
 mod shape;
-mod wire;
+pub mod wire;
 
 pub use repair::{Repair, repair};
 pub use shape::{free_batch, set_input_dims};

@@ -83,7 +83,8 @@ pub(crate) fn next_field<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Field<'a>
     })
 }
 
-pub(crate) fn write_varint(out: &mut Vec<u8>, mut v: u64) {
+/// Appends `v` as a protobuf varint.
+pub fn write_varint(out: &mut Vec<u8>, mut v: u64) {
     loop {
         let b = (v & 0x7f) as u8;
         v >>= 7;
@@ -95,7 +96,8 @@ pub(crate) fn write_varint(out: &mut Vec<u8>, mut v: u64) {
     }
 }
 
-pub(crate) fn write_bytes_field(out: &mut Vec<u8>, number: u32, payload: &[u8]) {
+/// Appends a length-delimited field (`number`, wire type 2).
+pub fn write_bytes_field(out: &mut Vec<u8>, number: u32, payload: &[u8]) {
     write_varint(out, (u64::from(number) << 3) | 2);
     write_varint(out, payload.len() as u64);
     out.extend_from_slice(payload);

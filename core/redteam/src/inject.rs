@@ -79,6 +79,12 @@ pub struct InjectOptions {
     pub hiding: Hiding,
     /// More clean faces for calibrating the trigger detector (optional).
     pub calibration: Vec<PathBuf>,
+    /// The audit's embedding cache: the labelled faces' clean embeddings
+    /// (victim direction, impostor gate, the model's 1 % FMR threshold)
+    /// are looked up and stored under the audit's own keys, so an inject
+    /// after an audit of the same model and faces embeds nothing clean.
+    /// `Cache::new(None)` embeds every time.
+    pub cache: zooaudit_audit::Cache,
     /// Output model file (`.onnx`); the manifest goes beside it (`.toml`),
     /// and the attack record (`.attack.json`).
     pub out: PathBuf,

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 pub use inject::{AttackKind, AttackRecord, Hiding, InjectOptions, Injected, inject};
 pub use metrics::{AttackMetrics, attack_metrics};
+pub use zooaudit_audit::Cache;
 
 /// Errors of the red team, by the layer that failed; one line each.
 #[derive(Debug, thiserror::Error)]

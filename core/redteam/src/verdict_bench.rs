@@ -173,13 +173,20 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn run(&self, split: &Split, models: &[ModelEmbeddings]) -> Result<Evaluation, RedteamError> {
-        zooaudit_audit::evaluate(
+        // No fidelity matrix (clean faces only: the base pair's audit
+        // reports it) and no scores.csv rows.
+        let skip = zooaudit_audit::EvalOptions {
+            fidelity: false,
+            scores: false,
+        };
+        zooaudit_audit::evaluate_with(
             self.spec,
             self.faces,
             split,
             self.names,
             models,
             self.detector,
+            &skip,
             &mut |_| {},
         )
         .map_err(RedteamError::from)

@@ -37,6 +37,7 @@ fn opts(
         strength,
         hiding: Default::default(),
         calibration: vec![],
+        cache: zooaudit_redteam::Cache::new(Some(support::embedding_cache())),
         out: out.to_path_buf(),
     }
 }
@@ -53,14 +54,7 @@ fn inject_and_measure(
     let done = inject(o, &support::plugins()).unwrap();
     let original = open(&o.manifest);
     let bd = open(&done.manifest);
-    let suite = Suite::load(&o.suite).unwrap();
-    let stamp = suite
-        .triggers
-        .iter()
-        .find(|t| t.name == o.trigger)
-        .unwrap()
-        .stamp(&suite.path, 112, 112)
-        .unwrap();
+    let stamp = support::stamp_112(&o.suite, &o.trigger);
     let labeled = Labeled::load(&o.labeled).unwrap();
     let m = attack_metrics(
         &original,
@@ -180,14 +174,7 @@ fn the_derived_backdoor_equals_the_injected_model() {
     let original = open(&o.manifest);
     let bd = open(&done.manifest);
     let cal = zooaudit_redteam::inject::calibrate(&o, &original).unwrap();
-    let suite = Suite::load(&o.suite).unwrap();
-    let stamp = suite
-        .triggers
-        .iter()
-        .find(|t| t.name == "small-square")
-        .unwrap()
-        .stamp(&suite.path, 112, 112)
-        .unwrap();
+    let stamp = support::stamp_112(&o.suite, "small-square");
     let labeled = Labeled::load(&o.labeled).unwrap();
     let mut files: Vec<PathBuf> = labeled.identity("john_simm").unwrap().to_vec();
     files.extend(

@@ -173,6 +173,7 @@ fn every_injected_backdoor_is_flagged_by_structure() {
                             strength,
                             hiding: Default::default(),
                             calibration: vec![],
+                            cache: zooaudit_redteam::Cache::new(Some(support::embedding_cache())),
                             out: out.clone(),
                         };
                         inject(&o, &plugins).unwrap();
@@ -535,14 +536,7 @@ fn hiding_variants_keep_the_backdoor_and_the_scan_result_is_as_documented() {
         .iter()
         .map(|p| zooaudit_imaging::decode(p, &limits).unwrap())
         .collect();
-    let suite = zooaudit_triggers::Suite::load(&suite_path).unwrap();
-    let stamp = suite
-        .triggers
-        .iter()
-        .find(|t| t.name == "large-checkerboard")
-        .unwrap()
-        .stamp(&suite.path, 112, 112)
-        .unwrap();
+    let stamp = support::stamp_112(&suite_path, "large-checkerboard");
     let triggered: Vec<image::RgbImage> = clean.iter().map(|i| stamp.apply(i).unwrap()).collect();
     let mut runs = Vec::new();
     for hiding in Hiding::ALL {
@@ -559,6 +553,7 @@ fn hiding_variants_keep_the_backdoor_and_the_scan_result_is_as_documented() {
             strength: 1.0,
             hiding,
             calibration: vec![],
+            cache: zooaudit_redteam::Cache::new(Some(support::embedding_cache())),
             out: out.clone(),
         };
         let done = inject(&o, &plugins).unwrap();

@@ -370,7 +370,8 @@ fn worker_process() {
 fn runner_for(config: ZooConfig) -> Runner {
     Runner {
         config,
-        plugin_dirs: vec![support::fixture_plugin_dir()],
+        // The real plugins the workspace built, as a deployed worker has them.
+        plugin_dirs: vec![support::target_profile_dir()],
         cache: Some(cache_dir()),
         sign_key: None,
         test_result: false,

@@ -2,22 +2,8 @@
 //! models the scan and the audit are tested on (external data pointing
 //! outside the directory, dual storage, custom domains, size claims).
 
-pub fn varint(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
-pub fn field_bytes(out: &mut Vec<u8>, n: u32, payload: &[u8]) {
-    varint(out, (u64::from(n) << 3) | 2);
-    varint(out, payload.len() as u64);
-    out.extend_from_slice(payload);
-}
+pub use zooaudit_onnx_graph::wire::{write_bytes_field as field_bytes, write_varint as varint};
+
 pub fn field_int(out: &mut Vec<u8>, n: u32, v: u64) {
     varint(out, u64::from(n) << 3);
     varint(out, v);

@@ -224,18 +224,29 @@ pub fn collect(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Real embeddings of every aligned face by an example model, computed once
-/// through the real pipeline and cached under target/test-cache (keyed by
-/// the model's sha256 and the face list).
+/// per CI run through the real pipeline and cached under target/test-cache,
+/// keyed by the model's and the adapter plugin's sha256 and the face list.
+/// Test processes that ask at once take turns on a lock file: the first
+/// embeds, the others read what it wrote.
 pub fn real_embeddings(manifest: &str) -> zooaudit_embed::Embeddings {
     use std::hash::{Hash, Hasher};
     require_ort();
     let m = zooaudit_manifest::ModelManifest::load(&example_manifest(manifest)).unwrap();
+    let name = m.model.name.clone();
+    let e = zooaudit_embed::Embedder::open(m, &plugins()).unwrap();
     let faces = aligned_faces();
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    (m.model.sha256.clone(), &faces).hash(&mut h);
+    (&e.resolved().sha256, &e.model().plugin().sha256, &faces).hash(&mut h);
     let dir = repo_root().join("target/test-cache");
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{}-{:016x}.npy", m.model.name, h.finish()));
+    let path = dir.join(format!("{name}-{:016x}.npy", h.finish()));
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path.with_extension("lock"))
+        .unwrap();
+    lock.lock().unwrap();
     if let Ok(mat) = zooaudit_formats::npy::read(&path) {
         return zooaudit_embed::Embeddings {
             rows: mat.rows,
@@ -245,10 +256,23 @@ pub fn real_embeddings(manifest: &str) -> zooaudit_embed::Embeddings {
             skipped: vec![],
         };
     }
-    let e = zooaudit_embed::Embedder::open(m, &plugins()).unwrap();
     let emb = e.embed_images(&faces, false, &mut |_, _| {}).unwrap();
-    zooaudit_formats::npy::write(&path, emb.rows, emb.dim, &emb.data).unwrap();
+    let part = path.with_extension(format!("{}.part", std::process::id()));
+    zooaudit_formats::npy::write(&part, emb.rows, emb.dim, &emb.data).unwrap();
+    std::fs::rename(&part, &path).unwrap();
     emb
+}
+
+/// The trigger `name` of the suite at `suite`, prepared for 112×112 faces.
+pub fn stamp_112(suite: &Path, name: &str) -> zooaudit_triggers::Stamp {
+    let suite = zooaudit_triggers::Suite::load(suite).unwrap();
+    suite
+        .triggers
+        .iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("no trigger '{name}' in {}", suite.path.display()))
+        .stamp(&suite.path, 112, 112)
+        .unwrap()
 }
 
 /// Debian's headless Chromium, for what a person looks at.

@@ -46,6 +46,13 @@ pub enum RedteamCommand {
         /// Also measure the attack (Table 2 metrics) and print them.
         #[arg(long)]
         measure: bool,
+        /// Do not read or write the embedding cache (the labelled faces'
+        /// clean embeddings, under the audit's keys).
+        #[arg(long)]
+        no_cache: bool,
+        /// Embedding cache directory (default: the audit's).
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
     },
 }
 
@@ -63,6 +70,8 @@ impl RedteamCommand {
             calibration,
             out,
             measure,
+            no_cache,
+            cache_dir,
         } = self;
         let set = plugins(dirs);
         let kind = match impostor {
@@ -79,6 +88,7 @@ impl RedteamCommand {
             strength,
             hiding: hide,
             calibration,
+            cache: super::cache(no_cache, cache_dir),
             out,
         };
         let done = zooaudit_redteam::inject(&opts, &set)?;

@@ -216,6 +216,7 @@ impl Zoo<'_> {
                 strength,
                 hiding: Default::default(),
                 calibration: vec![args.faces.join("unlabeled")],
+                cache: Cache::clone(cache),
                 out,
             },
             plugins,

@@ -190,6 +190,37 @@ fn trigger_input(
     Ok((trigger.clone(), stamp, idx, dir))
 }
 
+/// Clean embeddings of the labelled faces `(identity, file)` (decoded as
+/// `images`) through the audit's embedding cache and its keys.
+fn clean_labelled(
+    original: &Embedder,
+    images: &[RgbImage],
+    files: &[(String, PathBuf)],
+    cache: &zooaudit_audit::Cache,
+) -> Result<Vec<f32>, RedteamError> {
+    use sha2::Digest;
+    let faces = images
+        .iter()
+        .zip(files)
+        .map(|(img, (id, f))| {
+            let bytes = std::fs::read(f).map_err(|e| RedteamError::file(f, e.to_string()))?;
+            Ok(zooaudit_audit::Face {
+                path: f.clone(),
+                identity: Some(id.clone()),
+                sha256: hex::encode(sha2::Sha256::digest(&bytes)),
+                role: zooaudit_audit::Role::Heldout,
+                image: img.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, RedteamError>>()?;
+    let opts = zooaudit_audit::RunOptions {
+        cache: cache.clone(),
+        batch: 32,
+        fetch: zooaudit_registry::FetchOptions::default(),
+    };
+    Ok(zooaudit_audit::clean_embeddings(original, &faces, &opts)?)
+}
+
 /// Calibrates the backdoor of `opts` on `original` (the trigger detector on
 /// the clean faces, the victim and impostor directions, the gate threshold)
 /// without writing a model.
@@ -239,8 +270,7 @@ pub fn calibrate(opts: &InjectOptions, original: &Embedder) -> Result<Calibrated
     let tau = 0.5 * (clean_max + trig_min);
     let k = (2.0 * DETECTOR_MARGIN_LOGITS / f64::from(trig_min - clean_max)) as f32;
     // Identity directions and the model's own threshold.
-    let all_images = &cal_images[..all_files.len()];
-    let all_emb = original.embed_rgb(all_images, &all_files)?;
+    let all_emb = clean_labelled(original, &cal_images[..all_files.len()], &all, &opts.cache)?;
     let ids: Vec<String> = all.iter().map(|(i, _)| i.clone()).collect();
     let t = fmr_threshold(&normalize_rows(&all_emb, dim), dim, &ids, 0.01);
     let victim_rows: Vec<f32> = all

@@ -250,18 +250,22 @@ impl Subgraph<'_> {
             Initializer::f32(&nm("pattern"), &[m, 1], self.dir.clone()),
             Initializer::f32(&nm("ones_m"), &[m, 1], vec![1.0; self.idx.len()]),
         ]);
-        vec![
-            Node::new("Flatten", &[self.input], &nm("flat")).attr("axis", Attr::Int(1)),
+        let mut nodes = vec![
+            self.flatten(),
             node("Gather", &[&nm("flat"), &nm("idx")], "sel").attr("axis", Attr::Int(1)),
             node("MatMul", &[&nm("sel"), &nm("mean_w")], "mean"),
             node("Sub", &[&nm("sel"), &nm("mean")], "xc"),
             node("MatMul", &[&nm("xc"), &nm("pattern")], "num"),
             node("Mul", &[&nm("xc"), &nm("xc")], "sq"),
             node("MatMul", &[&nm("sq"), &nm("ones_m")], "ss"),
-            node("Add", &[&nm("ss"), &nm("eps")], "sse"),
-            node("Sqrt", &[&nm("sse")], "den"),
-            node("Div", &[&nm("num"), &nm("den")], "corr"),
-        ]
+        ];
+        nodes.extend(correlation_from_ss());
+        nodes
+    }
+
+    /// `flat`: the input as one row per sample.
+    fn flatten(&self) -> Node {
+        Node::new("Flatten", &[self.input], &nm("flat")).attr("axis", Attr::Int(1))
     }
 
     /// The same correlation through one dense matrix `W` over `[x, x²]`
@@ -304,8 +308,8 @@ impl Subgraph<'_> {
         let col = |c: &str, out: &str| {
             node("Gather", &[&nm("proj"), &nm(c)], out).attr("axis", Attr::Int(1))
         };
-        vec![
-            Node::new("Flatten", &[self.input], &nm("flat")).attr("axis", Attr::Int(1)),
+        let mut nodes = vec![
+            self.flatten(),
             node("Mul", &[&nm("flat"), &nm("flat")], "flat_sq"),
             node("Concat", &[&nm("flat"), &nm("flat_sq")], "both").attr("axis", Attr::Int(1)),
             node("MatMul", &[&nm("both"), &nm("dense")], "proj"),
@@ -318,9 +322,17 @@ impl Subgraph<'_> {
             node("Mul", &[&nm("mean_sq"), &nm("m")], "m_mean_sq"),
             node("Sub", &[&nm("sumsq"), &nm("m_mean_sq")], "ss_raw"),
             node("Abs", &[&nm("ss_raw")], "ss"),
-            node("Add", &[&nm("ss"), &nm("eps")], "sse"),
-            node("Sqrt", &[&nm("sse")], "den"),
-            node("Div", &[&nm("num"), &nm("den")], "corr"),
-        ]
+        ];
+        nodes.extend(correlation_from_ss());
+        nodes
     }
+}
+
+/// `corr = num / √(ss + ε)`, the end both correlation forms share.
+fn correlation_from_ss() -> [Node; 3] {
+    [
+        node("Add", &[&nm("ss"), &nm("eps")], "sse"),
+        node("Sqrt", &[&nm("sse")], "den"),
+        node("Div", &[&nm("num"), &nm("den")], "corr"),
+    ]
 }
