@@ -169,6 +169,8 @@ struct Ctx<'a> {
     split: &'a Split,
     names: &'a [String],
     detector: &'a zooaudit_host::Plugin,
+    /// The bench's embedding cache (the injections calibrate through it).
+    cache: &'a Cache,
 }
 
 impl Ctx<'_> {
@@ -345,6 +347,7 @@ impl Setup<'_> {
             split: &split,
             names: &stamps.names,
             detector,
+            cache: &opts.cache,
         };
         for (c, r) in [(0, 1), (1, 0)] {
             let models = [

@@ -80,11 +80,6 @@ pub(super) fn backdoored_cases(
     suite_name: &str,
 ) -> Result<Vec<Outcome>, RedteamError> {
     let mut out = Vec::new();
-    let cache = zooaudit_audit::Cache::new(
-        args.cache_dir
-            .clone()
-            .or_else(zooaudit_audit::cache::default_dir),
-    );
     for (b, o) in [(0usize, 1usize), (1, 0)] {
         if !args.backdoored.contains(&b) {
             continue;
@@ -107,7 +102,7 @@ pub(super) fn backdoored_cases(
                     strength: 1.0,
                     hiding: Default::default(),
                     calibration: Vec::new(),
-                    cache: cache.clone(),
+                    cache: ctx.cache.clone(),
                     out: PathBuf::new(),
                 };
                 let cal = calibrate(&inject, &base.embedder)?;
