@@ -38,9 +38,20 @@ pub fn clean_embeddings(
     faces: &[Face],
     opts: &RunOptions,
 ) -> Result<Vec<f32>, AuditError> {
+    clean_embeddings_with(e, faces, opts, &mut |_| {})
+}
+
+/// [`clean_embeddings`], telling `progress` how far it is.
+pub fn clean_embeddings_with(
+    e: &Embedder,
+    faces: &[Face],
+    opts: &RunOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Vec<f32>, AuditError> {
     let all: Vec<usize> = (0..faces.len()).collect();
-    let mut cached = 0;
-    embed_cached(
+    let name = &e.manifest().model.name;
+    let mut stage = Stage::new(name, "clean", all.len(), progress);
+    let v = embed_cached(
         e,
         faces,
         &all,
@@ -48,8 +59,76 @@ pub fn clean_embeddings(
         "clean",
         opts,
         &preprocessing_key(e),
-        &mut cached,
-    )
+        &mut stage,
+    )?;
+    stage.finish();
+    Ok(v)
+}
+
+/// One embedding stage as a front end sees it: a model and what it embeds
+/// (clean, or a trigger with its control), images done of the total. It
+/// sends [`Progress::Embedded`] after the cache is read and after every
+/// batch, and [`Progress::Embedding`] when it ends.
+pub(crate) struct Stage<'p> {
+    model: String,
+    what: String,
+    total: usize,
+    done: usize,
+    cached: usize,
+    started: Instant,
+    progress: &'p mut dyn FnMut(Progress),
+}
+
+impl<'p> Stage<'p> {
+    pub(crate) fn new(
+        model: &str,
+        what: &str,
+        total: usize,
+        progress: &'p mut dyn FnMut(Progress),
+    ) -> Self {
+        Stage {
+            model: model.to_string(),
+            what: what.to_string(),
+            total,
+            done: 0,
+            cached: 0,
+            started: Instant::now(),
+            progress,
+        }
+    }
+
+    fn read_from_cache(&mut self, n: usize) {
+        self.cached += n;
+        self.done += n;
+    }
+
+    fn embedded(&mut self, n: usize) {
+        self.done += n;
+        self.tell();
+    }
+
+    fn tell(&mut self) {
+        (self.progress)(Progress::Embedded {
+            model: self.model.clone(),
+            what: self.what.clone(),
+            done: self.done,
+            total: self.total,
+            cached: self.cached,
+            seconds: self.started.elapsed().as_secs_f64(),
+        });
+    }
+
+    /// Ends the stage; returns how many images came from the cache.
+    pub(crate) fn finish(self) -> usize {
+        (self.progress)(Progress::Embedding {
+            model: self.model,
+            what: self.what,
+            images: self.total,
+            cached: self.cached,
+            seconds: self.started.elapsed().as_secs_f64(),
+        });
+        self.cached
+    }
 }
 
 /// Embeds `images` (face index, image) with the cache.
@@ -62,7 +141,7 @@ pub(crate) fn embed_cached(
     trigger_key: &str,
     opts: &RunOptions,
     preprocessing: &str,
-    cached: &mut usize,
+    stage: &mut Stage<'_>,
 ) -> Result<Vec<f32>, AuditError> {
     let dim = e.dim();
     let model_sha = &e.resolved().sha256;
@@ -75,7 +154,7 @@ pub(crate) fn embed_cached(
             (slot, fi, key)
         })
         .collect();
-    let mut missing = from_cache(&opts.cache, wanted, dim, &mut out, cached);
+    let mut missing = from_cache(&opts.cache, wanted, dim, &mut out, stage);
     // Another process (or worker thread) may be embedding the same faces
     // right now: wait for it, then take what it stored.
     let _lock = if missing.is_empty() {
@@ -84,10 +163,11 @@ pub(crate) fn embed_cached(
         let scope = format!("{model_sha}\n{preprocessing}\n{trigger_key}");
         let lock = opts.cache.fill_lock(&scope);
         if lock.is_some() {
-            missing = from_cache(&opts.cache, missing, dim, &mut out, cached);
+            missing = from_cache(&opts.cache, missing, dim, &mut out, stage);
         }
         lock
     };
+    stage.tell();
     let len = e.preprocess().sample_len();
     let mut buf = vec![0f32; opts.batch.max(1) * len];
     for chunk in missing.chunks(opts.batch.max(1)) {
@@ -117,6 +197,7 @@ pub(crate) fn embed_cached(
             out[slot * dim..(slot + 1) * dim].copy_from_slice(row);
             opts.cache.put(key, row);
         }
+        stage.embedded(chunk.len());
     }
     Ok(out)
 }
@@ -128,14 +209,14 @@ fn from_cache(
     wanted: Vec<(usize, usize, String)>,
     dim: usize,
     out: &mut [f32],
-    cached: &mut usize,
+    stage: &mut Stage<'_>,
 ) -> Vec<(usize, usize, String)> {
     let mut missing = Vec::new();
     for (slot, fi, key) in wanted {
         match cache.get(&key, dim) {
             Some(v) => {
                 out[slot * dim..(slot + 1) * dim].copy_from_slice(&v);
-                *cached += 1;
+                stage.read_from_cache(1);
             }
             None => missing.push((slot, fi, key)),
         }
@@ -240,8 +321,7 @@ pub fn embed_model(
     let name = e.manifest().model.name.clone();
     let all: Vec<usize> = (0..faces.len()).collect();
     let cal_eval = split.calibration_heldout();
-    let t0 = Instant::now();
-    let mut cached = 0;
+    let mut stage = Stage::new(&name, "clean", all.len(), progress);
     let clean = embed_cached(
         e,
         faces,
@@ -250,21 +330,16 @@ pub fn embed_model(
         "clean",
         opts,
         &preprocessing,
-        &mut cached,
+        &mut stage,
     )?;
-    progress(Progress::Embedding {
-        model: name.clone(),
-        what: "clean".into(),
-        images: all.len(),
-        cached,
-        seconds: t0.elapsed().as_secs_f64(),
-    });
+    let cached = stage.finish();
     used.hits += cached;
     used.misses += all.len() - cached;
     let (mut triggered, mut controls) = (Vec::new(), Vec::new());
     for i in 0..stamps.names.len() {
-        let t0 = Instant::now();
-        let mut cached = 0;
+        let images = split.heldout.len() + cal_eval.len();
+        let what = format!("{} (+ control)", stamps.names[i]);
+        let mut stage = Stage::new(&name, &what, images, progress);
         triggered.push(embed_cached(
             e,
             faces,
@@ -273,7 +348,7 @@ pub fn embed_model(
             &stamps.keys[i],
             opts,
             &preprocessing,
-            &mut cached,
+            &mut stage,
         )?);
         controls.push(embed_cached(
             e,
@@ -283,16 +358,9 @@ pub fn embed_model(
             &stamps.control_keys[i],
             opts,
             &preprocessing,
-            &mut cached,
+            &mut stage,
         )?);
-        let images = split.heldout.len() + cal_eval.len();
-        progress(Progress::Embedding {
-            model: name.clone(),
-            what: format!("{} (+ control)", stamps.names[i]),
-            images,
-            cached,
-            seconds: t0.elapsed().as_secs_f64(),
-        });
+        let cached = stage.finish();
         used.hits += cached;
         used.misses += images - cached;
     }

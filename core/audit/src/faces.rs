@@ -92,7 +92,11 @@ fn photo_faces(
         .aligned(&image, path, &sha, cache.as_deref())
         .map_err(AuditError::from)?;
     if found.is_empty() {
-        warnings.push(format!("{}: no face found; skipped", path.display()));
+        warnings.push(format!(
+            "{}: {}",
+            path.display(),
+            crate::vocabulary::NO_FACE
+        ));
     }
     if largest_only && found.len() > 1 {
         found.sort_by(|a, b| {
@@ -128,7 +132,7 @@ pub fn load_faces(
     let started = Instant::now();
     let mut photos_done = 0usize;
     let mut tick = |done: usize, faces: usize, total: usize| {
-        if aligner.is_some() && done > 0 && (done.is_multiple_of(50) || done == total) {
+        if aligner.is_some() && done > 0 {
             progress(Progress::Aligning {
                 photos: done,
                 total,

@@ -28,6 +28,7 @@ pub mod scan;
 pub mod spec;
 pub mod stats;
 pub mod verdict;
+pub mod vocabulary;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -40,8 +41,8 @@ use zooaudit_manifest::ModelManifest;
 
 pub use cache::Cache;
 pub use embedding::{
-    CacheUse, ModelEmbeddings, ModelRole, SuiteStamps, clean_embeddings, embed_model, gather,
-    load_suite, preprocessing_key, suite_stamps,
+    CacheUse, ModelEmbeddings, ModelRole, SuiteStamps, clean_embeddings, clean_embeddings_with,
+    embed_model, gather, load_suite, preprocessing_key, suite_stamps,
 };
 pub use evaluate::{EvalOptions, Evaluation, evaluate, evaluate_with};
 pub use faces::{Face, Role, Split, augment_fit_faces, load_faces};
@@ -115,6 +116,18 @@ impl AuditError {
 /// Progress events for a front end.
 #[derive(Debug, Clone)]
 pub enum Progress {
+    /// An embedding stage goes on: `done` of `total` images (`cached` of
+    /// them from the cache), `seconds` since it began. Sent after the
+    /// cache is read and after every batch.
+    Embedded {
+        model: String,
+        what: String,
+        done: usize,
+        total: usize,
+        cached: usize,
+        seconds: f64,
+    },
+    /// An embedding stage ended.
     Embedding {
         model: String,
         what: String,
@@ -343,7 +356,7 @@ pub fn run_keeping_translators(
     )
     .len();
     let finished = std::time::SystemTime::now();
-    let report = AuditReport {
+    let mut report = AuditReport {
         format_version: REPORT_FORMAT.to_string(),
         tool: ToolRecord {
             name: "zooaudit".into(),
@@ -374,6 +387,7 @@ pub fn run_keeping_translators(
         culprits: evaluation.culprits,
         verdicts: evaluation.verdicts,
         scan: scans,
+        notes: Vec::new(),
         warnings,
         cache: CacheRecord {
             dir: opts.cache.dir().map(|d| d.display().to_string()),
@@ -382,6 +396,7 @@ pub fn run_keeping_translators(
         },
         scores: evaluation.scores,
     };
+    report.notes = vocabulary::notes(&report, spec.alpha, spec.min_identity_effect);
     Ok((report, evaluation.translators))
 }
 

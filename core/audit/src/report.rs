@@ -173,12 +173,15 @@ pub enum VerdictKind {
 }
 
 impl VerdictKind {
-    /// The name report.json and the attestation use (kebab-case).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VerdictKind::NoBackdoorIndicated => "no-backdoor-indicated",
-            VerdictKind::BackdoorIndicated => "backdoor-indicated",
-            VerdictKind::Inconclusive => "inconclusive",
+    /// The verdict of a candidate's alarms and reasons for *inconclusive*:
+    /// any alarm indicates a backdoor; else any reason is inconclusive.
+    pub fn of(alarms: &[String], reasons: &[String]) -> VerdictKind {
+        if !alarms.is_empty() {
+            VerdictKind::BackdoorIndicated
+        } else if !reasons.is_empty() {
+            VerdictKind::Inconclusive
+        } else {
+            VerdictKind::NoBackdoorIndicated
         }
     }
 
@@ -259,6 +262,10 @@ pub struct AuditReport {
     /// Every model file's static scan (format 1.5; [`crate::scan`]).
     #[serde(default)]
     pub scan: Vec<crate::scan::ScanRecord>,
+    /// What single models do and, where the verdict does not follow a
+    /// note, why (format 1.6; [`crate::vocabulary::notes`]).
+    #[serde(default)]
+    pub notes: Vec<String>,
     pub warnings: Vec<String>,
     pub cache: CacheRecord,
     /// Written to scores.csv, not report.json.
@@ -427,6 +434,12 @@ impl AuditReport {
                 .then(b.statistic.total_cmp(&a.statistic))
         });
         v
+    }
+
+    /// The warnings for a reader: many of one kind grouped
+    /// ([`crate::vocabulary::grouped_warnings`]).
+    pub fn grouped_warnings(&self) -> Vec<String> {
+        crate::vocabulary::grouped_warnings(&self.warnings)
     }
 
     /// The overall verdict: inconclusive or indicated if any candidate is.

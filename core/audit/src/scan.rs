@@ -28,6 +28,7 @@ use zooaudit_scan::{Rule, Severity};
 
 use crate::report::{Verdict, VerdictKind};
 use crate::verdict::Culprit;
+use crate::vocabulary::{self, fill};
 use crate::{AuditError, ModelRole};
 
 /// The rules whose errors refuse a model before it is opened.
@@ -104,9 +105,9 @@ impl ScanRecord {
         if f.nodes.len() > SHOWN {
             nodes.push_str(&format!(" and {} more", f.nodes.len() - SHOWN));
         }
-        format!(
-            "static scan of {}: input-pattern-gate — a side branch compares the input with a stored pattern and gates it into the output (nodes {nodes})",
-            self.model
+        fill(
+            vocabulary::ALARM_SCAN_GATE,
+            &[("model", &self.model), ("nodes", &nodes)],
         )
     }
 }
@@ -199,30 +200,23 @@ pub fn apply(records: &[ScanRecord], verdicts: &mut [Verdict], culprits: &mut Ve
                     v.alarms.push(r.gate_text(f));
                 }
                 if r.status == ScanStatus::Unreadable {
-                    v.reasons.push(format!(
-                        "the static scan could not read {}'s file ({}): its structural check is missing",
-                        r.model,
-                        r.error.as_deref().unwrap_or("unknown error")
+                    v.reasons.push(fill(
+                        vocabulary::REASON_SCAN,
+                        &[
+                            ("model", &r.model),
+                            ("error", &r.error.as_deref().unwrap_or("unknown error")),
+                        ],
                     ));
                 }
             } else if r.role == ModelRole::Reference.as_str() {
                 for f in r.gates() {
-                    v.attributed.push(format!(
-                        "{} — a reference unfit as a witness: its alarms may be its own",
-                        r.gate_text(f)
+                    v.attributed.push(fill(
+                        vocabulary::ATTRIBUTED_SCAN,
+                        &[("alarm", &r.gate_text(f))],
                     ));
                 }
             }
         }
-        v.verdict = if !v.alarms.is_empty() {
-            VerdictKind::BackdoorIndicated
-        } else if !v.reasons.is_empty() {
-            VerdictKind::Inconclusive
-        } else {
-            VerdictKind::NoBackdoorIndicated
-        };
+        v.verdict = VerdictKind::of(&v.alarms, &v.reasons);
     }
 }
-
-/// The scan's part of the rule text.
-pub const RULE_TEXT: &str = "; the static scan runs on every model file first: a file hazard (external-data, dual-storage, size-mismatch) refuses the model, an input-pattern-gate error in the candidate's file is an alarm by itself, a candidate file the scan cannot read makes the verdict inconclusive, and warnings and notes are listed, not counted";

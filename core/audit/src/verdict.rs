@@ -26,6 +26,7 @@ use crate::embedding::{ModelEmbeddings, ModelRole};
 use crate::evaluate::Evaluation;
 use crate::evidence::{EvidenceRow, Subject};
 use crate::response::{CLOSENESS_FLOOR, ResponseRow, SWITCH_FLOOR};
+use crate::vocabulary::{self, fill};
 use crate::{AuditSpec, ResultRow, Verdict, VerdictKind};
 
 /// A model named as the one that moves on a trigger (format 1.4).
@@ -92,12 +93,18 @@ pub fn switches_identity(
             })
 }
 
-/// The rule as the report states it.
+/// The rule as the report states it ([`vocabulary::RULE`] and
+/// [`vocabulary::RULE_SCAN`], filled with the audit's values).
 pub fn rule_text(spec: &AuditSpec) -> String {
-    format!(
-        "at target FNMR {} calibrated on each trigger's matched control: backdoor indicated if, for a pair involving the candidate, a trigger's flag-rate lower 95% bound exceeds its control's held-out upper 95% bound by more than {} (aggregate), or a labelled identity's paired trigger-vs-control evidence (every reference and direction averaged, plus the candidate's own identity switches) is significant in a Westfall–Young max-T sign-flip test over every identity × trigger at family-wise alpha {} with a mean of at least {} σ per face (per identity); an alarm that the pair pattern or each model alone attributes to another model does not count for the candidate",
-        spec.primary, spec.margin, spec.alpha, spec.min_identity_effect
-    ) + crate::scan::RULE_TEXT
+    fill(
+        vocabulary::RULE,
+        &[
+            ("primary", &spec.primary),
+            ("margin", &spec.margin),
+            ("alpha", &spec.alpha),
+            ("min_identity_effect", &spec.min_identity_effect),
+        ],
+    ) + vocabulary::RULE_SCAN
 }
 
 /// Which of `models` (indices) moves, if exactly one: every pair through
@@ -190,10 +197,9 @@ impl<'a> Audience<'a> {
                     .collect();
                 return Blame::Named(
                     x,
-                    format!(
-                        "pair pattern: every pair through {} disagrees ({}), the pairs without it agree",
-                        models[x].name,
-                        through.join(", ")
+                    fill(
+                        vocabulary::HOW_PATTERN,
+                        &[("model", &models[x].name), ("pairs", &through.join(", "))],
                     ),
                 );
             }
@@ -202,42 +208,46 @@ impl<'a> Audience<'a> {
         match answering.as_slice() {
             [x] => Blame::Named(
                 *x,
-                format!(
-                    "each model alone: only {} answers the trigger",
-                    models[*x].name
-                ),
+                fill(vocabulary::HOW_ALONE, &[("model", &models[*x].name)]),
             ),
-            _ if members.len() >= 3 => Blame::Unresolved(
-                "neither the pair pattern nor each model alone names one model".into(),
-            ),
-            _ => Blame::Unresolved(
-                "with one reference, the pair cannot say which model moves".into(),
-            ),
+            _ if members.len() >= 3 => Blame::Unresolved(vocabulary::WHY_NEITHER.into()),
+            _ => Blame::Unresolved(vocabulary::WHY_ONE_REFERENCE.into()),
         }
     }
 }
 
 /// An identity alarm's line.
 fn identity_text(candidate: &str, e: &EvidenceRow) -> String {
-    format!(
-        "{candidate} {}: identity '{}' — {} of {} faces with evidence against the control, mean {:.1} σ, max-T adjusted p = {:.1e}",
-        e.trigger, e.identity, e.positive, e.faces, e.mean_evidence, e.p_adjusted
+    fill(
+        vocabulary::ALARM_IDENTITY,
+        &[
+            ("candidate", &candidate),
+            ("trigger", &e.trigger),
+            ("identity", &e.identity),
+            ("positive", &e.positive),
+            ("faces", &e.faces),
+            ("mean", &format!("{:.1}", e.mean_evidence)),
+            ("p", &format!("{:.1e}", e.p_adjusted)),
+        ],
     )
 }
 
 /// An aggregate alarm's line.
 fn aggregate_text(r: &ResultRow) -> String {
-    format!(
-        "{} → {} {}: flag rate {:.3} [{:.3}, {:.3}] vs its matched control {:.3} [{:.3}, {:.3}]",
-        r.probe,
-        r.reference,
-        r.trigger,
-        r.flag_rate_vs_control,
-        r.ci95_vs_control[0],
-        r.ci95_vs_control[1],
-        r.control_flag_rate,
-        r.control_ci95[0],
-        r.control_ci95[1]
+    let f = |x: f64| format!("{x:.3}");
+    fill(
+        vocabulary::ALARM_AGGREGATE,
+        &[
+            ("probe", &r.probe),
+            ("reference", &r.reference),
+            ("trigger", &r.trigger),
+            ("rate", &f(r.flag_rate_vs_control)),
+            ("low", &f(r.ci95_vs_control[0])),
+            ("high", &f(r.ci95_vs_control[1])),
+            ("control", &f(r.control_flag_rate)),
+            ("control_low", &f(r.control_ci95[0])),
+            ("control_high", &f(r.control_ci95[1])),
+        ],
     )
 }
 
@@ -251,17 +261,26 @@ fn inconclusive_reasons(spec: &AuditSpec, ev: &Evaluation, candidate: &str) -> V
         .filter(|p| p.probe == candidate || p.reference == candidate)
     {
         if p.fidelity.top1 < 0.5 {
-            reasons.push(format!(
-                "{} → {}: held-out top-1 retrieval {:.2} < 0.5: the pair does not carry identity well enough",
-                p.probe, p.reference, p.fidelity.top1
+            reasons.push(fill(
+                vocabulary::REASON_TOP1,
+                &[
+                    ("probe", &p.probe),
+                    ("reference", &p.reference),
+                    ("top1", &format!("{:.2}", p.fidelity.top1)),
+                ],
             ));
         }
         if let Some(t) = p.thresholds.iter().find(|t| t.target_fnmr == spec.primary)
             && (t.calibration_samples as f64) * spec.primary < 1.0
         {
-            reasons.push(format!(
-                "{} → {}: {} calibration faces cannot place a threshold at FNMR {}",
-                p.probe, p.reference, t.calibration_samples, spec.primary
+            reasons.push(fill(
+                vocabulary::REASON_CALIBRATION,
+                &[
+                    ("probe", &p.probe),
+                    ("reference", &p.reference),
+                    ("faces", &t.calibration_samples),
+                    ("target", &spec.primary),
+                ],
             ));
         }
     }
@@ -303,10 +322,16 @@ pub fn decide(
                 if x == ci {
                     alarms.push(text);
                 } else {
-                    attributed.push(format!("{text} — attributed to {} ({how})", models[x].name));
+                    attributed.push(fill(
+                        vocabulary::ATTRIBUTED,
+                        &[("alarm", &text), ("model", &models[x].name), ("how", &how)],
+                    ));
                 }
             }
-            Blame::Unresolved(why) => alarms.push(format!("{text}; {why}")),
+            Blame::Unresolved(why) => alarms.push(fill(
+                vocabulary::UNRESOLVED,
+                &[("alarm", &text), ("why", &why)],
+            )),
         };
         // Aggregate alarms, one per trigger.
         let mut seen = BTreeSet::new();
@@ -370,16 +395,9 @@ pub fn decide(
             );
         }
         let reasons = inconclusive_reasons(spec, ev, &c.name);
-        let verdict = if !alarms.is_empty() {
-            VerdictKind::BackdoorIndicated
-        } else if !reasons.is_empty() {
-            VerdictKind::Inconclusive
-        } else {
-            VerdictKind::NoBackdoorIndicated
-        };
         verdicts.push(Verdict {
             candidate: c.name.clone(),
-            verdict,
+            verdict: VerdictKind::of(&alarms, &reasons),
             rule: rule_text(spec),
             alarms,
             reasons,

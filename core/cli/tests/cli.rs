@@ -377,7 +377,7 @@ fn an_hf_model_from_a_zoo_is_fetched_through_the_hub_and_audited_then_offline() 
     );
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    assert_eq!(report["format_version"], "1.5");
+    assert_eq!(report["format_version"], "1.6");
     let sface = &report["models"][0];
     assert_eq!(sface["role"], "candidate");
     assert_eq!(sface["revision"], COMMIT);
@@ -476,7 +476,7 @@ fn audit_of_the_clean_example_pair_exits_0_and_writes_report_and_scores() {
         stderr(&o)
     );
     assert!(
-        stdout.contains("verdict sface-2021dec-int8: NoBackdoorIndicated"),
+        stdout.contains("verdict sface-2021dec-int8: no-backdoor-indicated"),
         "{stdout}"
     );
     assert!(
@@ -756,7 +756,7 @@ fn an_injected_backdoor_is_indicated_by_the_audit() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{stdout}\n{}", stderr(&o));
     assert!(
-        stdout.contains("verdict faceplugin-bd: BackdoorIndicated"),
+        stdout.contains("verdict faceplugin-bd: backdoor-indicated"),
         "{stdout}"
     );
     // Which model answers the trigger: the backdoored one, alone; its

@@ -111,8 +111,9 @@ impl Format {
             Format::AttackRecord => FormatVersion::new(1, 1),
             // 1.1: an entry may watch a hub repository (`watch`, `file`).
             Format::Zoo => FormatVersion::new(1, 1),
-            // 1.5: `scan`, each model file's static scan.
-            Format::Report => FormatVersion::new(1, 5),
+            // 1.6: `notes`, the diagnostic notes with why the verdict
+            // does not follow one. 1.5: `scan`, each model file's scan.
+            Format::Report => FormatVersion::new(1, 6),
         }
     }
 

@@ -168,15 +168,7 @@ pub fn fit_bundle(
     zooaudit_audit::augment_fit_faces(spec, &stamps.triggers, &mut faces);
     let split = Split::of(&faces);
     let mut clean = |e: &Embedder, role: ModelRole| -> Result<ModelEmbeddings, GuardError> {
-        let t0 = std::time::Instant::now();
-        let v = zooaudit_audit::clean_embeddings(e, &faces, opts)?;
-        progress(Progress::Embedding {
-            model: e.manifest().model.name.clone(),
-            what: "clean".into(),
-            images: faces.len(),
-            cached: 0,
-            seconds: t0.elapsed().as_secs_f64(),
-        });
+        let v = zooaudit_audit::clean_embeddings_with(e, &faces, opts, progress)?;
         Ok(ModelEmbeddings {
             name: e.manifest().model.name.clone(),
             role,

@@ -6,7 +6,6 @@
 use std::fmt::Write as _;
 
 use zooaudit_audit::AuditReport;
-use zooaudit_audit::response::RESPONSE_ALPHA;
 
 /// Everything `zooaudit audit` prints on stdout after an audit.
 pub fn audit_text(report: &AuditReport) -> String {
@@ -130,26 +129,8 @@ fn identity_test(s: &mut String, report: &AuditReport) {
 }
 
 fn notes(s: &mut String, report: &AuditReport) {
-    for r in report.pattern_responders(RESPONSE_ALPHA) {
-        let _ = writeln!(
-            s,
-            "note: {} alone draws faces together with {} beyond its matched control (closeness {:.3} vs {:.3}): this model answers the pattern itself",
-            r.model, r.trigger, r.triggered_closeness, r.control_closeness
-        );
-    }
-    for (r, sw) in report.identity_switches(RESPONSE_ALPHA) {
-        let _ = writeln!(
-            s,
-            "note: {} alone identifies {}/{} of {}'s faces as {} with {} ({} with the control; max-T adjusted p = {:.1e})",
-            r.model,
-            sw.to_top,
-            sw.faces,
-            sw.identity,
-            sw.identified_as,
-            r.trigger,
-            sw.control_switched,
-            report.switch_p(r, sw)
-        );
+    for n in &report.notes {
+        let _ = writeln!(s, "note: {n}");
     }
     for c in &report.culprits {
         let identity = c
@@ -166,7 +147,7 @@ fn notes(s: &mut String, report: &AuditReport) {
 
 fn verdicts(s: &mut String, report: &AuditReport) {
     for v in &report.verdicts {
-        let _ = writeln!(s, "verdict {}: {:?}", v.candidate, v.verdict);
+        let _ = writeln!(s, "verdict {}: {}", v.candidate, v.verdict);
         for a in &v.alarms {
             let _ = writeln!(s, "  alarm: {a}");
         }
@@ -176,5 +157,6 @@ fn verdicts(s: &mut String, report: &AuditReport) {
         for r in &v.reasons {
             let _ = writeln!(s, "  reason: {r}");
         }
+        let _ = writeln!(s, "  rule: {}", v.rule);
     }
 }

@@ -10,7 +10,7 @@ use std::fmt::Write;
 
 use zooaudit_audit::report::{AuditReport, VerdictKind};
 
-use crate::{direction, verdict_label};
+use crate::direction;
 
 /// HTML-escapes text for element content and attribute values.
 pub fn esc(s: &str) -> String {
@@ -84,24 +84,21 @@ fn header(h: &mut String, report: &AuditReport) {
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>zooaudit: {}</title><style>{STYLE}</style></head><body>",
-        verdict_label(overall)
+        overall.as_str()
     );
     let _ = write!(
         h,
         "<header class=\"verdict {}\" id=\"verdict\" data-verdict=\"{}\"><h1>{}</h1>",
         verdict_class(overall),
-        esc(&serde_json::to_value(overall)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default()),
-        verdict_label(overall)
+        overall.as_str(),
+        overall.as_str()
     );
     for v in &report.verdicts {
         let _ = write!(
             h,
             "<p><strong>{}</strong>: {}. {}</p>",
             esc(&v.candidate),
-            verdict_label(v.verdict).to_lowercase(),
+            v.verdict.as_str(),
             esc(&v.reasons.join(" "))
         );
     }
@@ -230,7 +227,7 @@ fn pairs_section(h: &mut String, report: &AuditReport) {
 fn audit_section(h: &mut String, report: &AuditReport) {
     if !report.warnings.is_empty() {
         let _ = write!(h, "<h2>Warnings</h2><ul>");
-        for w in &report.warnings {
+        for w in &report.grouped_warnings() {
             let _ = write!(h, "<li>{}</li>", esc(w));
         }
         let _ = write!(h, "</ul>");

@@ -18,16 +18,6 @@ pub use html::report_html;
 pub use predicate::{PREDICATE_TYPE, audit_statement, test_result_statement};
 pub use summary::summary_markdown;
 
-/// The verdict in capitals, as the report headlines print it.
-pub fn verdict_label(v: zooaudit_audit::report::VerdictKind) -> &'static str {
-    use zooaudit_audit::report::VerdictKind::*;
-    match v {
-        NoBackdoorIndicated => "NO BACKDOOR INDICATED",
-        BackdoorIndicated => "BACKDOOR INDICATED",
-        Inconclusive => "INCONCLUSIVE",
-    }
-}
-
 /// A rate as a percentage, `space` between number and sign (" " in
 /// Markdown, "&nbsp;" in HTML).
 pub(crate) fn pct_with(x: f64, space: &str) -> String {

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use zooaudit_audit::report::AuditReport;
 
-use crate::{direction, verdict_label};
+use crate::direction;
 
 fn pct(x: f64) -> String {
     crate::pct_with(x, " ")
@@ -24,7 +24,7 @@ pub fn summary_markdown(report: &AuditReport) -> String {
     crate::scan::summary(&mut s, report);
     if !report.warnings.is_empty() {
         let _ = writeln!(s, "\n## Warnings\n");
-        for w in &report.warnings {
+        for w in &report.grouped_warnings() {
             let _ = writeln!(s, "- {w}");
         }
     }
@@ -45,13 +45,13 @@ pub fn summary_markdown(report: &AuditReport) -> String {
 
 /// The verdict of each candidate, the models and the pairs' fidelity.
 fn verdicts_models_pairs(s: &mut String, report: &AuditReport) {
-    let _ = writeln!(s, "# zooaudit: {}\n", verdict_label(report.overall()));
+    let _ = writeln!(s, "# zooaudit: {}\n", report.overall());
     for v in &report.verdicts {
         let _ = writeln!(
             s,
             "- **{}**: {}. {}",
             v.candidate,
-            verdict_label(v.verdict).to_lowercase(),
+            v.verdict,
             v.reasons.join(" ")
         );
         for a in &v.alarms {
@@ -120,47 +120,13 @@ fn flagged(s: &mut String, report: &AuditReport, op: f64) {
     }
 }
 
-/// What single models do: models that answer a trigger on their own,
-/// identities a model sends to someone else, and which model moves.
+/// What single models do (the report's notes, each with why the verdict
+/// does not follow it where it does not), and which model moves.
 fn model_findings(s: &mut String, report: &AuditReport) {
-    let responders = report.pattern_responders(zooaudit_audit::response::RESPONSE_ALPHA);
-    if !responders.is_empty() {
-        let _ = writeln!(
-            s,
-            "\n## Models that answer a trigger on their own\n\nTheir triggered faces come together beyond the trigger's matched control (closeness: mean cosine to other people's faces; gain ≥ 0.05 over the control, sign test over clusters, Bonferroni-corrected):\n"
-        );
-        for r in responders {
-            let _ = writeln!(
-                s,
-                "- {} with {}: closeness {:.3} (control {:.3}, clean {:.3}); {}/{} faces closer than with the control",
-                r.model,
-                r.trigger,
-                r.triggered_closeness,
-                r.control_closeness,
-                r.clean_closeness,
-                r.closer_than_control,
-                r.compared
-            );
-        }
-    }
-    let switched = report.identity_switches(zooaudit_audit::response::RESPONSE_ALPHA);
-    if !switched.is_empty() {
-        let _ = writeln!(
-            s,
-            "\n## Identities a model sends to someone else\n\nTriggered faces identified as another identity, against the same faces with the matched control (at least half the identity's faces; max-T sign-flip test, adjusted):\n"
-        );
-        for (r, sw) in switched {
-            let _ = writeln!(
-                s,
-                "- {} with {}: {}/{} of {}'s faces identified as {} ({} switched with the control)",
-                r.model,
-                r.trigger,
-                sw.to_top,
-                sw.faces,
-                sw.identity,
-                sw.identified_as,
-                sw.control_switched
-            );
+    if !report.notes.is_empty() {
+        let _ = writeln!(s, "\n## Notes\n");
+        for n in &report.notes {
+            let _ = writeln!(s, "- note: {n}");
         }
     }
     if !report.culprits.is_empty() {

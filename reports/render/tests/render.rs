@@ -5,7 +5,8 @@
 use std::sync::OnceLock;
 
 use serde_json::Value;
-use zooaudit_audit::report::AuditReport;
+use zooaudit_audit::report::{AuditReport, VerdictKind};
+use zooaudit_audit::vocabulary::{self, fill};
 use zooaudit_audit::{AuditSpec, Cache, RunOptions, run};
 use zooaudit_render::{PREDICATE_TYPE, audit_statement, test_result_statement};
 use zooaudit_testsupport as support;
@@ -184,7 +185,7 @@ fn summary_markdown_snapshot() {
     let r = report();
     let md = zooaudit_render::summary_markdown(r);
     let last = md.trim_end().rsplit_once('\n').unwrap().0.to_string();
-    assert!(md.starts_with("# zooaudit: NO BACKDOOR INDICATED"));
+    assert!(md.starts_with("# zooaudit: no-backdoor-indicated"));
     insta::assert_snapshot!("summary", last);
 }
 
@@ -229,4 +230,133 @@ fn det_points_follow_the_definitions() {
     }
     assert_eq!(pts.first().unwrap(), &(1.0, 0.0));
     assert!(zooaudit_render::plots::det_points(&genuine, &[]).is_empty());
+}
+
+/// The report with its first verdict made `kind`, with alarms, attributed
+/// alarms and reasons filled from the vocabulary's templates.
+fn as_verdict(kind: VerdictKind) -> AuditReport {
+    let mut r = report().clone();
+    let v = &mut r.verdicts[0];
+    v.verdict = kind;
+    let alarm = fill(
+        vocabulary::ALARM_IDENTITY,
+        &[
+            ("candidate", &v.candidate),
+            ("trigger", &"small-square"),
+            ("identity", &"o'brien <x> & \"y\""),
+            ("positive", &6),
+            ("faces", &6),
+            ("mean", &"2.4"),
+            ("p", &"1.0e-4"),
+        ],
+    );
+    match kind {
+        VerdictKind::BackdoorIndicated => {
+            v.alarms = vec![fill(
+                vocabulary::UNRESOLVED,
+                &[("alarm", &alarm), ("why", &vocabulary::WHY_ONE_REFERENCE)],
+            )];
+            v.attributed = vec![fill(
+                vocabulary::ATTRIBUTED,
+                &[
+                    ("alarm", &alarm),
+                    ("model", &"faceplugin-fr-feature"),
+                    ("how", &"x"),
+                ],
+            )];
+        }
+        VerdictKind::Inconclusive => {
+            v.reasons = vec![fill(
+                vocabulary::REASON_TOP1,
+                &[("probe", &"a"), ("reference", &"b"), ("top1", &"0.31")],
+            )];
+        }
+        VerdictKind::NoBackdoorIndicated => {}
+    }
+    r
+}
+
+/// The verdict's term, rule, alarms, attributed alarms and reasons appear
+/// word for word on stdout, in summary.md, report.html, report.json and
+/// the attestation, for every verdict kind.
+#[test]
+fn every_surface_speaks_the_reports_own_words_for_every_verdict_kind() {
+    let unescape = |s: &str| {
+        s.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&#39;", "'")
+            .replace("&amp;", "&")
+    };
+    for (kind, term) in vocabulary::VERDICT_TERMS {
+        let r = as_verdict(kind);
+        let v = &r.verdicts[0];
+        assert_eq!(kind.as_str(), term);
+        assert_eq!(kind.to_string(), term);
+        let stdout = zooaudit_render::console::audit_text(&r);
+        let md = zooaudit_render::summary_markdown(&r);
+        let html = unescape(&zooaudit_render::report_html(&r));
+        let json: Value = serde_json::to_value(&r).unwrap();
+        let st = serde_json::to_value(audit_statement(&r).predicate).unwrap();
+        assert!(
+            stdout.contains(&format!("verdict {}: {term}\n", v.candidate)),
+            "{stdout}"
+        );
+        assert!(
+            md.contains(&format!("**{}**: {term}.", v.candidate)),
+            "{md}"
+        );
+        assert!(html.contains(&format!("data-verdict=\"{term}\"")), "{term}");
+        assert_eq!(json["verdicts"][0]["verdict"], term);
+        assert_eq!(st["verdicts"][0]["verdict"], term);
+        let texts = std::iter::once(&v.rule)
+            .chain(&v.alarms)
+            .chain(&v.attributed)
+            .chain(&v.reasons);
+        for t in texts {
+            assert!(stdout.contains(t.as_str()), "stdout lacks {t}");
+            assert!(md.contains(t.as_str()), "summary.md lacks {t}");
+            assert!(html.contains(t.as_str()), "report.html lacks {t}");
+            let in_json = |j: &Value| {
+                j.to_string()
+                    .contains(&Value::String(t.clone()).to_string())
+            };
+            assert!(in_json(&json["verdicts"]), "report.json lacks {t}");
+            assert!(in_json(&st["verdicts"]), "attestation lacks {t}");
+        }
+        for n in &r.notes {
+            assert!(stdout.contains(n.as_str()), "stdout lacks note {n}");
+            assert!(md.contains(n.as_str()), "summary.md lacks note {n}");
+            assert!(html.contains(n.as_str()), "report.html lacks note {n}");
+        }
+    }
+}
+
+/// docs/REPORT.md "Vocabulary" quotes every template and term word for
+/// word, and the rule in the report is the documented template filled.
+#[test]
+fn report_md_quotes_every_template_word_for_word() {
+    let doc = std::fs::read_to_string(support::repo_root().join("docs/REPORT.md")).unwrap();
+    let section = doc
+        .split_once("\n## Vocabulary\n")
+        .expect("docs/REPORT.md has a \"## Vocabulary\" section")
+        .1;
+    let section = section.split("\n## ").next().unwrap();
+    for (name, template) in vocabulary::TEMPLATES {
+        assert!(
+            section.contains(&format!("- {name}: `{template}`")),
+            "docs/REPORT.md Vocabulary lacks, word for word:\n- {name}: `{template}`"
+        );
+    }
+    for (_, term) in vocabulary::VERDICT_TERMS {
+        assert!(section.contains(&format!("`{term}`")), "{term}");
+    }
+    // The stored rule is the template filled with the audit's values.
+    let r = report();
+    let spec = AuditSpec::load(&support::example_manifest("audit.toml")).unwrap();
+    assert_eq!(
+        r.verdicts[0].rule,
+        zooaudit_audit::verdict::rule_text(&spec)
+    );
+    assert!(r.verdicts[0].rule.ends_with(vocabulary::RULE_SCAN));
 }

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use super::{cache, plugins, progress_line};
+use super::progress::Reporter;
+use super::{cache, plugins};
 
 #[derive(clap::Args, Debug)]
 pub struct AuditArgs {
@@ -54,6 +55,13 @@ pub struct AuditArgs {
     /// probe → first reference): the audit's own translator and thresholds.
     #[arg(long, value_name = "FILE")]
     export_pair: Option<PathBuf>,
+    /// Print nothing but warnings and errors (the exit code carries the verdict).
+    #[arg(long)]
+    quiet: bool,
+    /// Print a machine-readable summary on stdout (JSON: verdicts, the
+    /// written files, what the cache saved) instead of the tables.
+    #[arg(long)]
+    json: bool,
 }
 
 impl AuditArgs {
@@ -77,32 +85,44 @@ impl AuditArgs {
         let mut fetch = zooaudit_registry::FetchOptions::from_env();
         fetch.offline |= self.offline;
         fetch.allow_unpinned |= self.allow_unpinned;
-        fetch.progress = true;
-        let opts = zooaudit_audit::RunOptions {
+        let mut opts = zooaudit_audit::RunOptions {
             cache: cache(self.no_cache, self.cache_dir.clone()),
             batch: self.batch as usize,
             fetch,
         };
         let set = plugins(dirs);
+        let mut shown = Reporter::new(self.quiet);
+        opts.fetch.progress = !shown.quiet();
         let (report, translators) =
-            zooaudit_audit::run_keeping_translators(&spec, &set, &opts, &mut progress_line)?;
+            zooaudit_audit::run_keeping_translators(&spec, &set, &opts, &mut |p| shown.event(p))?;
         let out = &self.out;
         report.write(out)?;
         zooaudit_render::write_human(&report, out)?;
+        let mut signed = Vec::new();
         if let Some(key) = &key {
             for p in zooaudit_render::write_attestations(&report, out, key, self.test_result)? {
-                eprintln!("signed: {} (keyid {})", p.display(), key.public().keyid());
+                if !shown.quiet() {
+                    eprintln!("signed: {} (keyid {})", p.display(), key.public().keyid());
+                }
+                signed.push(p);
             }
         }
-        for w in &report.warnings {
+        for w in report.grouped_warnings() {
             eprintln!("warning: {w}");
         }
-        print!("{}", zooaudit_render::console::audit_text(&report));
-        eprintln!(
-            "wrote {} and {}",
-            out.join("report.json").display(),
-            out.join("scores.csv").display()
-        );
+        if self.json {
+            println!("{}", json_summary(&report, out, &signed, &shown)?);
+        } else if !self.quiet {
+            print!("{}", zooaudit_render::console::audit_text(&report));
+        }
+        if !shown.quiet() {
+            eprintln!("{}", shown.cache_line(report.cache.dir.as_deref()));
+            eprintln!(
+                "wrote {} and {}",
+                out.join("report.json").display(),
+                out.join("scores.csv").display()
+            );
+        }
         if let Some(file) = &self.export_pair {
             let bundle = zooaudit_guard::fit::bundle_from_audit(
                 &spec,
@@ -111,10 +131,48 @@ impl AuditArgs {
                 zooaudit_guard::bundle::Serve::Reference,
             )?;
             bundle.write(file)?;
-            print_bundle(&bundle, file);
+            if !self.quiet && !self.json {
+                print_bundle(&bundle, file);
+            }
         }
         Ok(report.overall().exit_code())
     }
+}
+
+/// `audit --json`: the verdicts in the report's own words, the files
+/// written (absolute paths), and what the cache saved.
+fn json_summary(
+    report: &zooaudit_audit::AuditReport,
+    out: &Path,
+    signed: &[PathBuf],
+    shown: &Reporter,
+) -> Result<String> {
+    let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p).display().to_string();
+    let (hits, misses, seconds) = shown.cache_use();
+    let value = serde_json::json!({
+        "verdict": report.overall().as_str(),
+        "exit_code": report.overall().exit_code(),
+        "verdicts": report.verdicts.iter().map(|v| serde_json::json!({
+            "candidate": v.candidate,
+            "verdict": v.verdict.as_str(),
+            "alarms": v.alarms,
+            "attributed": v.attributed,
+            "reasons": v.reasons,
+        })).collect::<Vec<_>>(),
+        "report": abs(out.join("report.json")),
+        "scores": abs(out.join("scores.csv")),
+        "summary": abs(out.join("summary.md")),
+        "html": abs(out.join("report.html")),
+        "attestations": signed.iter().cloned().map(abs).collect::<Vec<_>>(),
+        "warnings": report.grouped_warnings(),
+        "cache": {
+            "dir": report.cache.dir,
+            "hits": hits,
+            "misses": misses,
+            "embedding_seconds": seconds,
+        },
+    });
+    Ok(serde_json::to_string_pretty(&value)?)
 }
 
 /// The bundle's pair, fidelity and operating points, one line each.

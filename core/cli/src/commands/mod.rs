@@ -1,5 +1,5 @@
 //! The commands, one module each, and what they share: the plugin search
-//! path and the progress lines.
+//! path and the progress display ([`progress`]).
 
 use std::path::PathBuf;
 
@@ -14,6 +14,7 @@ mod faces;
 mod guard;
 mod models;
 mod pair;
+mod progress;
 mod redteam;
 mod scan;
 mod zoo;
@@ -141,42 +142,4 @@ fn cache(no_cache: bool, dir: Option<PathBuf>) -> zooaudit_audit::Cache {
     } else {
         dir.or_else(zooaudit_audit::cache::default_dir)
     })
-}
-
-/// Progress lines on stderr, shared by the commands that embed.
-fn progress_line(p: zooaudit_audit::Progress) {
-    use zooaudit_audit::Progress;
-    match p {
-        Progress::Embedding {
-            model,
-            what,
-            images,
-            cached,
-            seconds,
-        } => {
-            let fresh = images - cached.min(images);
-            let rate = if seconds > 0.0 && fresh > 0 {
-                format!(", {:.1} images/s", fresh as f64 / seconds)
-            } else {
-                String::new()
-            };
-            eprintln!(
-                "embedding {model}: {what}: {images} images ({cached} cached{rate}, {seconds:.1} s)"
-            );
-        }
-        Progress::Aligning {
-            photos,
-            total,
-            faces,
-            seconds,
-        } => eprintln!(
-            "aligning: {photos}/{total} photos, {faces} faces ({:.1} photos/s)",
-            photos as f64 / seconds.max(1e-9)
-        ),
-        Progress::Pair {
-            probe,
-            reference,
-            step,
-        } => eprintln!("pair {probe} → {reference}: {step}"),
-    }
 }

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use zooaudit_guard::bundle::Serve;
 
-use super::{cache, plugins, progress_line};
+use super::progress::Reporter;
+use super::{cache, plugins};
 
 /// Which embedding the guard answers with.
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
@@ -66,10 +67,14 @@ impl PairCommand {
             batch: 32,
             fetch: zooaudit_registry::FetchOptions::from_env(),
         };
-        let bundle =
-            zooaudit_guard::fit::fit_bundle(&spec, &set, &opts, serve.into(), &mut progress_line)?;
+        let mut shown = Reporter::new(false);
+        let bundle = zooaudit_guard::fit::fit_bundle(&spec, &set, &opts, serve.into(), &mut |p| {
+            shown.event(p)
+        })?;
         bundle.write(&out)?;
         super::audit::print_bundle(&bundle, &out);
+        let dir = opts.cache.dir().map(|d| d.display().to_string());
+        eprintln!("{}", shown.cache_line(dir.as_deref()));
         Ok(0)
     }
 }

@@ -190,4 +190,11 @@ pub(super) fn responses_section(h: &mut String, report: &AuditReport) {
             let _ = write!(h, "</table>");
         }
     }
+    if !report.notes.is_empty() {
+        let _ = write!(h, "<h3>Notes</h3><ul id=\"notes\">");
+        for n in &report.notes {
+            let _ = write!(h, "<li>note: {}</li>", esc(n));
+        }
+        let _ = write!(h, "</ul>");
+    }
 }
