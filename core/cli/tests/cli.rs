@@ -1113,6 +1113,12 @@ fn the_guard_serves_over_http_and_catches_an_injected_backdoor() {
         s(&cache),
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // It ends with what the cache saved.
+    let last = stderr(&o).lines().last().unwrap_or_default().to_string();
+    assert!(
+        last.starts_with("cache: ") && last.contains(" images from the cache, "),
+        "{last}"
+    );
     let quarantine = tmp.path().join("quarantine.jsonl");
     let guard = Guard::start(
         &bundle,
@@ -1495,4 +1501,262 @@ fn the_zoo_commands_migrate_submit_and_work() {
         "{err}"
     );
     assert!(err.contains("no-backdoor-indicated"), "{err}");
+}
+
+/// A small audit with its own empty cache: 60 unlabelled faces and two
+/// labelled identities (22 faces), the example's models and triggers.
+/// Returns the audit file.
+fn small_cold_audit(dir: &Path) -> PathBuf {
+    let shared = support::shared_zoo().join("faces/aligned112");
+    let (un, lab) = (dir.join("faces/unlabeled"), dir.join("faces/labeled"));
+    std::fs::create_dir_all(&un).unwrap();
+    let unlabeled = support::collect(&shared.join("unlabeled"));
+    for (i, f) in unlabeled.iter().step_by(9).take(60).enumerate() {
+        let name = format!("{i:03}-{}", f.file_name().unwrap().to_string_lossy());
+        std::os::unix::fs::symlink(f, un.join(name)).unwrap();
+    }
+    for id in ["john_salley", "john_savage"] {
+        std::fs::create_dir_all(lab.join(id)).unwrap();
+        for f in support::collect(&shared.join("labeled").join(id)) {
+            std::os::unix::fs::symlink(&f, lab.join(id).join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let example = support::example_manifest("audit.toml");
+    let text = std::fs::read_to_string(&example)
+        .unwrap()
+        .replace(
+            "\"sface.toml\"",
+            &format!("{:?}", support::example_manifest("sface.toml")),
+        )
+        .replace(
+            "\"faceplugin.toml\"",
+            &format!("{:?}", support::example_manifest("faceplugin.toml")),
+        )
+        .replace(
+            "\"../../triggers/paper.toml\"",
+            &format!("{:?}", support::repo_root().join("triggers/paper.toml")),
+        )
+        .replace(
+            "\"../../../shared/zoo/faces/aligned112/unlabeled\"",
+            &format!("{un:?}"),
+        )
+        .replace(
+            "\"../../../shared/zoo/faces/aligned112/labeled\"",
+            &format!("{lab:?}"),
+        );
+    let audit = dir.join("audit.toml");
+    std::fs::write(&audit, text).unwrap();
+    audit
+}
+
+/// What a terminal showed: every fragment between carriage returns and
+/// newlines, ANSI escapes removed, with the time its last byte arrived.
+fn screen_fragments(chunks: &[(std::time::Instant, Vec<u8>)]) -> Vec<(std::time::Instant, String)> {
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    let mut esc = 0u8; // 0 text, 1 after ESC, 2 inside CSI
+    for (t, bytes) in chunks {
+        for &b in bytes {
+            match (esc, b) {
+                (0, 0x1b) => esc = 1,
+                (1, b'[') => esc = 2,
+                (1, _) => esc = 0,
+                (2, 0x40..=0x7e) => esc = 0,
+                (2, _) => {}
+                (_, b'\r' | b'\n') => {
+                    if !cur.is_empty() {
+                        out.push((*t, String::from_utf8_lossy(&cur).into_owned()));
+                        cur.clear();
+                    }
+                }
+                _ => cur.push(b),
+            }
+        }
+    }
+    out
+}
+
+/// A bar fragment: `embedding MODEL: WHAT [====>   ] POS/LEN …` → (stage, pos).
+fn bar(fragment: &str) -> Option<(String, usize)> {
+    let (stage, rest) = fragment.trim().split_once(" [")?;
+    let counts = rest.split_once("] ")?.1.split_whitespace().next()?;
+    let (pos, _) = counts.split_once('/')?;
+    Some((stage.to_string(), pos.parse().ok()?))
+}
+
+/// A cold audit under a pseudo-terminal (`script`): every embedding stage
+/// shows a bar within two seconds of the previous stage's end, and it moves
+/// within two seconds of appearing; no plain progress lines beside it.
+#[test]
+fn a_cold_audit_on_a_terminal_shows_moving_progress_within_two_seconds() {
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+    support::require_ort();
+    let tmp = tempfile::tempdir().unwrap();
+    let audit = small_cold_audit(tmp.path());
+    let (out, cache) = (tmp.path().join("out"), tmp.path().join("cache"));
+    let cmd = format!(
+        "stty cols 200 rows 50; exec {} audit {} --out {} --cache-dir {} --batch 8",
+        env!("CARGO_BIN_EXE_zooaudit"),
+        s(&audit),
+        s(&out),
+        s(&cache)
+    );
+    let mut child = Command::new("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .env_remove("ZOOAUDIT_PROGRESS")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("`script` (util-linux) runs the audit under a pseudo-terminal");
+    let mut pty = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut chunks = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = pty.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            chunks.push((Instant::now(), buf[..n].to_vec()));
+        }
+        chunks
+    });
+    let status = child.wait().unwrap();
+    let chunks = reader.join().unwrap();
+    let frags = screen_fragments(&chunks);
+    let all: String = frags.iter().map(|(_, f)| format!("{f}\n")).collect();
+    // 3: inconclusive (15 calibration faces cannot place 1 %); it ran.
+    assert_eq!(status.code(), Some(3), "{all}");
+    // Stage ends: "embedding MODEL: WHAT: N images (… cached …)".
+    let ends: Vec<(Instant, String)> = frags
+        .iter()
+        .filter(|(_, f)| {
+            f.starts_with("embedding ") && f.contains(" images (") && !f.contains(" [")
+        })
+        .map(|(t, f)| {
+            (
+                *t,
+                f.split_once(": ")
+                    .map(|(m, w)| format!("{m}: {}", w.rsplit_once(": ").unwrap().0))
+                    .unwrap(),
+            )
+        })
+        .collect();
+    assert!(ends.len() >= 6, "2 models × (clean + 2 triggers): {all}");
+    let bars: Vec<(Instant, String, usize)> = frags
+        .iter()
+        .filter_map(|(t, f)| bar(f).map(|(st, p)| (*t, st, p)))
+        .collect();
+    let two = Duration::from_secs(2);
+    for (i, (end, stage)) in ends.iter().enumerate() {
+        let shown: Vec<&(Instant, String, usize)> =
+            bars.iter().filter(|(_, st, _)| st == stage).collect();
+        let Some((first, _, pos0)) = shown.first() else {
+            panic!("no bar for {stage}: {all}");
+        };
+        if i > 0 {
+            assert!(
+                first.duration_since(ends[i - 1].0) <= two,
+                "{stage}: the bar appeared {:?} after the previous stage ended",
+                first.duration_since(ends[i - 1].0)
+            );
+        }
+        if end.duration_since(*first) > two {
+            assert!(
+                shown
+                    .iter()
+                    .any(|(t, _, p)| p > pos0 && t.duration_since(*first) <= two),
+                "{stage}: the bar did not move within 2 s: {all}"
+            );
+        }
+    }
+    // Never both: no plain progress lines on a terminal.
+    assert!(
+        !frags
+            .iter()
+            .any(|(_, f)| f.contains(" images, ") && !f.contains(" [")),
+        "{all}"
+    );
+    assert!(all.contains("cache: 0 of "), "{all}");
+}
+
+/// Without a terminal: at most one progress line per stage every few
+/// seconds, no carriage returns or escapes; then `--json --quiet` on the
+/// warm cache prints only the JSON summary (every image from the cache).
+#[test]
+fn without_a_terminal_progress_is_sparse_lines_and_json_quiet_prints_only_the_summary() {
+    use std::io::BufRead;
+    use std::time::{Duration, Instant};
+    support::require_ort();
+    let tmp = tempfile::tempdir().unwrap();
+    let audit = small_cold_audit(tmp.path());
+    let (out, cache) = (tmp.path().join("out"), tmp.path().join("cache"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zooaudit"))
+        .args([
+            "audit",
+            s(&audit),
+            "--out",
+            s(&out),
+            "--cache-dir",
+            s(&cache),
+        ])
+        .args(["--batch", "8"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines: Vec<(Instant, String)> = std::io::BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map(|l| (Instant::now(), l.unwrap()))
+        .collect();
+    assert_eq!(
+        child.wait().unwrap().code(),
+        Some(3),
+        "inconclusive: too few faces"
+    );
+    let text: String = lines.iter().map(|(_, l)| format!("{l}\n")).collect();
+    assert!(!text.contains('\r') && !text.contains('\u{1b}'), "{text}");
+    let mut last: std::collections::HashMap<String, Instant> = Default::default();
+    let mut progress = 0;
+    for (t, l) in &lines {
+        // "embedding MODEL: WHAT: DONE/TOTAL images, …"
+        if let Some((stage, _)) = l
+            .split_once(" images, ")
+            .and_then(|(h, _)| h.rsplit_once(": "))
+        {
+            progress += 1;
+            if let Some(prev) = last.insert(stage.to_string(), *t) {
+                assert!(
+                    t.duration_since(prev) >= Duration::from_secs(4),
+                    "two lines of {stage} within {:?}: {text}",
+                    t.duration_since(prev)
+                );
+            }
+        }
+    }
+    assert!(text.contains("cache: 0 of "), "{text}");
+    assert!(progress >= 1, "faceplugin's clean stage runs > 5 s: {text}");
+    // Warm: --json --quiet.
+    let o = zooaudit(&[
+        "audit",
+        s(&audit),
+        "--out",
+        s(&out),
+        "--cache-dir",
+        s(&cache),
+        "--json",
+        "--quiet",
+    ]);
+    let err = stderr(&o);
+    assert!(err.lines().all(|l| l.starts_with("warning: ")), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let report = PathBuf::from(v["report"].as_str().unwrap());
+    assert!(report.is_absolute() && report.is_file(), "{v}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(v["verdict"], r["verdicts"][0]["verdict"]);
+    assert_eq!(v["verdicts"][0]["alarms"], r["verdicts"][0]["alarms"]);
+    assert_eq!(o.status.code(), v["exit_code"].as_i64().map(|c| c as i32));
+    assert_eq!(v["cache"]["misses"], 0, "{v}");
+    assert_eq!(v["cache"]["hits"], r["cache"]["hits"], "{v}");
 }
