@@ -21,6 +21,7 @@ pub mod evaluate;
 pub mod evidence;
 pub mod faces;
 pub mod pair;
+pub mod progress;
 mod records;
 pub mod report;
 pub mod response;

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use zooaudit_audit::progress::{LINE_EVERY, ProgressLines};
 use zooaudit_audit::{AuditSpec, Cache, RunOptions};
 use zooaudit_auditdb::queue::Artifact;
 use zooaudit_auditdb::{Completed, ModelRow};
@@ -79,8 +80,20 @@ impl Runner {
             batch: self.batch.max(1),
             fetch: self.fetch.clone(),
         };
-        let report =
-            zooaudit_audit::run(&spec, &plugins, &opts, &mut |_| {}).map_err(|e| e.to_string())?;
+        // The worker's log gets the audit's progress as lines (a running
+        // stage at most every few seconds), named by the candidate.
+        let mut lines = ProgressLines::new(LINE_EVERY);
+        let who = spec
+            .candidates
+            .first()
+            .and_then(|p| p.file_name())
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let report = zooaudit_audit::run(&spec, &plugins, &opts, &mut |p| {
+            if let Some(l) = lines.line(&p) {
+                eprintln!("audit {who}: {l}");
+            }
+        })
+        .map_err(|e| e.to_string())?;
         let out = scratch.join("out");
         std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
         // The same writers, in the same order, as `zooaudit audit`.
