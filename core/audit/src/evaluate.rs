@@ -335,7 +335,14 @@ fn evaluate_pair(
         .map(|(_, _, v)| v)
         .collect();
     out.warnings.extend(fitted.warnings.iter().cloned());
-    out.translators.extend(fitted.exported());
+    out.translators.extend(fitted.exported().map(|mut t| {
+        t.calibration = cal_idx
+            .iter()
+            .zip(&fitted.calibration)
+            .map(|(&i, &s)| (faces[i].path.display().to_string(), s))
+            .collect();
+        t
+    }));
     let (thresholds, clean_rates) = (&fitted.thresholds, &fitted.clean_fnmr);
     if options.scores && options.fidelity {
         clean_score_rows(faces, eval, &fitted, &matrix, out);

@@ -37,6 +37,33 @@ pub(crate) fn sha256_bytes(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
+/// The population (source) a face comes from, by its path: `labeled` for
+/// the labelled set; for the unlabelled pool, the folder it was listed in
+/// under `[faces] unlabeled` and, when it sits deeper, the first subfolder
+/// below it (`unlabeled/nba`); `other` for anything else. A deployment's
+/// faces differ from the calibration pool by source, so `pair fit` reports
+/// (and can calibrate for) each.
+pub fn source_of(spec: &AuditSpec, path: &Path) -> String {
+    if let Some(l) = &spec.labeled
+        && path.starts_with(l)
+    {
+        return "labeled".into();
+    }
+    for root in &spec.unlabeled {
+        if let Ok(rest) = path.strip_prefix(root) {
+            let base = root
+                .file_name()
+                .map_or_else(|| "unlabeled".into(), |n| n.to_string_lossy().into_owned());
+            let mut parts = rest.components();
+            return match (parts.next(), parts.next()) {
+                (Some(dir), Some(_)) => format!("{base}/{}", dir.as_os_str().to_string_lossy()),
+                _ => base,
+            };
+        }
+    }
+    "other".into()
+}
+
 /// Roles of the unlabeled faces: a seeded shuffle (`[split] seed`), the
 /// first `fit` share fit, the next `calibration` share calibration, the
 /// rest held out.

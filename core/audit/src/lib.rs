@@ -46,7 +46,7 @@ pub use embedding::{
     embed_model, gather, load_suite, preprocessing_key, suite_stamps,
 };
 pub use evaluate::{EvalOptions, Evaluation, evaluate, evaluate_with};
-pub use faces::{Face, Role, Split, augment_fit_faces, load_faces};
+pub use faces::{Face, Role, Split, augment_fit_faces, load_faces, source_of};
 pub use pair::{FittedPair, PairTranslator, fit_pair};
 pub use report::*;
 pub use spec::{AuditSpec, Directions};

@@ -57,6 +57,9 @@ pub struct PairTranslator {
     pub probe: String,
     pub reference: String,
     pub translator: serde_json::Value,
+    /// The calibration faces' genuine scores by face path (the bundle
+    /// reports its calibration per face source from these).
+    pub calibration: Vec<(String, f32)>,
 }
 
 impl FittedPair {
@@ -98,6 +101,7 @@ impl FittedPair {
             probe: self.probe.clone(),
             reference: self.reference.clone(),
             translator: t.clone(),
+            calibration: Vec::new(),
         })
     }
 }

@@ -102,11 +102,13 @@ impl Format {
             Format::ModelManifest
             | Format::AuditFile
             | Format::TriggerSuite
-            | Format::PairBundle
             | Format::EmbeddingsSidecar
             | Format::ScanOutput => FormatVersion::new(1, 0),
             // 1.2: `staticScan`, each model file's scan.
             Format::Predicate => FormatVersion::new(1, 2),
+            // 1.1: `calibration`, `sources` (clean FNMR per face source) and
+            // `history` (thresholds replaced by `pair recalibrate`).
+            Format::PairBundle => FormatVersion::new(1, 1),
             // 1.1: `hiding`, how the injected subgraph hides from the scan.
             Format::AttackRecord => FormatVersion::new(1, 1),
             // 1.1: an entry may watch a hub repository (`watch`, `file`).

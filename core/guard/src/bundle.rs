@@ -10,6 +10,10 @@
 //!   "fit": {...}, "fidelity": {"samples": ..., "mean_cosine": ..., "top1": ..., "mean_rank": ...},
 //!   "thresholds": [{"target_fnmr": 0.01, "threshold": 0.61, "calibration_samples": 131, "heldout_fnmr": 0.008, ...}],
 //!   "serve": "reference",
+//!   "calibration": "pooled",
+//!   "sources": [{"name": "unlabeled/nba", "calibration_samples": 95, "heldout_samples": 95,
+//!                "fnmr": [{"target_fnmr": 0.01, "count": 1, "samples": 95, "rate": 0.011, "ci95": [...]}]}],
+//!   "history": [],
 //!   "created": {"tool": "zooaudit 0.1.0", "audit_file": "...", "audit_sha256": "...", "seed": 42}
 //! }
 //! ```
@@ -62,6 +66,73 @@ pub enum Serve {
     Mean,
 }
 
+/// How the thresholds were placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Calibration {
+    /// On every calibration face together (`pair fit`, the default).
+    #[default]
+    Pooled,
+    /// At each operating point, the lowest of the sources' own thresholds:
+    /// the source with the most false alarms gets at most the target on its
+    /// calibration faces (`pair fit --calibrate worst-source`).
+    WorstSource,
+    /// On clean faces of the deployment's own population
+    /// (`pair recalibrate`); the translator is the fitted one.
+    Deployment,
+}
+
+impl Calibration {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Calibration::Pooled => "pooled",
+            Calibration::WorstSource => "worst-source",
+            Calibration::Deployment => "deployment",
+        }
+    }
+}
+
+/// A source's held-out clean FNMR at one operating point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceRate {
+    pub target_fnmr: f64,
+    /// Held-out faces of the source below the threshold, of `samples`.
+    pub count: usize,
+    pub samples: usize,
+    pub rate: f64,
+    /// Clopper–Pearson 95 % interval.
+    pub ci95: [f64; 2],
+    /// The source's calibration faces below the threshold, as a share (0
+    /// without calibration faces).
+    pub calibration_rate: f64,
+}
+
+/// One population of faces (a source folder, or the labelled set): how
+/// many of its faces calibrated and how many were held out, and its
+/// held-out clean FNMR at every operating point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceRecord {
+    pub name: String,
+    pub calibration_samples: usize,
+    pub heldout_samples: usize,
+    pub fnmr: Vec<SourceRate>,
+}
+
+/// Thresholds a recalibration replaced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recalibrated {
+    /// When (RFC 3339, UTC).
+    pub time: String,
+    /// The clean faces' folders or files, as given.
+    pub faces: Vec<String>,
+    /// How many faces calibrated the new thresholds and how many checked them.
+    pub calibration_samples: usize,
+    pub heldout_samples: usize,
+    /// The replaced thresholds and how they had been placed.
+    pub previous: Vec<OperatingPoint>,
+    pub previous_calibration: Calibration,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Created {
     pub tool: String,
@@ -82,6 +153,15 @@ pub struct PairBundle {
     pub thresholds: Vec<OperatingPoint>,
     pub serve: Serve,
     pub created: Created,
+    /// How the thresholds were placed (1.1; older bundles: pooled).
+    #[serde(default)]
+    pub calibration: Calibration,
+    /// Clean FNMR per face source on its held-out faces (1.1).
+    #[serde(default)]
+    pub sources: Vec<SourceRecord>,
+    /// Thresholds replaced by `pair recalibrate`, oldest first (1.1).
+    #[serde(default)]
+    pub history: Vec<Recalibrated>,
 }
 
 impl PairBundle {
@@ -143,7 +223,7 @@ impl PairBundle {
     }
 
     /// Writes the bundle atomically; manifest paths are made relative to
-    /// the bundle's directory where possible.
+    /// the bundle's directory where possible, absolute otherwise.
     pub fn write(&self, path: &Path) -> Result<(), GuardError> {
         let mut b = self.clone();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -151,11 +231,12 @@ impl PairBundle {
                 .map_err(|e| GuardError::file(dir, format!("cannot create: {e}")))?;
         }
         if let Some(dir) = path.parent().and_then(|d| std::fs::canonicalize(d).ok()) {
+            // Relative to the bundle where the two share more than the
+            // root; absolute otherwise (never relative to the working
+            // directory, which a reader does not share).
             for m in [&mut b.probe, &mut b.reference] {
-                if let Ok(abs) = std::fs::canonicalize(&m.manifest)
-                    && let Some(rel) = relative(&abs, &dir)
-                {
-                    m.manifest = rel;
+                if let Ok(abs) = std::fs::canonicalize(&m.manifest) {
+                    m.manifest = relative(&abs, &dir).unwrap_or(abs);
                 }
             }
         }

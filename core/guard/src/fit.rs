@@ -20,7 +20,8 @@ use zooaudit_manifest::ModelManifest;
 use zooaudit_pairing::{Fidelity, FitReport, Translator};
 
 use crate::GuardError;
-use crate::bundle::{BundleModel, Created, OperatingPoint, PairBundle, Serve};
+use crate::bundle::{BundleModel, Calibration, Created, OperatingPoint, PairBundle, Serve};
+use crate::calibrate::{group, worst_source_thresholds};
 
 /// What a bundle is made of, however it was computed.
 struct Parts<'a> {
@@ -30,6 +31,8 @@ struct Parts<'a> {
     fit: &'a serde_json::Value,
     fidelity: Fidelity,
     thresholds: Vec<OperatingPoint>,
+    calibration: Calibration,
+    sources: Vec<crate::calibrate::SourceScores>,
 }
 
 fn assemble(spec: &AuditSpec, parts: Parts<'_>, serve: Serve) -> Result<PairBundle, GuardError> {
@@ -38,7 +41,11 @@ fn assemble(spec: &AuditSpec, parts: Parts<'_>, serve: Serve) -> Result<PairBund
         .map_err(|e| GuardError::Translator(format!("pair {pair}: translator: {e}")))?;
     let fit: FitReport = serde_json::from_value(parts.fit.clone())
         .map_err(|e| GuardError::Translator(format!("pair {pair}: fit report: {e}")))?;
+    let sources = crate::calibrate::source_records(&parts.sources, &parts.thresholds);
     Ok(PairBundle {
+        calibration: parts.calibration,
+        sources,
+        history: Vec::new(),
         format_version: crate::bundle::BUNDLE_FORMAT.to_string(),
         kind: crate::bundle::BUNDLE_KIND.into(),
         probe: parts.probe,
@@ -118,6 +125,27 @@ pub fn bundle_from_audit(
         sha256: m.sha256.clone(),
         dim: m.dim,
     };
+    // Held-out genuine scores from the report (scores.csv), calibration
+    // ones from the fit the audit kept.
+    let calibration: Vec<(String, f32)> = translator
+        .calibration
+        .iter()
+        .map(|(path, s)| {
+            (
+                zooaudit_audit::source_of(spec, std::path::Path::new(path)),
+                *s,
+            )
+        })
+        .collect();
+    let heldout: Vec<(String, f32)> = report
+        .scores
+        .iter()
+        .filter(|x| x.kind == "genuine" && x.probe == p.name && x.reference == r.name)
+        .map(|x| {
+            let src = zooaudit_audit::source_of(spec, std::path::Path::new(&x.image));
+            (src, x.score)
+        })
+        .collect();
     let parts = Parts {
         probe: model(p),
         reference: model(r),
@@ -125,6 +153,8 @@ pub fn bundle_from_audit(
         fit: &pair.fit,
         fidelity: pair.fidelity.clone(),
         thresholds: operating_points(&pair.thresholds, &pair.clean_fnmr),
+        calibration: Calibration::Pooled,
+        sources: group(&calibration, &heldout),
     };
     assemble(spec, parts, serve)
 }
@@ -136,6 +166,7 @@ pub fn fit_bundle(
     plugins: &PluginSet,
     opts: &RunOptions,
     serve: Serve,
+    calibration: Calibration,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<PairBundle, GuardError> {
     let (Some(p), Some(r)) = (spec.candidates.first(), spec.references.first()) else {
@@ -194,7 +225,24 @@ pub fn fit_bundle(
         sha256: e.resolved().sha256.clone(),
         dim: e.dim(),
     };
-    let thresholds = operating_points(&fitted.thresholds, &fitted.clean_fnmr);
+    let named = |idx: &[usize], scores: &[f32]| -> Vec<(String, f32)> {
+        idx.iter()
+            .zip(scores)
+            .map(|(&i, &s)| (zooaudit_audit::source_of(spec, &faces[i].path), s))
+            .collect()
+    };
+    let sources = group(
+        &named(&split.calibration, &fitted.calibration),
+        &named(&split.heldout, &fitted.genuine),
+    );
+    let thresholds = match calibration {
+        Calibration::WorstSource => {
+            let t = worst_source_thresholds(&sources, &spec.operating_points)
+                .ok_or_else(|| GuardError::file(&spec.path, "no calibration faces"))?;
+            crate::calibrate::operating_points(&t, &fitted.genuine)
+        }
+        _ => operating_points(&fitted.thresholds, &fitted.clean_fnmr),
+    };
     let parts = Parts {
         probe: model(&probe),
         reference: model(&reference),
@@ -202,6 +250,8 @@ pub fn fit_bundle(
         fit: &fitted.fit,
         fidelity,
         thresholds,
+        calibration,
+        sources,
     };
     assemble(spec, parts, serve)
 }

@@ -7,10 +7,13 @@
 //!   thresholds per operating point, and which embedding to serve.
 //!   [`fit::bundle_from_audit`] makes one from an audit's own fit;
 //!   [`fit::fit_bundle`] runs the audit's steps for one pair.
+//! - [`calibrate`]: clean FNMR per face source, worst-source thresholds,
+//!   and recalibration on a deployment's own faces.
 //! - [`pair`]: the opened pair and its decision for one image.
 //! - [`server`]: the HTTP service (axum on tokio).
 
 pub mod bundle;
+pub mod calibrate;
 pub mod fit;
 pub mod pair;
 pub mod server;

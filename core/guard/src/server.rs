@@ -9,6 +9,10 @@
 //!   order, `{"results": [...]}` (an undecodable image gets its own error entry).
 //! - `GET /healthz`, `GET /metrics` (Prometheus text).
 //!
+//! A drift monitor ([`drift`]) compares the recent disagreement rate with
+//! the bundle's held-out clean FNMR; `/healthz` says `degraded` while it is
+//! beyond it, and each episode's start and end are quarantine-log lines.
+//!
 //! Every disagreement is appended to the quarantine log (JSON lines: time,
 //! image sha256, score, threshold, operating point), and with a quarantine
 //! directory the image itself is kept as `<sha256>.img`. Limits: request
@@ -21,6 +25,7 @@
 //! of `model_batch`, so the models' working memory is bounded.
 //! SIGTERM or Ctrl-C stops accepting and lets in-flight requests finish.
 
+mod drift;
 mod handlers;
 mod metrics;
 mod quarantine;
@@ -73,6 +78,10 @@ pub struct ServeOptions {
     /// are run in pieces of this size): bounds the models' working memory
     /// whatever the load.
     pub model_batch: usize,
+    /// The drift monitor's window: at most this many recent decisions…
+    pub drift_window: usize,
+    /// …none older than this.
+    pub drift_max_age: Duration,
 }
 
 impl Default for ServeOptions {
@@ -88,6 +97,8 @@ impl Default for ServeOptions {
             quarantine_dir: None,
             max_batch: 64,
             model_batch: 8,
+            drift_window: 200,
+            drift_max_age: Duration::from_secs(600),
         }
     }
 }
@@ -99,6 +110,7 @@ struct AppState {
     jobs: tokio::sync::mpsc::Sender<Job>,
     metrics: Arc<Metrics>,
     quarantine: Mutex<Option<std::fs::File>>,
+    drift: Mutex<drift::Drift>,
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -138,7 +150,9 @@ pub fn router(pair: Arc<Pair>, opts: ServeOptions) -> Result<Router, crate::Guar
     let (tx, rx) = tokio::sync::mpsc::channel(workers * 4);
     let queue = Arc::new(Mutex::new(rx));
     let model_batch = opts.model_batch.max(1);
+    let drift = drift::Drift::new(opts.drift_window, opts.drift_max_age, op);
     let state = Arc::new(AppState {
+        drift: Mutex::new(drift),
         threshold: op.threshold,
         jobs: tx,
         pair: pair.clone(),

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use zooaudit_audit::{AuditSpec, Cache, RunOptions};
-use zooaudit_guard::bundle::{PairBundle, Serve};
+use zooaudit_guard::bundle::{Calibration, PairBundle, Serve};
 use zooaudit_guard::pair::{Pair, Role, Schedule};
 use zooaudit_testsupport as support;
 
@@ -21,7 +21,15 @@ fn example() -> (AuditSpec, RunOptions) {
 
 fn fitted(set: &zooaudit_host::PluginSet) -> PairBundle {
     let (spec, opts) = example();
-    zooaudit_guard::fit::fit_bundle(&spec, set, &opts, Serve::Mean, &mut |_| {}).unwrap()
+    zooaudit_guard::fit::fit_bundle(
+        &spec,
+        set,
+        &opts,
+        Serve::Mean,
+        Calibration::Pooled,
+        &mut |_| {},
+    )
+    .unwrap()
 }
 
 #[test]
@@ -68,8 +76,15 @@ fn the_exported_bundle_is_the_audits_own_fit_and_pair_fit_gives_the_same() {
     );
     assert!(exported.fidelity.top1 > 0.9, "{:?}", exported.fidelity);
     // `pair fit` runs the same steps for this pair alone: the same bundle.
-    let refit =
-        zooaudit_guard::fit::fit_bundle(&spec, &set, &opts, Serve::Reference, &mut |_| {}).unwrap();
+    let refit = zooaudit_guard::fit::fit_bundle(
+        &spec,
+        &set,
+        &opts,
+        Serve::Reference,
+        Calibration::Pooled,
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!(refit, exported);
 }
 
@@ -216,4 +231,63 @@ fn tampered_or_foreign_bundles_are_refused_with_the_reason() {
         e.contains("swapped.json") && e.contains("calibrated on"),
         "{e}"
     );
+}
+
+/// Per face source, in both directions of the shared pair: every held-out
+/// face is in exactly one source, each source's rate is its own faces'
+/// share below the threshold, and worst-source thresholds are never above
+/// the pooled ones and hold every source's calibration FNMR at the target.
+#[test]
+fn pair_fit_reports_each_source_and_worst_source_holds_every_one() {
+    let set = support::plugins();
+    let (spec, opts) = example();
+    let mut swapped = spec.clone();
+    std::mem::swap(&mut swapped.candidates, &mut swapped.references);
+    for spec in [spec, swapped] {
+        let fit = |c| {
+            zooaudit_guard::fit::fit_bundle(&spec, &set, &opts, Serve::Reference, c, &mut |_| {})
+                .unwrap()
+        };
+        let (pooled, worst) = (fit(Calibration::Pooled), fit(Calibration::WorstSource));
+        let names: Vec<&str> = pooled.sources.iter().map(|s| s.name.as_str()).collect();
+        assert!(
+            names.contains(&"labeled") && names.contains(&"unlabeled/nba"),
+            "{names:?}"
+        );
+        for (i, o) in pooled.thresholds.iter().enumerate() {
+            let held: usize = pooled.sources.iter().map(|s| s.fnmr[i].samples).sum();
+            let flagged: usize = pooled.sources.iter().map(|s| s.fnmr[i].count).sum();
+            assert_eq!(held, o.heldout_samples);
+            assert!((flagged as f64 / held as f64 - o.heldout_fnmr).abs() < 1e-12);
+            // Every source that can calibrate on its own is held at the
+            // target on its calibration faces by the worst-source threshold.
+            for src in &worst.sources {
+                if zooaudit_guard::calibrate::can_calibrate(src.calibration_samples, o.target_fnmr)
+                {
+                    assert!(src.fnmr[i].calibration_rate <= o.target_fnmr, "{src:?}");
+                }
+            }
+        }
+        let cal: usize = pooled.sources.iter().map(|s| s.calibration_samples).sum();
+        assert_eq!(cal, pooled.thresholds[0].calibration_samples);
+        assert_eq!(worst.calibration, Calibration::WorstSource);
+        for s in &pooled.sources {
+            eprintln!(
+                "{} → {} {} ({} cal, {} held-out): {}",
+                pooled.probe.name,
+                pooled.reference.name,
+                s.name,
+                s.calibration_samples,
+                s.heldout_samples,
+                s.fnmr
+                    .iter()
+                    .map(|r| format!("{}: {}/{}", r.target_fnmr, r.count, r.samples))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        for w in zooaudit_guard::calibrate::source_warnings(&pooled) {
+            eprintln!("warning: {w}");
+        }
+    }
 }

@@ -198,4 +198,32 @@ pub fn print_bundle(b: &zooaudit_guard::bundle::PairBundle, out: &Path) {
             o.heldout_samples
         );
     }
+    if !b.sources.is_empty() {
+        println!(
+            "  per source, held-out clean FNMR ({} thresholds):",
+            b.calibration.as_str()
+        );
+        for src in &b.sources {
+            let cells: Vec<String> = src
+                .fnmr
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}: {:.3} [{:.3}, {:.3}]",
+                        r.target_fnmr, r.rate, r.ci95[0], r.ci95[1]
+                    )
+                })
+                .collect();
+            println!(
+                "    {} ({} calibration, {} held-out): {}",
+                src.name,
+                src.calibration_samples,
+                src.heldout_samples,
+                cells.join(", ")
+            );
+        }
+    }
+    for w in zooaudit_guard::calibrate::source_warnings(b) {
+        eprintln!("warning: {w}");
+    }
 }

@@ -76,6 +76,12 @@ pub struct ServeArgs {
     /// this; larger batches run in pieces): bounds the models' memory.
     #[arg(long, default_value_t = 8)]
     model_batch: usize,
+    /// The drift monitor's window: the last N decisions (…).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    drift_window: u64,
+    /// (…) none older than this many seconds.
+    #[arg(long, default_value_t = 600.0)]
+    drift_seconds: f64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -103,8 +109,8 @@ impl GuardCommand {
 
 impl ServeArgs {
     fn run(self, dirs: &[PathBuf]) -> Result<u8> {
-        if !(self.queue_timeout > 0.0 && self.request_timeout > 0.0) {
-            bail!("--queue-timeout and --request-timeout must be positive");
+        if !(self.queue_timeout > 0.0 && self.request_timeout > 0.0 && self.drift_seconds > 0.0) {
+            bail!("--queue-timeout, --request-timeout and --drift-seconds must be positive");
         }
         let fetch = zooaudit_registry::FetchOptions::from_env();
         let b = PairBundle::read(&self.bundle)?;
@@ -138,6 +144,8 @@ impl ServeArgs {
             quarantine_log: self.quarantine_log,
             quarantine_dir: self.quarantine_dir,
             model_batch: self.model_batch,
+            drift_window: self.drift_window as usize,
+            drift_max_age: std::time::Duration::from_secs_f64(self.drift_seconds),
             ..Default::default()
         };
         zooaudit_guard::server::serve_blocking(

@@ -174,13 +174,7 @@ async fn embed_inner(state: &Arc<AppState>, req: Request, started: Instant) -> R
         Ok(mut d) => d.remove(0),
         Err(r) => return r,
     };
-    state.metrics.images.fetch_add(1, Ordering::Relaxed);
-    if d.agree {
-        state.metrics.agreements.fetch_add(1, Ordering::Relaxed);
-    } else {
-        state.metrics.disagreements.fetch_add(1, Ordering::Relaxed);
-        state.quarantine(&d, &bytes);
-    }
+    state.record(&d, &bytes);
     let (status, body) = answer(&d, state.opts.policy);
     (status, axum::Json(body)).into_response()
 }
@@ -271,13 +265,7 @@ async fn batch_inner(state: &Arc<AppState>, req: Request, started: Instant) -> R
         match slot {
             Ok((raw, _)) => {
                 let Some(d) = it.next() else { break };
-                state.metrics.images.fetch_add(1, Ordering::Relaxed);
-                if d.agree {
-                    state.metrics.agreements.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    state.metrics.disagreements.fetch_add(1, Ordering::Relaxed);
-                    state.quarantine(&d, &raw);
-                }
+                state.record(&d, &raw);
                 let (status, mut body) = answer(&d, state.opts.policy);
                 body["status"] = json!(status.as_u16());
                 results.push(body);
@@ -299,8 +287,11 @@ async fn batch_inner(state: &Arc<AppState>, req: Request, started: Instant) -> R
 pub(super) async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     state.metrics.requests[2].fetch_add(1, Ordering::Relaxed);
     let b = &state.pair.bundle;
+    let (drift, drift_json) = state.drift_state();
     axum::Json(json!({
-        "status": "ok",
+        "status": if drift.degraded { "degraded" } else { "ok" },
+        "drift": drift_json,
+        "calibration": b.calibration,
         "probe": {"name": b.probe.name, "sha256": b.probe.sha256},
         "reference": {"name": b.reference.name, "sha256": b.reference.sha256},
         "operating_point": state.opts.operating_point,

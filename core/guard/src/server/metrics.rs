@@ -101,6 +101,49 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         "# HELP zooaudit_guard_in_flight Requests being served.\n# TYPE zooaudit_guard_in_flight gauge\nzooaudit_guard_in_flight {}\n",
         g(&m.in_flight)
     ));
+    let (d, _) = state.drift_state();
+    let episodes = state
+        .drift
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .episodes;
+    for (name, help, v) in [
+        (
+            "drift_window_decisions",
+            "Decisions in the drift monitor's window.",
+            d.decisions as f64,
+        ),
+        (
+            "drift_window_disagreements",
+            "Disagreements in the drift monitor's window.",
+            d.disagreements as f64,
+        ),
+        ("drift_rate", "Disagreement rate over the window.", d.rate),
+        (
+            "drift_rate_lower",
+            "Lower end of the window rate's 95 % interval.",
+            d.ci95[0],
+        ),
+        (
+            "drift_expected_upper",
+            "Upper end of the bundle's held-out clean FNMR interval at the operating point.",
+            state
+                .pair
+                .bundle
+                .operating_point(state.opts.operating_point)
+                .map_or(f64::NAN, |o| o.heldout_ci95[1]),
+        ),
+        (
+            "drift_degraded",
+            "1 while the window's rate is beyond the expected interval.",
+            f64::from(u8::from(d.degraded)),
+        ),
+    ] {
+        s.push_str(&format!("# HELP zooaudit_guard_{name} {help}\n# TYPE zooaudit_guard_{name} gauge\nzooaudit_guard_{name} {v}\n"));
+    }
+    s.push_str(&format!(
+        "# HELP zooaudit_guard_drift_episodes_total Times the guard became degraded.\n# TYPE zooaudit_guard_drift_episodes_total counter\nzooaudit_guard_drift_episodes_total {episodes}\n"
+    ));
     s.push_str("# HELP zooaudit_guard_request_seconds Latency of embed requests.\n# TYPE zooaudit_guard_request_seconds histogram\n");
     for (i, b) in BUCKETS.iter().enumerate() {
         s.push_str(&format!(

@@ -30,7 +30,7 @@ impl AppState {
     }
 }
 
-fn humantime_now() -> String {
+pub(super) fn humantime_now() -> String {
     let d = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
