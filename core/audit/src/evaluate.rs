@@ -316,15 +316,7 @@ fn evaluate_pair(
     let (matrix, fidelity) = if options.fidelity {
         fitted.fidelity_matrix(&p_eval, &r_eval)?
     } else {
-        (
-            Vec::new(),
-            zooaudit_pairing::Fidelity {
-                samples: 0,
-                mean_cosine: f64::NAN,
-                top1: f64::NAN,
-                mean_rank: f64::NAN,
-            },
-        )
+        (Vec::new(), no_fidelity())
     };
     // ZEI: probe image i vs reference image j of another identity.
     let zei: Vec<f32> = matrix
@@ -335,14 +327,11 @@ fn evaluate_pair(
         .map(|(_, _, v)| v)
         .collect();
     out.warnings.extend(fitted.warnings.iter().cloned());
-    out.translators.extend(fitted.exported().map(|mut t| {
-        t.calibration = cal_idx
-            .iter()
-            .zip(&fitted.calibration)
-            .map(|(&i, &s)| (faces[i].path.display().to_string(), s))
-            .collect();
-        t
-    }));
+    let paths: Vec<String> = cal_idx
+        .iter()
+        .map(|&i| faces[i].path.display().to_string())
+        .collect();
+    out.translators.extend(fitted.exported(&paths));
     let (thresholds, clean_rates) = (&fitted.thresholds, &fitted.clean_fnmr);
     if options.scores && options.fidelity {
         clean_score_rows(faces, eval, &fitted, &matrix, out);
@@ -417,6 +406,16 @@ fn evaluate_pair(
             / genuine.len().max(1) as f64,
     });
     Ok(witness)
+}
+
+/// The fidelity of an evaluation that skips the matrix (`EvalOptions`).
+fn no_fidelity() -> zooaudit_pairing::Fidelity {
+    zooaudit_pairing::Fidelity {
+        samples: 0,
+        mean_cosine: f64::NAN,
+        top1: f64::NAN,
+        mean_rank: f64::NAN,
+    }
 }
 
 /// Whether held-out faces `i` and `j` are one image or one labelled person.

@@ -95,13 +95,19 @@ impl FittedPair {
         Ok((matrix, fidelity))
     }
 
-    /// The translator for export, if the detector reported one.
-    pub fn exported(&self) -> Option<PairTranslator> {
+    /// The translator for export, if the detector reported one, with the
+    /// calibration faces' scores by path (`paths[i]` names calibration
+    /// face i).
+    pub fn exported(&self, paths: &[String]) -> Option<PairTranslator> {
         self.translator.as_ref().map(|t| PairTranslator {
             probe: self.probe.clone(),
             reference: self.reference.clone(),
             translator: t.clone(),
-            calibration: Vec::new(),
+            calibration: paths
+                .iter()
+                .cloned()
+                .zip(self.calibration.clone())
+                .collect(),
         })
     }
 }
