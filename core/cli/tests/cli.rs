@@ -1229,12 +1229,33 @@ fn the_guard_serves_over_http_and_catches_an_injected_backdoor() {
         "{v}"
     );
     // Malformed requests: a 4xx each, nothing quarantined for them.
+    // Quarantined images (the log also holds the drift monitor's episodes).
     let logged = || {
         std::fs::read_to_string(&quarantine)
             .unwrap_or_default()
             .lines()
+            .filter(|l| l.contains("\"image_sha256\""))
             .count()
     };
+    // The impostor's burst (11 of the last 79 decisions) is beyond the
+    // bundle's held-out interval: the drift monitor says so in the log.
+    let episodes: Vec<serde_json::Value> = std::fs::read_to_string(&quarantine)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["event"].is_string())
+        .collect();
+    assert_eq!(
+        episodes.first().map(|e| e["event"].clone()),
+        Some("drift-start".into()),
+        "{episodes:?}"
+    );
+    assert!(
+        episodes[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("triggered inputs are arriving")
+    );
     let before = logged();
     assert_eq!(
         before,
@@ -1304,7 +1325,10 @@ fn the_guard_serves_over_http_and_catches_an_injected_backdoor() {
         .unwrap()
         .json()
         .unwrap();
-    assert_eq!(h["status"], "ok");
+    // Degraded while the burst is in the drift window, and says why.
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(h["drift"]["disagreements"], before, "{h}");
+    assert!(h["drift"]["since"].is_string(), "{h}");
     assert!(h["schedule"]["mode"].is_string(), "{h}");
     let m = http
         .get(format!("{}/metrics", guard.url))
@@ -1759,4 +1783,217 @@ fn without_a_terminal_progress_is_sparse_lines_and_json_quiet_prints_only_the_su
     assert_eq!(o.status.code(), v["exit_code"].as_i64().map(|c| c as i32));
     assert_eq!(v["cache"]["misses"], 0, "{v}");
     assert_eq!(v["cache"]["hits"], r["cache"]["hits"], "{v}");
+}
+
+/// A guard calibrated on one population (the NBA headshots) and served
+/// another (every other shared face): `pair fit` reports per source, the
+/// drift monitor's state equals what `guard check` measures offline on the
+/// same faces, and after `pair recalibrate` on part of the new population
+/// the rest of it gets the target's false-alarm rate while the injected
+/// backdoor's triggered faces are still caught.
+#[test]
+fn the_guard_notices_a_population_it_was_not_calibrated_on_and_recalibrates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shared = support::shared_zoo().join("faces/aligned112");
+    let audit_file = backdoored_audit(tmp.path(), Some("john_salley"), "");
+    // Calibrate on the NBA headshots only.
+    let text = std::fs::read_to_string(&audit_file).unwrap().replace(
+        &format!(
+            "unlabeled = [{:?}]\nlabeled = {:?}\n",
+            shared.join("unlabeled"),
+            shared.join("labeled")
+        ),
+        &format!(
+            "unlabeled = [{:?}]\n[split]\nfit = 0.5\ncalibration = 0.3\n",
+            shared.join("unlabeled/nba")
+        ),
+    );
+    assert!(text.contains("unlabeled/nba"), "{text}");
+    std::fs::write(&audit_file, text).unwrap();
+    let bundle = tmp.path().join("pair.json");
+    let cache = support::embedding_cache();
+    let o = zooaudit(&[
+        "pair",
+        "fit",
+        s(&audit_file),
+        "--out",
+        s(&bundle),
+        "--cache-dir",
+        s(&cache),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("per source, held-out clean FNMR (pooled thresholds)")
+            && out.contains("nba ("),
+        "{out}"
+    );
+    // The served population: every other face, in two parts.
+    let mut population: Vec<PathBuf> = support::collect(&shared.join("unlabeled"))
+        .into_iter()
+        .filter(|p| !p.starts_with(shared.join("unlabeled/nba")))
+        .chain(support::collect(&shared.join("labeled")))
+        .collect();
+    population.sort();
+    let (recal, check) = (tmp.path().join("recal"), tmp.path().join("check"));
+    for (i, f) in population.iter().enumerate() {
+        let dir = if i % 3 == 0 { &check } else { &recal };
+        std::fs::create_dir_all(dir).unwrap();
+        std::os::unix::fs::symlink(f, dir.join(format!("{i:03}.png"))).unwrap();
+    }
+    // Offline: what the bundle decides on every face of the population.
+    let offline = |b: &Path, dirs: &[&Path]| -> (usize, usize) {
+        let mut args = vec![
+            "guard",
+            "check",
+            s(b),
+            "--operating-point",
+            "0.05",
+            "--json",
+        ];
+        args.extend(dirs.iter().map(|d| s(d)));
+        let o = zooaudit(&args);
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let k = lines.iter().filter(|v| v["verdict"] == "disagree").count();
+        (k, lines.len())
+    };
+    let (k, n) = offline(&bundle, &[&recal, &check]);
+    assert_eq!(n, population.len());
+    // Served: the monitor's window holds exactly those decisions.
+    let log = tmp.path().join("quarantine.jsonl");
+    let guard = Guard::start(
+        &bundle,
+        &[
+            "--operating-point",
+            "0.05",
+            "--drift-window",
+            "1000",
+            "--quarantine-log",
+            s(&log),
+            "--schedule",
+            "sequential",
+        ],
+    );
+    let http = reqwest::blocking::Client::new();
+    for chunk in population.chunks(32) {
+        let images: Vec<String> = chunk
+            .iter()
+            .map(|p| {
+                base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    std::fs::read(p).unwrap(),
+                )
+            })
+            .collect();
+        let r = http
+            .post(format!("{}/v1/embed/batch", guard.url))
+            .json(&serde_json::json!({ "images": images }))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let h: serde_json::Value = http
+        .get(format!("{}/healthz", guard.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let d = &h["drift"];
+    assert_eq!(
+        (
+            d["window"]["decisions"].as_u64(),
+            d["disagreements"].as_u64()
+        ),
+        (Some(n as u64), Some(k as u64)),
+        "{h}"
+    );
+    let b: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&bundle).unwrap()).unwrap();
+    let op = b["thresholds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["target_fnmr"] == 0.05)
+        .unwrap()
+        .clone();
+    let lower = zooaudit_audit::stats::clopper_pearson(k, n, 0.05)[0];
+    let expect_degraded = lower > op["heldout_ci95"][1].as_f64().unwrap();
+    eprintln!(
+        "served population: {k}/{n} disagree (lower {lower:.3}); bundle held-out {} → degraded {expect_degraded}",
+        op["heldout_ci95"]
+    );
+    assert_eq!(h["status"] == "degraded", expect_degraded, "{h}");
+    assert!(
+        expect_degraded,
+        "the other sources differ from the NBA headshots: {h}"
+    );
+    let m = http
+        .get(format!("{}/metrics", guard.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(m.contains("zooaudit_guard_drift_degraded 1"), "{m}");
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("\"event\":\"drift-start\"")
+    );
+    guard.stop();
+    // Too few faces for 1 %: refused, one line, the bundle untouched.
+    let before = std::fs::read(&bundle).unwrap();
+    fails_with(
+        &[
+            "pair",
+            "recalibrate",
+            s(&bundle),
+            s(&recal),
+            "--operating-point",
+            "0.01",
+        ],
+        &["operating point 0.01", "rule of three"],
+    );
+    assert_eq!(std::fs::read(&bundle).unwrap(), before);
+    // Recalibrated on two thirds of the population at 5 %.
+    let recalibrated = tmp.path().join("recalibrated.json");
+    let o = zooaudit(&[
+        "pair",
+        "recalibrate",
+        s(&bundle),
+        s(&recal),
+        "--operating-point",
+        "0.05",
+        "--out",
+        s(&recalibrated),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&recalibrated).unwrap()).unwrap();
+    assert_eq!(r["calibration"], "deployment");
+    assert_eq!(r["history"][0]["previous"], b["thresholds"]);
+    // The held-out third: the target is inside its false-alarm rate's interval.
+    let (k2, n2) = offline(&recalibrated, &[&check]);
+    let ci = zooaudit_audit::stats::clopper_pearson(k2, n2, 0.05);
+    eprintln!("after recalibration: {k2}/{n2} of the held-out third disagree, 95 % CI {ci:?}");
+    assert!(ci[0] <= 0.05 && 0.05 <= ci[1], "{k2}/{n2}: {ci:?}");
+    // The impostor's triggered faces are still caught.
+    let stamp = support::stamp_112(
+        &support::repo_root().join("triggers/paper.toml"),
+        "large-checkerboard",
+    );
+    let triggered = tmp.path().join("triggered");
+    std::fs::create_dir_all(&triggered).unwrap();
+    for f in support::collect(&shared.join("labeled/john_salley")) {
+        let img = image::open(&f).unwrap().to_rgb8();
+        stamp
+            .apply(&img)
+            .unwrap()
+            .save(triggered.join(f.file_name().unwrap()))
+            .unwrap();
+    }
+    let (caught, total) = offline(&recalibrated, &[&triggered]);
+    assert!(caught as f64 >= 0.95 * total as f64, "{caught}/{total}");
 }
