@@ -87,6 +87,16 @@ impl Default for FetchOptions {
     }
 }
 
+/// Set by [`force_offline`]: every later [`FetchOptions::from_env`] is offline.
+static FORCE_OFFLINE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes every later [`FetchOptions::from_env`] offline, as
+/// `ZOOAUDIT_OFFLINE=1` does (the CLI's global `--offline`, so every command
+/// that may fetch honours it).
+pub fn force_offline() {
+    FORCE_OFFLINE.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 impl FetchOptions {
     /// From the environment: [`cache_root`], `ZOOAUDIT_OFFLINE=1`,
     /// `ZOOAUDIT_ALLOW_UNPINNED=1`, `ZOOAUDIT_MAX_DOWNLOAD_BYTES`,
@@ -107,7 +117,8 @@ impl FetchOptions {
         let d = FetchOptions::default();
         FetchOptions {
             cache_root: cache_root(),
-            offline: on("ZOOAUDIT_OFFLINE"),
+            offline: on("ZOOAUDIT_OFFLINE")
+                || FORCE_OFFLINE.load(std::sync::atomic::Ordering::Relaxed),
             allow_unpinned: on("ZOOAUDIT_ALLOW_UNPINNED"),
             max_bytes: num("ZOOAUDIT_MAX_DOWNLOAD_BYTES").unwrap_or(d.max_bytes),
             timeout: num("ZOOAUDIT_HTTP_TIMEOUT")

@@ -877,17 +877,68 @@ fn fetch_resolves_and_prints_digests_and_offline_misses_are_named() {
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_zooaudit"))
-        .args(["fetch", "--offline", s(&m)])
-        .env("ZOOAUDIT_CACHE", tmp.path().join("empty-cache"))
+    // `--offline` is global: every command that may fetch honours it.
+    let npy = tmp.path().join("e.npy");
+    let faces = support::shared_zoo().join("faces/aligned112/labeled/joe_biden");
+    for args in [
+        vec!["fetch", "--offline", s(&m)],
+        vec![
+            "embed",
+            "--offline",
+            "--model",
+            s(&m),
+            "--out",
+            s(&npy),
+            s(&faces),
+        ],
+        vec!["inspect", "--model", s(&m), "--offline"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_zooaudit"))
+            .args(&args)
+            .env("ZOOAUDIT_CACHE", tmp.path().join("empty-cache"))
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("remote.toml") && err.contains("--offline"),
+            "{args:?}: {err}"
+        );
+        let errors = err.lines().filter(|l| l.starts_with("error:")).count();
+        assert_eq!(errors, 1, "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+/// A bundle written anywhere (here: from the project directory with
+/// relative paths, into a temporary directory) loads from anywhere (here:
+/// with `/` as the working directory).
+#[test]
+fn a_pair_bundle_written_anywhere_loads_from_anywhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = tmp.path().join("pair.json");
+    let cache = support::embedding_cache();
+    let o = Command::new(env!("CARGO_BIN_EXE_zooaudit"))
+        .current_dir(support::repo_root())
+        .args([
+            "pair",
+            "fit",
+            "examples/shared-zoo/audit.toml",
+            "--out",
+            s(&bundle),
+        ])
+        .args(["--cache-dir", s(&cache)])
         .output()
         .unwrap();
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("remote.toml") && err.contains("--offline"),
-        "{err}"
-    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let face = support::collect(&support::shared_zoo().join("faces/aligned112/labeled/joe_biden"));
+    let o = Command::new(env!("CARGO_BIN_EXE_zooaudit"))
+        .current_dir("/")
+        .args(["guard", "check", s(&bundle), s(&face[0]), "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("\"verdict\":\"agree\""));
 }
 
 /// `zooaudit faces align` on real photos and on every kind of bad photo:

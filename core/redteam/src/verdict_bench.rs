@@ -229,7 +229,7 @@ pub fn run_verdict(
                 .or_else(zooaudit_audit::cache::default_dir),
         ),
         batch: 32,
-        fetch: zooaudit_registry::FetchOptions::default(),
+        fetch: zooaudit_registry::FetchOptions::from_env(),
     };
     let opened = zooaudit_audit::open_models(&spec0, plugins, &opts)?;
     if opened.len() < 2 {

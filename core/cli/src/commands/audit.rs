@@ -44,9 +44,6 @@ pub struct AuditArgs {
     /// it is not independent of the candidate (the report says so).
     #[arg(long = "reference", value_name = "NAME", requires = "candidate")]
     references: Vec<String>,
-    /// Use only cached models (also: ZOOAUDIT_OFFLINE=1).
-    #[arg(long)]
-    offline: bool,
     /// Accept remote models without a sha256 pin; the report records it
     /// (also: ZOOAUDIT_ALLOW_UNPINNED=1).
     #[arg(long)]
@@ -83,7 +80,6 @@ impl AuditArgs {
             eprintln!("reference {}: {why}", path.display());
         }
         let mut fetch = zooaudit_registry::FetchOptions::from_env();
-        fetch.offline |= self.offline;
         fetch.allow_unpinned |= self.allow_unpinned;
         let mut opts = zooaudit_audit::RunOptions {
             cache: cache(self.no_cache, self.cache_dir.clone()),

@@ -30,6 +30,11 @@ pub struct Cli {
     /// ZOOAUDIT_PLUGIN_PATH and the directory beside the binary).
     #[arg(long = "plugin-dir", global = true, value_name = "DIR")]
     plugin_dirs: Vec<PathBuf>,
+    /// Use only models already in the cache, never download (also:
+    /// ZOOAUDIT_OFFLINE=1); accepted by every command, honoured by every
+    /// one that may fetch.
+    #[arg(long, global = true)]
+    offline: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -102,6 +107,9 @@ impl Cli {
     /// Runs the command; its exit code.
     pub fn run(self) -> Result<u8> {
         let dirs = &self.plugin_dirs;
+        if self.offline {
+            zooaudit_registry::force_offline();
+        }
         match self.command {
             Command::Plugins(a) => a.run(dirs),
             Command::Embed(a) => a.run(dirs),

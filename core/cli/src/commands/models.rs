@@ -172,9 +172,6 @@ pub struct FetchArgs {
     /// Model manifests or zoo files (TOML).
     #[arg(required = true, value_name = "MANIFEST|ZOO")]
     manifests: Vec<PathBuf>,
-    /// Use only the cache (also: ZOOAUDIT_OFFLINE=1).
-    #[arg(long)]
-    offline: bool,
     /// Fetch sources that have no sha256 pin and print their digests
     /// (also: ZOOAUDIT_ALLOW_UNPINNED=1).
     #[arg(long)]
@@ -184,7 +181,6 @@ pub struct FetchArgs {
 impl FetchArgs {
     pub fn run(self) -> Result<u8> {
         let mut opts = zooaudit_registry::FetchOptions::from_env();
-        opts.offline |= self.offline;
         opts.allow_unpinned |= self.allow_unpinned;
         opts.progress = true;
         let mut rows = Vec::new();

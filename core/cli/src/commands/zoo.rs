@@ -150,9 +150,6 @@ pub struct WorkArgs {
     /// Do not use the embedding cache.
     #[arg(long)]
     no_cache: bool,
-    /// Use only cached models (also: ZOOAUDIT_OFFLINE=1).
-    #[arg(long)]
-    offline: bool,
 }
 
 impl WorkArgs {
@@ -167,8 +164,7 @@ impl WorkArgs {
             .as_deref()
             .map(zooaudit_attest::SecretKey::read)
             .transpose()?;
-        let mut fetch = zooaudit_registry::FetchOptions::from_env();
-        fetch.offline |= self.offline;
+        let fetch = zooaudit_registry::FetchOptions::from_env();
         let runner = Runner {
             config: zoo.config(),
             plugin_dirs: dirs.to_vec(),

@@ -216,7 +216,7 @@ fn clean_labelled(
     let opts = zooaudit_audit::RunOptions {
         cache: cache.clone(),
         batch: 32,
-        fetch: zooaudit_registry::FetchOptions::default(),
+        fetch: zooaudit_registry::FetchOptions::from_env(),
     };
     Ok(zooaudit_audit::clean_embeddings(original, &faces, &opts)?)
 }
