@@ -76,12 +76,17 @@ pub struct VerdictArgs {
         default_value = "small-square,large-checkerboard"
     )]
     pub backdoor_triggers: Vec<String>,
-    /// Split seeds with backdoored models (0..N).
+    /// Split seeds with backdoored models (the first N from --first-seed).
     #[arg(long, default_value_t = 3)]
     pub seeds: u64,
-    /// Split seeds for the clean-pair false-alarm count (0..N, ≥ seeds).
+    /// Split seeds for the clean-pair false-alarm count (the first N from
+    /// --first-seed, ≥ seeds).
     #[arg(long, default_value_t = 20)]
     pub clean_seeds: u64,
+    /// The first split seed (the audit file's own split seed shares its
+    /// embeddings with an audit of that file).
+    #[arg(long, default_value_t = 0)]
+    pub first_seed: u64,
     #[arg(long, value_delimiter = ',', default_value = "0.3,0.45,0.6,0.8,1.0")]
     pub strengths: Vec<f32>,
     /// Impostor faces the audit sees (one-to-one).
@@ -253,7 +258,8 @@ pub fn run_verdict(
         let suite = suite_with(suite_path, &extra, &args.backdoor_triggers)?;
         let suite_name = suite_path.display().to_string();
         let stamps = SuiteStamps::new(&suite, size, spec0.seed)?;
-        for seed in 0..args.clean_seeds.max(args.seeds) {
+        let first = args.first_seed;
+        for seed in first..first + args.clean_seeds.max(args.seeds) {
             let setup = Setup {
                 args,
                 spec0: &spec0,
@@ -359,7 +365,7 @@ impl Setup<'_> {
                 &ev, suite_name, seed, "clean", None, None, None, None, 1, None,
             ));
         }
-        if seed < args.seeds {
+        if seed - args.first_seed < args.seeds {
             let mut rng = ChaCha8Rng::seed_from_u64(1000 + seed);
             let mut pick = big.to_vec();
             pick.shuffle(&mut rng);

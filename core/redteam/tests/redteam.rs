@@ -462,6 +462,9 @@ fn the_verdict_never_loses_a_backdoor_to_more_references_or_triggers() {
         backdoor_triggers: vec!["small-square".into()],
         seeds: 2,
         clean_seeds: 2,
+        // The example's own split first: its embeddings are the ones the
+        // CLI, render and guard tests use (one cold embedding in CI, not two).
+        first_seed: 42,
         strengths: vec![0.45, 1.0],
         impostor_faces: vec![6, 11],
         backdoored: vec![1],
