@@ -277,7 +277,8 @@ pub(crate) async fn badge(State(st): State<Arc<AppState>>, Path(file): Path<Stri
             };
             let day = a.finished_at.map(date).unwrap_or_default();
             (
-                format!("{} {}", v.replace('-', " "), &day[..day.len().min(10)]),
+                // The verdict's own term, as every report surface writes it.
+                format!("{v} {}", &day[..day.len().min(10)]),
                 color,
             )
         }
