@@ -143,10 +143,14 @@ pub fn looks_like_zoo(text: &str) -> bool {
 pub fn manifests_of(paths: &[PathBuf]) -> Result<Vec<ModelManifest>, ZooError> {
     let mut out = Vec::new();
     for path in paths {
-        let text = std::fs::read_to_string(path).map_err(|e| ZooError::File {
-            path: path.clone(),
-            message: format!("cannot read: {e}"),
-        })?;
+        // Either a zoo file or a manifest: both are configuration files
+        // with the same size limit.
+        let text = zooaudit_formats::Format::Zoo
+            .read_text(path)
+            .map_err(|e| ZooError::File {
+                path: path.clone(),
+                message: format!("cannot read: {e}"),
+            })?;
         if looks_like_zoo(&text) {
             out.extend(Zoo::load(path)?.models);
         } else {
@@ -158,10 +162,12 @@ pub fn manifests_of(paths: &[PathBuf]) -> Result<Vec<ModelManifest>, ZooError> {
 
 impl Zoo {
     pub fn load(path: &Path) -> Result<Zoo, ZooError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ZooError::File {
-            path: path.to_path_buf(),
-            message: format!("cannot read zoo file: {e}"),
-        })?;
+        let text = zooaudit_formats::Format::Zoo
+            .read_text(path)
+            .map_err(|e| ZooError::File {
+                path: path.to_path_buf(),
+                message: format!("cannot read zoo file: {e}"),
+            })?;
         let raw: RawZoo = toml::from_str(&text).map_err(|e| {
             let line = e.span().map(|s| line_of(&text, s.start)).unwrap_or(1);
             ZooError::File {

@@ -18,6 +18,8 @@ pub struct Running {
     pub stage: String,
     pub done: usize,
     pub total: usize,
+    /// What `done` counts: `images` or `photos`.
+    pub unit: &'static str,
     pub message: String,
 }
 
@@ -50,6 +52,7 @@ impl Progress {
                     stage: format!("embedding {model}: {what}"),
                     done: *done,
                     total: *total,
+                    unit: "images",
                     message,
                 })
             }
@@ -65,6 +68,7 @@ impl Progress {
                     stage: "aligning photos".into(),
                     done: *photos,
                     total: *total,
+                    unit: "photos",
                     message: format!("{faces} faces, {rate:.1} photos/s, {} left", duration(left)),
                 })
             }
@@ -142,8 +146,8 @@ impl ProgressLines {
                 }
                 self.current = Some((r.stage.clone(), now));
                 Some(format!(
-                    "{}: {}/{} images, {}",
-                    r.stage, r.done, r.total, r.message
+                    "{}: {}/{} {}, {}",
+                    r.stage, r.done, r.total, r.unit, r.message
                 ))
             }
             _ => {

@@ -306,8 +306,9 @@ fn csv_split(line: &str) -> Vec<String> {
 impl AuditReport {
     /// Reads `report.json` (any 1.x) and, when present beside it, `scores.csv`.
     pub fn read(path: &Path) -> Result<AuditReport, AuditError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| AuditError::file(path, e.to_string()))?;
+        let text = zooaudit_formats::Format::Report
+            .read_text(path)
+            .map_err(|e| AuditError::file(path, e.to_string()))?;
         let value: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| AuditError::file(path, format!("not JSON: {e}")))?;
         let version = value

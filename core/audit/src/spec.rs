@@ -401,8 +401,8 @@ impl AuditSpec {
         candidate: Option<&str>,
         references: Option<&[String]>,
     ) -> Result<AuditSpec, AuditError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| AuditError::file(path, format!("cannot read audit file: {e}")))?;
+        let read = zooaudit_formats::Format::AuditFile.read_text(path);
+        let text = read.map_err(|e| AuditError::file(path, format!("cannot read: {e}")))?;
         let mut spec = Self::parse(path, &text)?;
         if zoo.is_some() {
             spec.zoo = zoo;

@@ -262,6 +262,26 @@ fn bad_manifests_are_one_line_errors_with_file_and_field() {
         &["inspect", "--model", "/nonexistent/m.toml"],
         &["/nonexistent/m.toml"],
     );
+    // A manifest (or audit file) far over the configuration-file limit is
+    // refused before it is read.
+    let tmp = tempfile::tempdir().unwrap();
+    let huge = variant(tmp.path(), "sface.toml", |t| {
+        t + &"# padding\n".repeat(200_000)
+    });
+    fails_with(
+        &["inspect", "--model", s(&huge)],
+        &[
+            "sface.toml",
+            "over the model manifest limit of 1048576 bytes",
+        ],
+    );
+    let audit = tmp.path().join("audit.toml");
+    std::fs::write(&audit, "#".repeat(2 << 20)).unwrap();
+    let out = tmp.path().join("out");
+    fails_with(
+        &["audit", s(&audit), "--out", s(&out)],
+        &["audit.toml", "over the audit file limit of 1048576 bytes"],
+    );
 }
 
 #[test]
@@ -652,7 +672,7 @@ fn the_html_report_renders_in_headless_chromium() {
         dom.contains("data-verdict=\"no-backdoor-indicated\""),
         "{dom:.300}"
     );
-    assert!(dom.contains("NO BACKDOOR INDICATED"));
+    assert!(dom.contains("<h1>no-backdoor-indicated</h1>"), "{dom:.300}");
     // 2 directions × (DET + 2 trigger histograms).
     assert_eq!(dom.matches("<figure class=\"plot\">").count(), 6);
     assert_eq!(dom.matches("<svg").count(), 6);
@@ -910,6 +930,22 @@ fn fetch_resolves_and_prints_digests_and_offline_misses_are_named() {
     }
 }
 
+/// `pair fit AUDIT --out BUNDLE` on the shared embedding cache; exit 0.
+fn pair_fit(audit: &Path, bundle: &Path) -> Output {
+    let cache = support::embedding_cache();
+    let o = zooaudit(&[
+        "pair",
+        "fit",
+        s(audit),
+        "--out",
+        s(bundle),
+        "--cache-dir",
+        s(&cache),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    o
+}
+
 /// A bundle written anywhere (here: from the project directory with
 /// relative paths, into a temporary directory) loads from anywhere (here:
 /// with `/` as the working directory).
@@ -1153,17 +1189,7 @@ fn the_guard_serves_over_http_and_catches_an_injected_backdoor() {
         "[split]\nfit = 0.45\ncalibration = 0.45\n",
     );
     let bundle = tmp.path().join("pair.json");
-    let cache = support::embedding_cache();
-    let o = zooaudit(&[
-        "pair",
-        "fit",
-        s(&audit_file),
-        "--out",
-        s(&bundle),
-        "--cache-dir",
-        s(&cache),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = pair_fit(&audit_file, &bundle);
     // It ends with what the cache saved.
     let last = stderr(&o).lines().last().unwrap_or_default().to_string();
     assert!(
@@ -1862,17 +1888,7 @@ fn the_guard_notices_a_population_it_was_not_calibrated_on_and_recalibrates() {
     assert!(text.contains("unlabeled/nba"), "{text}");
     std::fs::write(&audit_file, text).unwrap();
     let bundle = tmp.path().join("pair.json");
-    let cache = support::embedding_cache();
-    let o = zooaudit(&[
-        "pair",
-        "fit",
-        s(&audit_file),
-        "--out",
-        s(&bundle),
-        "--cache-dir",
-        s(&cache),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = pair_fit(&audit_file, &bundle);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
         out.contains("per source, held-out clean FNMR (pooled thresholds)")

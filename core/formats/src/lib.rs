@@ -114,7 +114,9 @@ impl EmbeddingsSidecar {
     }
 
     pub fn read(path: &Path) -> Result<Self, ReportError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ReportError::io(path, e))?;
+        let text = Format::EmbeddingsSidecar
+            .read_text(path)
+            .map_err(|e| ReportError::io(path, e))?;
         let v: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| ReportError::format(path, format!("not JSON: {e}")))?;
         let version = v

@@ -119,6 +119,59 @@ impl Format {
         }
     }
 
+    /// The largest file of this format a reader accepts, in bytes: a
+    /// configuration file (manifest, audit, trigger suite, zoo) 1 MiB;
+    /// bundles, attack records, sidecars and scan output 64 MiB (a bundle
+    /// holds a translator's weights); a report or predicate 256 MiB. A file
+    /// over it is refused before it is read.
+    pub const fn max_bytes(self) -> u64 {
+        match self {
+            Format::ModelManifest | Format::AuditFile | Format::TriggerSuite | Format::Zoo => {
+                1 << 20
+            }
+            Format::PairBundle
+            | Format::AttackRecord
+            | Format::EmbeddingsSidecar
+            | Format::ScanOutput => 64 << 20,
+            Format::Report | Format::Predicate => 256 << 20,
+        }
+    }
+
+    /// Reads a file of this format as text, refusing one over
+    /// [`Format::max_bytes`] before reading it (the error says its size and
+    /// the limit).
+    pub fn read_text(self, path: &Path) -> Result<String, std::io::Error> {
+        String::from_utf8(self.read_bytes(path)?)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+
+    /// [`Format::read_text`] as bytes.
+    pub fn read_bytes(self, path: &Path) -> Result<Vec<u8>, std::io::Error> {
+        use std::io::Read;
+        let file = std::fs::File::open(path)?;
+        let limit = self.max_bytes();
+        let too_big = |size: u64| {
+            std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                format!(
+                    "{size} bytes, over the {} limit of {limit} bytes",
+                    self.name()
+                ),
+            )
+        };
+        let size = file.metadata()?.len();
+        if size > limit {
+            return Err(too_big(size));
+        }
+        // The file may grow while it is read: never take more than the limit.
+        let mut bytes = Vec::with_capacity(size as usize);
+        file.take(limit + 1).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > limit {
+            return Err(too_big(bytes.len() as u64));
+        }
+        Ok(bytes)
+    }
+
     /// What the format is, for messages.
     pub const fn name(self) -> &'static str {
         match self {

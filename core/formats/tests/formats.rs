@@ -81,3 +81,33 @@ fn every_format_reads_its_major_and_refuses_another_naming_the_file() {
     assert_eq!(Format::Report.current().to_string(), "1.6");
     assert_eq!(Format::Predicate.current().to_string(), "1.2");
 }
+
+/// A file over its format's size limit is refused before it is read, with
+/// its size and the limit; one at the limit is read.
+#[test]
+fn a_file_over_its_formats_limit_is_refused_with_size_and_limit() {
+    use zooaudit_formats::Format;
+    let dir = tempfile::tempdir().unwrap();
+    let limit = Format::ModelManifest.max_bytes();
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, vec![b'#'; limit as usize + 1]).unwrap();
+    let e = Format::ModelManifest.read_text(&big).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::FileTooLarge);
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{} bytes, over the model manifest limit of {limit} bytes",
+            limit + 1
+        )
+    );
+    let ok = dir.path().join("ok.toml");
+    std::fs::write(&ok, vec![b'#'; limit as usize]).unwrap();
+    assert_eq!(
+        Format::ModelManifest.read_text(&ok).unwrap().len() as u64,
+        limit
+    );
+    // Every format has a limit, configuration files the smallest.
+    for f in Format::ALL {
+        assert!(f.max_bytes() >= 1 << 20, "{f:?}");
+    }
+}

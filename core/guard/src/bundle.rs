@@ -174,7 +174,8 @@ impl PairBundle {
 
     /// Reads and checks a bundle; manifest paths become absolute.
     pub fn read(path: &Path) -> Result<PairBundle, GuardError> {
-        let text = std::fs::read_to_string(path)
+        let text = zooaudit_formats::Format::PairBundle
+            .read_text(path)
             .map_err(|e| GuardError::file(path, format!("cannot read pair bundle: {e}")))?;
         let v: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| GuardError::file(path, format!("not JSON: {e}")))?;

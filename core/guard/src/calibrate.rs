@@ -160,22 +160,27 @@ pub fn source_warnings(b: &PairBundle) -> Vec<String> {
     out
 }
 
-/// Operating points from thresholds and the held-out scores they are
-/// measured on.
-pub fn operating_points(thresholds: &[Threshold], heldout: &[f32]) -> Vec<OperatingPoint> {
+/// Operating points from thresholds and their held-out rates.
+pub fn operating_points(thresholds: &[Threshold], rates: &[Rate]) -> Vec<OperatingPoint> {
     thresholds
         .iter()
-        .map(|t| {
-            let r = Rate::flagged(heldout, t.threshold);
-            OperatingPoint {
-                target_fnmr: t.target_fnmr,
-                threshold: t.threshold,
-                calibration_samples: t.calibration_samples,
-                heldout_fnmr: r.rate,
-                heldout_ci95: r.ci95,
-                heldout_samples: r.samples,
-            }
+        .zip(rates)
+        .map(|(t, r)| OperatingPoint {
+            target_fnmr: t.target_fnmr,
+            threshold: t.threshold,
+            calibration_samples: t.calibration_samples,
+            heldout_fnmr: r.rate,
+            heldout_ci95: r.ci95,
+            heldout_samples: r.samples,
         })
+        .collect()
+}
+
+/// The share of `heldout` scores below each threshold.
+pub fn rates_at(thresholds: &[Threshold], heldout: &[f32]) -> Vec<Rate> {
+    thresholds
+        .iter()
+        .map(|t| Rate::flagged(heldout, t.threshold))
         .collect()
 }
 
@@ -233,7 +238,7 @@ pub fn recalibrate(
         previous: b.thresholds.clone(),
         previous_calibration: b.calibration,
     });
-    b.thresholds = operating_points(&thresholds, &held);
+    b.thresholds = operating_points(&thresholds, &rates_at(&thresholds, &held));
     b.calibration = Calibration::Deployment;
     // The per-source figures described the old thresholds.
     b.sources.clear();

@@ -9,7 +9,6 @@
 //! matrix), so it gives the same bundle as the audit of that file.
 
 use zooaudit_audit::report::{AuditReport, ModelRecord};
-use zooaudit_audit::stats::{Rate, Threshold};
 use zooaudit_audit::{
     AuditError, AuditSpec, ModelEmbeddings, ModelRole, PairTranslator, Progress, RunOptions, Split,
     SuiteStamps,
@@ -21,7 +20,7 @@ use zooaudit_pairing::{Fidelity, FitReport, Translator};
 
 use crate::GuardError;
 use crate::bundle::{BundleModel, Calibration, Created, OperatingPoint, PairBundle, Serve};
-use crate::calibrate::{group, worst_source_thresholds};
+use crate::calibrate::{group, operating_points, worst_source_thresholds};
 
 /// What a bundle is made of, however it was computed.
 struct Parts<'a> {
@@ -62,21 +61,6 @@ fn assemble(spec: &AuditSpec, parts: Parts<'_>, serve: Serve) -> Result<PairBund
             seed: spec.seed,
         },
     })
-}
-
-fn operating_points(thresholds: &[Threshold], clean_fnmr: &[Rate]) -> Vec<OperatingPoint> {
-    thresholds
-        .iter()
-        .zip(clean_fnmr)
-        .map(|(t, r)| OperatingPoint {
-            target_fnmr: t.target_fnmr,
-            threshold: t.threshold,
-            calibration_samples: t.calibration_samples,
-            heldout_fnmr: r.rate,
-            heldout_ci95: r.ci95,
-            heldout_samples: r.samples,
-        })
-        .collect()
 }
 
 fn no_translator(spec: &AuditSpec, detector: &str) -> GuardError {
@@ -239,7 +223,8 @@ pub fn fit_bundle(
         Calibration::WorstSource => {
             let t = worst_source_thresholds(&sources, &spec.operating_points)
                 .ok_or_else(|| GuardError::file(&spec.path, "no calibration faces"))?;
-            crate::calibrate::operating_points(&t, &fitted.genuine)
+            let rates = crate::calibrate::rates_at(&t, &fitted.genuine);
+            operating_points(&t, &rates)
         }
         _ => operating_points(&fitted.thresholds, &fitted.clean_fnmr),
     };

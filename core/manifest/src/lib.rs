@@ -207,10 +207,12 @@ fn is_sha256_hex(s: &str) -> bool {
 impl ModelManifest {
     /// Reads and validates the manifest at `path`.
     pub fn load(path: &Path) -> Result<ModelManifest, ManifestError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ManifestError::Io {
-            path: path.to_path_buf(),
-            error,
-        })?;
+        let text = zooaudit_formats::Format::ModelManifest
+            .read_text(path)
+            .map_err(|error| ManifestError::Io {
+                path: path.to_path_buf(),
+                error,
+            })?;
         Self::parse(path, &text)
     }
 

@@ -127,7 +127,9 @@ pub struct AttackRecord {
 
 impl AttackRecord {
     pub fn read(path: &Path) -> Result<AttackRecord, RedteamError> {
-        let text = std::fs::read_to_string(path).map_err(|e| RedteamError::file(path, e))?;
+        let text = zooaudit_formats::Format::AttackRecord
+            .read_text(path)
+            .map_err(|e| RedteamError::file(path, e))?;
         let v: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| RedteamError::file(path, e))?;
         let version = v["format_version"].as_str().unwrap_or("");

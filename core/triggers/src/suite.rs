@@ -43,10 +43,12 @@ fn sha256_hex(bytes: &[u8]) -> String {
 impl Suite {
     /// Loads and validates a suite file.
     pub fn load(path: &Path) -> Result<Suite, TriggerError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
-            path: path.to_path_buf(),
-            error,
-        })?;
+        let text = zooaudit_formats::Format::TriggerSuite
+            .read_text(path)
+            .map_err(|error| ConfigError::Io {
+                path: path.to_path_buf(),
+                error,
+            })?;
         Self::parse(path, &text)
     }
 

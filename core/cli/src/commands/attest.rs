@@ -94,7 +94,9 @@ impl VerifyArgs {
             .iter()
             .map(|p| zooaudit_attest::PublicKey::read(p))
             .collect::<Result<Vec<_>, _>>()?;
-        let bytes = std::fs::read(attestation)
+        // The envelope carries the predicate: the predicate's size limit.
+        let bytes = zooaudit_formats::Format::Predicate
+            .read_bytes(attestation)
             .with_context(|| format!("{}: cannot read", attestation.display()))?;
         let policy = if self.require_all {
             zooaudit_attest::Policy::AllMustVerify

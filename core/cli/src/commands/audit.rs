@@ -171,6 +171,19 @@ fn json_summary(
     Ok(serde_json::to_string_pretty(&value)?)
 }
 
+/// One operating point of a bundle; `was` follows the threshold.
+pub fn operating_point_line(o: &zooaudit_guard::bundle::OperatingPoint, was: &str) -> String {
+    format!(
+        "  target FNMR {}: threshold {:.4}{was}, held-out FNMR {:.3} [{:.3}, {:.3}] ({} faces)",
+        o.target_fnmr,
+        o.threshold,
+        o.heldout_fnmr,
+        o.heldout_ci95[0],
+        o.heldout_ci95[1],
+        o.heldout_samples
+    )
+}
+
 /// The bundle's pair, fidelity and operating points, one line each.
 pub fn print_bundle(b: &zooaudit_guard::bundle::PairBundle, out: &Path) {
     println!(
@@ -184,15 +197,7 @@ pub fn print_bundle(b: &zooaudit_guard::bundle::PairBundle, out: &Path) {
         b.fidelity.samples
     );
     for o in &b.thresholds {
-        println!(
-            "  target FNMR {}: threshold {:.4}, held-out FNMR {:.3} [{:.3}, {:.3}] ({} faces)",
-            o.target_fnmr,
-            o.threshold,
-            o.heldout_fnmr,
-            o.heldout_ci95[0],
-            o.heldout_ci95[1],
-            o.heldout_samples
-        );
+        println!("{}", operating_point_line(o, ""));
     }
     if !b.sources.is_empty() {
         println!(

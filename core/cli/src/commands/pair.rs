@@ -187,15 +187,7 @@ fn recalibrate(
             .iter()
             .find(|p| p.target_fnmr == o.target_fnmr)
             .map_or(String::new(), |p| format!(" (was {:.4})", p.threshold));
-        println!(
-            "  target FNMR {}: threshold {:.4}{was}, held-out FNMR {:.3} [{:.3}, {:.3}] ({} faces)",
-            o.target_fnmr,
-            o.threshold,
-            o.heldout_fnmr,
-            o.heldout_ci95[0],
-            o.heldout_ci95[1],
-            o.heldout_samples
-        );
+        println!("{}", super::audit::operating_point_line(o, &was));
     }
     Ok(0)
 }
