@@ -168,8 +168,14 @@ impl Zoo {
                 path: path.to_path_buf(),
                 message: format!("cannot read zoo file: {e}"),
             })?;
-        let raw: RawZoo = toml::from_str(&text).map_err(|e| {
-            let line = e.span().map(|s| line_of(&text, s.start)).unwrap_or(1);
+        Zoo::parse(path, &text)
+    }
+
+    /// A zoo file's text, as read from `path` (relative paths in it are
+    /// resolved against `path`'s directory).
+    pub fn parse(path: &Path, text: &str) -> Result<Zoo, ZooError> {
+        let raw: RawZoo = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
             ZooError::File {
                 path: PathBuf::from(format!("{}:{line}", path.display())),
                 message: e

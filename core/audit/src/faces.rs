@@ -143,6 +143,22 @@ fn photo_faces(
         .collect())
 }
 
+/// Refuses more image files than the audit file allows, before any is
+/// decoded.
+fn within_limit(spec: &AuditSpec, total: usize) -> Result<(), AuditError> {
+    if total <= spec.max_images {
+        return Ok(());
+    }
+    Err(AuditError::field(
+        &spec.path,
+        "faces.max_images",
+        format!(
+            "{total} image files under [faces], over the limit of {} (raise faces.max_images to take them all)",
+            spec.max_images
+        ),
+    ))
+}
+
 /// Loads and splits the faces of a spec. With `aligner` (for `align =`),
 /// the files are photos: every face of an unlabeled photo joins the pool,
 /// the largest face of a labeled photo is that identity's; detections are
@@ -210,6 +226,7 @@ pub fn load_faces(
                 zooaudit_imaging::collect_images(std::slice::from_ref(d)).map_or(0, |v| v.len())
             })
             .sum::<usize>();
+    within_limit(spec, total)?;
     let mut faces = Vec::with_capacity(n);
     for (i, f) in unlabeled_files.iter().enumerate() {
         tick(photos_done, faces.len(), total);

@@ -309,19 +309,7 @@ impl AuditReport {
         let text = zooaudit_formats::Format::Report
             .read_text(path)
             .map_err(|e| AuditError::file(path, e.to_string()))?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| AuditError::file(path, format!("not JSON: {e}")))?;
-        let version = value
-            .get("format_version")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| {
-                AuditError::field(path, "format_version", "missing: not a zooaudit report")
-            })?;
-        zooaudit_formats::Format::Report
-            .check(path, version)
-            .map_err(AuditError::from)?;
-        let mut report: AuditReport = serde_json::from_value(value)
-            .map_err(|e| AuditError::file(path, format!("not a zooaudit report: {e}")))?;
+        let mut report = AuditReport::parse(path, &text)?;
         let csv = path.with_file_name("scores.csv");
         if let Ok(text) = std::fs::read_to_string(&csv) {
             for (i, line) in text.lines().enumerate().skip(1) {
@@ -349,6 +337,24 @@ impl AuditReport {
             }
         }
         Ok(report)
+    }
+
+    /// The text of a `report.json` (any 1.x) read from `path`, without its
+    /// scores (those are in `scores.csv`, which [`AuditReport::read`] adds).
+    pub fn parse(path: &Path, text: &str) -> Result<AuditReport, AuditError> {
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| AuditError::file(path, format!("not JSON: {e}")))?;
+        let version = value
+            .get("format_version")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| {
+                AuditError::field(path, "format_version", "missing: not a zooaudit report")
+            })?;
+        zooaudit_formats::Format::Report
+            .check(path, version)
+            .map_err(AuditError::from)?;
+        serde_json::from_value(value)
+            .map_err(|e| AuditError::file(path, format!("not a zooaudit report: {e}")))
     }
 
     /// The models that answer a trigger on their own: their triggered

@@ -53,6 +53,10 @@ use zooaudit_manifest::{FormatVersion, line_of};
 
 use crate::AuditError;
 
+mod faces;
+use faces::RawFaces;
+pub use faces::{Align, DEFAULT_MAX_IMAGES};
+
 /// Format version of audit files.
 pub const FORMAT_VERSION: FormatVersion = zooaudit_manifest::Format::AuditFile.current();
 
@@ -64,15 +68,6 @@ pub enum Directions {
     Both,
     /// candidate→reference only.
     CandidateAsProbe,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFaces {
-    #[serde(default)]
-    unlabeled: Vec<String>,
-    labeled: Option<String>,
-    align: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,15 +123,6 @@ struct RawSpec {
     verdict: Option<RawVerdict>,
 }
 
-/// How the audit's photos become aligned faces.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Align {
-    /// The built-in YuNet (fetched from PyPI by its pin).
-    Yunet,
-    /// A detector manifest.
-    Manifest(PathBuf),
-}
-
 /// A validated audit file.
 #[derive(Debug, Clone)]
 pub struct AuditSpec {
@@ -169,6 +155,9 @@ pub struct AuditSpec {
     /// Detect and align faces in the photos first: the detector manifest
     /// (`align = "yunet"` is the built-in YuNet; else a manifest path).
     pub align: Option<Align>,
+    /// Most image files under `faces` (`[faces] max_images`, default
+    /// [`DEFAULT_MAX_IMAGES`]); more are refused before one is decoded.
+    pub max_images: usize,
     pub fit_share: f64,
     pub calibration_share: f64,
     pub augment: crate::augment::Augment,
@@ -183,57 +172,6 @@ pub struct AuditSpec {
 
 fn toml_to_json(v: &toml::Value) -> serde_json::Value {
     serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
-}
-
-/// Unlabeled face directories, the labelled one, and how photos are aligned.
-type FaceDirs = (Vec<PathBuf>, Option<PathBuf>, Option<Align>);
-
-/// The `[faces]` table: unlabeled directories, the labelled one, alignment.
-fn parse_faces(path: &Path, base: &Path, faces: &RawFaces) -> Result<FaceDirs, AuditError> {
-    let field = |f: &str, m: String| AuditError::field(path, f, m);
-    let dir = |p: &str, f: &str| -> Result<PathBuf, AuditError> {
-        let full = base.join(p);
-        if full.is_dir() {
-            Ok(full)
-        } else {
-            Err(field(f, format!("{} is not a directory", full.display())))
-        }
-    };
-    let unlabeled = faces
-        .unlabeled
-        .iter()
-        .enumerate()
-        .map(|(i, p)| dir(p, &format!("faces.unlabeled[{i}]")))
-        .collect::<Result<Vec<_>, _>>()?;
-    if unlabeled.is_empty() {
-        return Err(field(
-            "faces.unlabeled",
-            "needs at least one directory of unlabeled faces".into(),
-        ));
-    }
-    let labeled = faces
-        .labeled
-        .as_deref()
-        .map(|p| dir(p, "faces.labeled"))
-        .transpose()?;
-    let align = match faces.align.as_deref() {
-        None => None,
-        Some("yunet") => Some(Align::Yunet),
-        Some(p) => {
-            let full = base.join(p);
-            if !full.is_file() {
-                return Err(field(
-                    "faces.align",
-                    format!(
-                        "'{p}' is neither \"yunet\" nor a detector manifest ({} does not exist)",
-                        full.display()
-                    ),
-                ));
-            }
-            Some(Align::Manifest(full))
-        }
-    };
-    Ok((unlabeled, labeled, align))
 }
 
 /// `operating_points` and `primary_operating_point`, checked.
@@ -504,7 +442,7 @@ impl AuditSpec {
         if detector == "pairing" && !options.contains_key("seed") {
             options.insert("seed".into(), raw.seed.into());
         }
-        let (unlabeled, labeled, align) = parse_faces(path, base, &raw.faces)?;
+        let faces = faces::parse(path, base, &raw.faces)?;
         let (split_seed, fit_share, calibration_share) = parse_split(path, raw.split, raw.seed)?;
         let augment = parse_augment(path, raw.fit)?;
         let verdict = parse_verdict(path, raw.verdict)?;
@@ -525,9 +463,10 @@ impl AuditSpec {
             directions: raw.directions.unwrap_or(Directions::Both),
             detector,
             detector_options: serde_json::Value::Object(options),
-            unlabeled,
-            labeled,
-            align,
+            unlabeled: faces.unlabeled,
+            labeled: faces.labeled,
+            align: faces.align,
+            max_images: faces.max_images,
             fit_share,
             calibration_share,
             augment,

@@ -246,6 +246,18 @@ fn bad_audit_files_are_one_line_errors_naming_file_and_field() {
         |t| t.replace("fit = 0.5", "fit = 0.9"),
         &["audit.toml: split:"],
     );
+    // The shared faces are some 2 900 files: refused before one is decoded.
+    fails(
+        |t| t.replace("[faces]\n", "[faces]\nmax_images = 500\n"),
+        &[
+            "audit.toml: faces.max_images:",
+            "image files under [faces], over the limit of 500",
+        ],
+    );
+    fails(
+        |t| t.replace("[faces]\n", "[faces]\nmax_images = 0\n"),
+        &["audit.toml: faces.max_images: must be at least 1"],
+    );
 }
 
 #[test]

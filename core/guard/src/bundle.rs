@@ -177,7 +177,13 @@ impl PairBundle {
         let text = zooaudit_formats::Format::PairBundle
             .read_text(path)
             .map_err(|e| GuardError::file(path, format!("cannot read pair bundle: {e}")))?;
-        let v: serde_json::Value = serde_json::from_str(&text)
+        PairBundle::parse(path, &text)
+    }
+
+    /// A bundle's text, as read from `path` (manifest paths in it are
+    /// resolved against `path`'s directory).
+    pub fn parse(path: &Path, text: &str) -> Result<PairBundle, GuardError> {
+        let v: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| GuardError::file(path, format!("not JSON: {e}")))?;
         if v.get("kind").and_then(|k| k.as_str()) != Some(BUNDLE_KIND) {
             return Err(GuardError::file(path, "not a zooaudit pair bundle (kind)"));

@@ -10,12 +10,15 @@
 //! - [`calibrate`]: clean FNMR per face source, worst-source thresholds,
 //!   and recalibration on a deployment's own faces.
 //! - [`pair`]: the opened pair and its decision for one image.
+//! - [`request`]: request bodies before any model runs (batch JSON, image
+//!   decoding within the limits).
 //! - [`server`]: the HTTP service (axum on tokio).
 
 pub mod bundle;
 pub mod calibrate;
 pub mod fit;
 pub mod pair;
+pub mod request;
 pub mod server;
 
 /// Errors of the guard. One line each, naming the file at fault.

@@ -189,11 +189,7 @@ impl Pair {
             bundle,
             probe,
             reference,
-            limits: zooaudit_imaging::Limits {
-                max_width: 4096,
-                max_height: 4096,
-                max_alloc: 128 << 20,
-            },
+            limits: crate::request::IMAGE_LIMITS,
             schedule: Schedule::Concurrent,
             manifests: [probe_manifest, reference_manifest],
             fetch: fetch.clone(),
@@ -279,22 +275,7 @@ impl Pair {
 
     /// Decodes an image body within the limits and checks its size.
     pub fn decode(&self, bytes: &[u8], name: &str) -> Result<RgbImage, DecideError> {
-        let img = zooaudit_imaging::decode_bytes(bytes, &PathBuf::from(name), &self.limits)
-            .map_err(|e| match e {
-                zooaudit_imaging::ImageError::TooLarge { .. } => {
-                    DecideError::TooLarge(e.to_string())
-                }
-                other => DecideError::BadImage(other.to_string()),
-            })?;
-        let [h, w] = self.face_size();
-        if (img.height(), img.width()) != (h, w) {
-            return Err(DecideError::BadImage(format!(
-                "{name}: image is {}×{}, but the pair expects aligned {w}×{h} faces",
-                img.width(),
-                img.height()
-            )));
-        }
-        Ok(img)
+        crate::request::decode_face(bytes, name, &self.limits, self.face_size())
     }
 
     /// Decisions for aligned faces at `threshold`: each model runs once on

@@ -34,6 +34,14 @@ use field as num;
 #[error("not a valid ONNX model: {0}")]
 pub struct GraphError(pub String);
 
+impl GraphError {
+    /// The model went over one of the reader's [`read::Limits`] (their
+    /// messages end in "(limit)"), as opposed to being malformed.
+    pub fn is_limit(&self) -> bool {
+        self.0.ends_with("(limit)")
+    }
+}
+
 fn err<T>(msg: impl Into<String>) -> Result<T, GraphError> {
     Err(GraphError(msg.into()))
 }

@@ -31,6 +31,7 @@
 mod control;
 mod stamp;
 mod suite;
+pub use suite::{MAX_CELLS, MAX_PATTERN_BYTES, MAX_PATTERN_SIDE, MAX_TRIGGERS};
 
 use std::path::PathBuf;
 

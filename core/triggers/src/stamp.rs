@@ -57,8 +57,16 @@ impl Trigger {
 
     fn load_rgba(&self, suite: &Path) -> Result<RgbaImage, TriggerError> {
         let file = self.file.as_deref().unwrap_or(Path::new(""));
-        let img = image::open(file)
-            .map_err(|e| self.err(suite, "file", format!("{}: {e}", file.display())))?;
+        let bad = |e: String| self.err(suite, "file", format!("{}: {e}", file.display()));
+        let mut reader = image::ImageReader::open(file)
+            .and_then(|r| r.with_guessed_format())
+            .map_err(|e| bad(e.to_string()))?;
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(crate::suite::MAX_PATTERN_SIDE);
+        limits.max_image_height = Some(crate::suite::MAX_PATTERN_SIDE);
+        limits.max_alloc = Some(u64::from(crate::suite::MAX_PATTERN_SIDE).pow(2) * 4);
+        reader.limits(limits);
+        let img = reader.decode().map_err(|e| bad(e.to_string()))?;
         Ok(img.to_rgba8())
     }
 

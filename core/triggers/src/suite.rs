@@ -9,6 +9,17 @@ use zooaudit_manifest::{ConfigError, toml_error};
 
 use crate::{Kind, Stamp, Suite, Trigger, TriggerError};
 
+/// Most triggers one suite expands to (tables × centres × sizes): each
+/// costs an embedding of every held-out face by every model.
+pub const MAX_TRIGGERS: usize = 1024;
+/// Most checkerboard cells along a side.
+pub const MAX_CELLS: u32 = 256;
+/// Largest pattern file (patch or blend PNG) read, in bytes.
+pub const MAX_PATTERN_BYTES: u64 = 16 << 20;
+/// Largest pattern image decoded: its width and height, and what the
+/// decoder may allocate.
+pub const MAX_PATTERN_SIDE: u32 = 4096;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTrigger {
@@ -74,7 +85,14 @@ impl Suite {
         let mut names = BTreeMap::new();
         for (ti, t) in raw.trigger.iter().enumerate() {
             let f = |k: &str| format!("trigger[{ti}].{k}");
-            for trigger in t.expand(ti, base, raw.seed, &field)? {
+            let expanded = t.expand(ti, base, raw.seed, &field)?;
+            if triggers.len() + expanded.len() > MAX_TRIGGERS {
+                return Err(field(
+                    f("name"),
+                    format!("the suite holds more than {MAX_TRIGGERS} triggers (limit)"),
+                ));
+            }
+            for trigger in expanded {
                 if names.insert(trigger.name.clone(), ti).is_some() {
                     return Err(field(
                         f("name"),
@@ -162,8 +180,19 @@ impl RawTrigger {
             return Err(field(f("alpha"), format!("{alpha} must be within 0..=1")));
         }
         let cells = t.cells.unwrap_or(4);
-        if cells == 0 {
-            return Err(field(f("cells"), "must be at least 1".into()));
+        if !(1..=MAX_CELLS).contains(&cells) {
+            return Err(field(f("cells"), format!("must be in 1..={MAX_CELLS}")));
+        }
+        let count = centers.len().saturating_mul(sizes.len());
+        if count > MAX_TRIGGERS {
+            return Err(field(
+                f("centers"),
+                format!(
+                    "{} centres × {} sizes is {count} triggers, over the limit of {MAX_TRIGGERS} for a suite",
+                    centers.len(),
+                    sizes.len()
+                ),
+            ));
         }
         let (file, file_sha256) = t.source(ti, base, field)?;
         let sweep = centers.len() * sizes.len() > 1;
@@ -205,7 +234,7 @@ impl RawTrigger {
         let (file, file_sha256) = match (&t.kind, &t.file, &t.pattern) {
             (Kind::Patch, Some(file), _) | (Kind::Blend, Some(file), None) => {
                 let p = base.join(file);
-                let bytes = std::fs::read(&p)
+                let bytes = read_pattern(&p)
                     .map_err(|e| field(f("file"), format!("{}: {e}", p.display())))?;
                 (Some(p), Some(sha256_hex(&bytes)))
             }
@@ -235,4 +264,20 @@ impl RawTrigger {
         };
         Ok((file, file_sha256))
     }
+}
+
+/// A pattern file's bytes, refused unread when it is over
+/// [`MAX_PATTERN_BYTES`] or not a regular file.
+fn read_pattern(p: &Path) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(p).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > MAX_PATTERN_BYTES {
+        return Err(format!(
+            "{} bytes, over the limit of {MAX_PATTERN_BYTES} bytes for a pattern file",
+            meta.len()
+        ));
+    }
+    std::fs::read(p).map_err(|e| e.to_string())
 }

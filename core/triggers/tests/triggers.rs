@@ -194,3 +194,101 @@ fn bad_suites_name_the_file_and_field() {
         "{e}"
     );
 }
+
+/// Sizes a stranger's suite could use to spend memory are refused before
+/// they are: a sweep of more triggers than a suite holds, a checkerboard
+/// finer than any face, a pattern file over the size limit, a pattern
+/// image larger than the decoder's limits (a PNG header claiming
+/// 60000×60000 pixels).
+#[test]
+fn oversized_suites_and_patterns_are_refused_before_memory_is_spent() {
+    let head = "format_version = \"1.0\"\n[[trigger]]\nname = \"t\"\n";
+    let list = |n: usize| {
+        let sizes: Vec<String> = (1..=n)
+            .map(|i| format!("{:.4}", i as f64 / (n + 1) as f64))
+            .collect();
+        format!("[{}]", sizes.join(", "))
+    };
+    let e = parse_err(&format!(
+        "{head}kind = \"square\"\nsizes = {}\ncenters = [{}]\n",
+        list(2000),
+        vec!["[0.5, 0.5]"; 2000].join(", ")
+    ));
+    assert!(
+        e.starts_with("s.toml: trigger[0].centers: 2000 centres × 2000 sizes is 4000000 triggers, over the limit of 1024"),
+        "{e}"
+    );
+    let mut many = String::from("format_version = \"1.0\"\n");
+    for i in 0..3 {
+        many += &format!(
+            "[[trigger]]\nname = \"t{i}\"\nkind = \"square\"\nsizes = {}\n",
+            list(400)
+        );
+    }
+    let e = parse_err(&many);
+    assert!(
+        e.starts_with("s.toml: trigger[2].name: the suite holds more than 1024 triggers"),
+        "{e}"
+    );
+    let e = parse_err(&format!("{head}kind = \"checkerboard\"\ncells = 100000\n"));
+    assert!(
+        e.starts_with("s.toml: trigger[0].cells: must be in 1..=256"),
+        "{e}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.png");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(zooaudit_triggers::MAX_PATTERN_BYTES + 1)
+        .unwrap();
+    let suite = dir.path().join("s.toml");
+    let e = Suite::parse(
+        &suite,
+        &format!("{head}kind = \"patch\"\nfile = \"big.png\"\n"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("trigger[0].file:") && e.contains("over the limit of 16777216 bytes"),
+        "{e}"
+    );
+    // A real PNG header that claims 60000×60000: refused by the decoder's
+    // limits when the trigger is stamped, not allocated.
+    let mut png = Vec::new();
+    image::RgbImage::new(1, 1)
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    png[16..20].copy_from_slice(&60000u32.to_be_bytes());
+    png[20..24].copy_from_slice(&60000u32.to_be_bytes());
+    let crc = crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    std::fs::write(dir.path().join("huge.png"), &png).unwrap();
+    let s = Suite::parse(
+        &suite,
+        &format!("{head}kind = \"patch\"\nfile = \"huge.png\"\nsize = 0.3\n"),
+    )
+    .unwrap();
+    let e = s.stamps(112, 112).unwrap_err().to_string();
+    assert!(
+        e.contains("trigger[0].file:") && e.contains("huge.png") && e.contains("limit"),
+        "{e}"
+    );
+    assert_eq!(e.lines().count(), 1, "{e}");
+}
+
+/// CRC-32 (IEEE) of a PNG chunk's type and data.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in bytes {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 == 1 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}

@@ -87,11 +87,41 @@ pub(crate) fn probe_inputs(len: usize) -> Vec<f32> {
         .collect()
 }
 
+/// The model file's bytes, refused before they are read when the file is
+/// over `max_model_bytes`, and before ONNX Runtime sees them when the
+/// graph has more than `max_nodes` nodes (or another of the wire reader's
+/// limits). A graph the reader cannot parse is left to ONNX Runtime.
+fn read_limited(path: &Path, opts: &OpenOptions) -> Result<Vec<u8>, PluginError> {
+    let cannot = |e: std::io::Error| model_error(format!("cannot read {}: {e}", path.display()));
+    let size = std::fs::metadata(path).map_err(cannot)?.len();
+    if size > opts.max_model_bytes {
+        return Err(model_error(format!(
+            "{}: {size} bytes, over the adapter's limit of {} bytes (adapter option max_model_bytes)",
+            path.display(),
+            opts.max_model_bytes
+        )));
+    }
+    let raw = std::fs::read(path).map_err(cannot)?;
+    let limits = graph::read::Limits {
+        max_nodes: opts.max_nodes,
+        ..graph::read::Limits::default()
+    };
+    if let Err(e) = graph::read::read_model(&raw, &limits)
+        && e.is_limit()
+    {
+        return Err(model_error(format!(
+            "{}: refused before loading: {} (adapter option max_nodes)",
+            path.display(),
+            e.0
+        )));
+    }
+    Ok(raw)
+}
+
 /// The model file at `path`, repaired (and resized to `spatial_size`), with
 /// notes on what was changed.
 fn prepared_bytes(path: &Path, opts: &OpenOptions) -> Result<(Vec<u8>, Vec<String>), PluginError> {
-    let raw = std::fs::read(path)
-        .map_err(|e| model_error(format!("cannot read {}: {e}", path.display())))?;
+    let raw = read_limited(path, opts)?;
     let repaired = graph::repair(&raw).map_err(model_error)?;
     let mut notes = Vec::new();
     if !repaired.dropped_unused.is_empty() {

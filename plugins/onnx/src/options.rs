@@ -45,6 +45,12 @@ pub struct OpenOptions {
     /// several models take turns on the same cores: spinning threads of one
     /// session then steal the cores the next one needs.
     pub spinning: bool,
+    /// Largest model file read, in bytes (default 2 GiB, protobuf's own
+    /// limit for one file); a larger one is refused before it is read.
+    pub max_model_bytes: u64,
+    /// Most nodes over the main graph and its subgraphs (default
+    /// 2 000 000); a larger graph is refused before ONNX Runtime sees it.
+    pub max_nodes: usize,
 }
 
 impl Default for OpenOptions {
@@ -63,6 +69,8 @@ impl Default for OpenOptions {
             optimization: GraphOptimizationLevel::All,
             spatial_size: None,
             spinning: true,
+            max_model_bytes: 2 << 30,
+            max_nodes: zooaudit_onnx_graph::read::Limits::default().max_nodes,
         }
     }
 }
@@ -98,6 +106,8 @@ impl OpenOptions {
                 "threads" => opts.threads = count(k, v, 1024)?,
                 "sessions" => opts.sessions = count(k, v, 256)?,
                 "max_batch" => opts.max_batch = count(k, v, 65536)?,
+                "max_model_bytes" => opts.max_model_bytes = count(k, v, 1 << 40)? as u64,
+                "max_nodes" => opts.max_nodes = count(k, v, 1 << 32)?,
                 "ort_library" => opts.ort_library = Some(PathBuf::from(string(k, v)?)),
                 "spinning" => {
                     opts.spinning = v

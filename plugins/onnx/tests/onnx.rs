@@ -196,6 +196,36 @@ fn unknown_batching_mode_names_the_option() {
     );
 }
 
+/// A model over the adapter's file-size or node limit is refused in one
+/// line naming the file and the option, before ONNX Runtime loads it; the
+/// real SFace file is 10.7 MB with some hundred nodes.
+#[test]
+fn a_model_over_the_size_or_node_limit_is_refused_naming_the_option() {
+    let with = |k: &str, v: i64| {
+        let mut m = ModelManifest::load(&support::example_manifest("sface.toml")).unwrap();
+        m.model.options.insert(k.into(), toml::Value::Integer(v));
+        Embedder::open(m, &support::plugins()).map(|_| ())
+    };
+    support::require_ort();
+    let err = with("max_model_bytes", 1_000_000).unwrap_err().to_string();
+    assert!(
+        err.contains("sface_2021dec_int8bq.onnx: 10667852 bytes, over the adapter's limit of 1000000 bytes (adapter option max_model_bytes)"),
+        "{err}"
+    );
+    let err = with("max_nodes", 20).unwrap_err().to_string();
+    assert!(
+        err.contains("sface_2021dec_int8bq.onnx: refused before loading: more than 20 nodes (limit) (adapter option max_nodes)"),
+        "{err}"
+    );
+    assert!(!err.contains('\n') && err.contains("sface.toml"), "{err}");
+    with("max_nodes", 100_000).unwrap();
+    let err = with("max_nodes", 0).unwrap_err().to_string();
+    assert!(
+        err.contains("model.options.max_nodes: must be an integer in 1..="),
+        "{err}"
+    );
+}
+
 #[test]
 fn several_sessions_agree_with_one() {
     let faces = first_faces(7);

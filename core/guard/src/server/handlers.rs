@@ -9,7 +9,6 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use serde_json::json;
 
 use super::{AppState, Policy, error};
@@ -205,39 +204,22 @@ async fn batch_inner(state: &Arc<AppState>, req: Request, started: Instant) -> R
         Ok(b) => b,
         Err(r) => return r,
     };
-    let list: Vec<String> = match serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .and_then(|v| v.get("images").cloned())
-        .and_then(|v| serde_json::from_value(v).ok())
-    {
-        Some(l) => l,
-        None => {
+    let list = match crate::request::batch_images(&bytes, state.opts.max_batch) {
+        Ok(l) => l,
+        Err(m) => {
             state.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
-            return error(
-                StatusCode::BAD_REQUEST,
-                "expected {\"images\": [\"<base64>\", ...]}",
-            );
+            return error(StatusCode::BAD_REQUEST, m);
         }
     };
-    if list.is_empty() || list.len() > state.opts.max_batch {
-        state.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("a batch holds 1 to {} images", state.opts.max_batch),
-        );
-    }
     // Decode each; errors stay in their slot.
     let mut slots: Vec<Result<(Vec<u8>, String), Response>> = Vec::new();
     let mut images = Vec::new();
     let mut shas = Vec::new();
-    for (i, b64) in list.iter().enumerate() {
-        let raw = match base64::engine::general_purpose::STANDARD.decode(b64.trim()) {
+    for (i, raw) in list.into_iter().enumerate() {
+        let raw = match raw {
             Ok(r) => r,
-            Err(e) => {
-                slots.push(Err(error(
-                    StatusCode::BAD_REQUEST,
-                    format!("images[{i}]: not base64: {e}"),
-                )));
+            Err(m) => {
+                slots.push(Err(error(StatusCode::BAD_REQUEST, m)));
                 continue;
             }
         };
