@@ -70,7 +70,7 @@ pub fn parse(bytes: &[u8]) -> Result<Matrix, String> {
     let header = std::str::from_utf8(&bytes[start..end]).map_err(|_| "header is not text")?;
     if !header.contains("'descr': '<f4'") {
         return Err(format!(
-            "only little-endian float32 is supported (header {})",
+            "only little-endian float32 is supported (header {:?})",
             header.trim()
         ));
     }
@@ -89,21 +89,23 @@ pub fn parse(bytes: &[u8]) -> Result<Matrix, String> {
         .filter(|s| !s.is_empty())
         .map(|s| {
             s.parse::<usize>()
-                .map_err(|_| format!("bad shape '{shape_text}'"))
+                .map_err(|_| format!("bad shape {shape_text:?}"))
         })
         .collect::<Result<_, _>>()?;
     let (rows, cols) = match dims.as_slice() {
         [r, c] => (*r, *c),
         [r] => (*r, 1),
-        _ => return Err(format!("expected a 2-D array, got shape ({shape_text})")),
+        _ => return Err(format!("expected a 2-D array, got shape {shape_text:?}")),
     };
-    let n = rows.checked_mul(cols).ok_or("shape overflows")?;
+    let needed = rows
+        .checked_mul(cols)
+        .and_then(|n| n.checked_mul(4))
+        .ok_or("shape overflows")?;
     let body = &bytes[end..];
-    if body.len() != n * 4 {
+    if body.len() != needed {
         return Err(format!(
-            "data has {} bytes, shape needs {}",
-            body.len(),
-            n * 4
+            "data has {} bytes, shape needs {needed}",
+            body.len()
         ));
     }
     let data = body

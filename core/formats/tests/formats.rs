@@ -111,3 +111,22 @@ fn a_file_over_its_formats_limit_is_refused_with_size_and_limit() {
         assert!(f.max_bytes() >= 1 << 20, "{f:?}");
     }
 }
+
+/// The inputs the fuzzer found (tests/fuzz/regressions/npy): each is
+/// refused with a one-line error, never a panic. A header quoted in an error
+/// is escaped; a shape whose byte count overflows is refused.
+#[test]
+fn npy_inputs_the_fuzzer_found_are_one_line_errors() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fuzz/regressions/npy");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let e = npy::parse(&std::fs::read(&path).unwrap()).unwrap_err();
+        assert!(!e.contains('\n'), "{}: {e:?}", path.display());
+        n += 1;
+    }
+    assert!(n >= 2, "regression inputs in {}", dir.display());
+    let overflow = std::fs::read(dir.join("shape-times-four-overflows")).unwrap();
+    assert_eq!(npy::parse(&overflow).unwrap_err(), "shape overflows");
+}
