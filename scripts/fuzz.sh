@@ -17,6 +17,14 @@
 # at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# libFuzzer is C++: libfuzzer-sys builds it with the system's c++.
+if ! command -v c++ >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  echo "installing Debian package: g++" >&2
+  $sudo apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq g++ >/dev/null
+fi
 secs=${1:-30}
 shift || true
 all=(manifest audit_file zoo trigger_suite pair_bundle report dsse onnx image guard_request npy)
@@ -50,8 +58,9 @@ seed trigger_suite triggers/*.toml
 seed onnx "$shared"/zoo/models/yunet_*.onnx
 seed image $(ls "$shared"/zoo/faces/aligned112/labeled/*/* 2>/dev/null | head -8) \
   $(ls "$shared"/zoo/faces/raw/labeled/*/* 2>/dev/null | head -4)
-face=$(ls "$shared"/zoo/faces/aligned112/labeled/*/*.png 2>/dev/null | head -1)
-if [ -n "$face" ]; then
+faces=("$shared"/zoo/faces/aligned112/labeled/*/*.png)
+face=${faces[0]}
+if [ -f "$face" ]; then
   mkdir -p "$work/corpus/guard_request"
   cp -f "$face" "$work/corpus/guard_request/seed-face"
   printf '{"images": ["%s", "AAEC"]}' "$(base64 -w0 "$face")" > "$work/corpus/guard_request/seed-batch"
