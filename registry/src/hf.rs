@@ -63,14 +63,20 @@ impl HfSource {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
         {
-            return Err(format!("'{r}' is not a revision (branch, tag or commit)"));
+            return Err(format!(
+                "{} is not a revision (branch, tag or commit)",
+                zooaudit_formats::quote(&r)
+            ));
         }
         let p = Path::new(path);
         if path.is_empty()
             || path.ends_with('/')
             || p.components().any(|c| !matches!(c, Component::Normal(_)))
         {
-            return Err(format!("'{path}' is not a file path inside the repository"));
+            return Err(format!(
+                "{} is not a file path inside the repository",
+                zooaudit_formats::quote(&path)
+            ));
         }
         Ok(HfSource {
             repo: format!("{owner}/{name}"),

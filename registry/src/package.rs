@@ -70,7 +70,10 @@ impl PackageSource {
             ));
         }
         if ecosystem == Ecosystem::Pypi && name.contains('/') {
-            return Err(format!("'{name}' is not a PyPI package name"));
+            return Err(format!(
+                "{} is not a PyPI package name",
+                zooaudit_formats::quote(&name)
+            ));
         }
         check_member_path(member)?;
         Ok(PackageSource {
@@ -200,12 +203,16 @@ pub fn extract_member(
             }
             if is_member(&name, member) {
                 if e.is_symlink() || e.is_dir() {
-                    return Err(format!("archive entry '{name}' is not a regular file"));
+                    return Err(format!(
+                        "archive entry {} is not a regular file",
+                        zooaudit_formats::quote(&name)
+                    ));
                 }
                 found = Some(i);
             }
         }
-        let i = found.ok_or_else(|| format!("no '{member}' in the archive"))?;
+        let i = found
+            .ok_or_else(|| format!("no {} in the archive", zooaudit_formats::quote(&member)))?;
         let e = z.by_index(i).map_err(|e| e.to_string())?;
         crate::stream_to_temp(e, dir, MAX_MEMBER_BYTES, &mut |_| {})
             .map_err(|m| format!("extracting {member}: {m}"))
@@ -240,7 +247,10 @@ pub fn extract_member(
             }
         }
         if !names.iter().any(|n| is_member(n, member)) {
-            return Err(format!("no '{member}' in the archive"));
+            return Err(format!(
+                "no {} in the archive",
+                zooaudit_formats::quote(&member)
+            ));
         }
         let f = std::fs::File::open(archive).map_err(|e| e.to_string())?;
         let mut t = tar::Archive::new(flate2::read::GzDecoder::new(f));
@@ -253,13 +263,19 @@ pub fn extract_member(
                 .into_owned();
             if is_member(&name, member) {
                 if e.header().entry_type() != tar::EntryType::Regular {
-                    return Err(format!("archive entry '{name}' is not a regular file"));
+                    return Err(format!(
+                        "archive entry {} is not a regular file",
+                        zooaudit_formats::quote(&name)
+                    ));
                 }
                 return crate::stream_to_temp(e, dir, MAX_MEMBER_BYTES, &mut |_| {})
                     .map_err(|m| format!("extracting {member}: {m}"));
             }
         }
-        Err(format!("no '{member}' in the archive"))
+        Err(format!(
+            "no {} in the archive",
+            zooaudit_formats::quote(&member)
+        ))
     } else {
         Err(format!(
             "{}: neither a zip nor a tar.gz archive",

@@ -218,7 +218,10 @@ impl Zoo {
             if models.iter().any(|o| o.model.name == m.model.name) {
                 return Err(field(
                     &format!("model[{i}].manifest"),
-                    format!("a second model named '{}'", m.model.name),
+                    format!(
+                        "a second model named {}",
+                        zooaudit_formats::quote(&m.model.name)
+                    ),
                 ));
             }
             match (&e.watch, &e.file) {
@@ -230,7 +233,10 @@ impl Zoo {
                         .ok_or_else(|| {
                             field(
                                 &format!("model[{i}].watch"),
-                                format!("'{w}': expected hf://<owner>/<repo>"),
+                                format!(
+                                    "{}: expected hf://<owner>/<repo>",
+                                    zooaudit_formats::quote(&w)
+                                ),
                             )
                         })?;
                     if file.is_empty()
@@ -239,7 +245,10 @@ impl Zoo {
                     {
                         return Err(field(
                             &format!("model[{i}].file"),
-                            format!("'{file}': a path inside the repository"),
+                            format!(
+                                "{}: a path inside the repository",
+                                zooaudit_formats::quote(&file)
+                            ),
                         ));
                     }
                     watches.push(Watch {
@@ -280,7 +289,11 @@ impl Zoo {
             .find(|m| m.model.name == name)
             .ok_or_else(|| ZooError::File {
                 path: self.path.clone(),
-                message: format!("no model named '{name}' (the zoo has: {})", self.names()),
+                message: format!(
+                    "no model named {} (the zoo has: {})",
+                    zooaudit_formats::quote(name),
+                    self.names()
+                ),
             })
     }
 
@@ -317,7 +330,10 @@ impl Zoo {
                 .map(|name| {
                     let m = self.get(name)?;
                     if m.model.name == cand.model.name {
-                        return Err(err(format!("'{name}' is the candidate itself")));
+                        return Err(err(format!(
+                            "{} is the candidate itself",
+                            zooaudit_formats::quote(&name)
+                        )));
                     }
                     let ind = m.provenance.independence_from(&cand.provenance);
                     let reason = if ind.independent {

@@ -14,7 +14,18 @@ fn main() -> ExitCode {
     match cli.run() {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // One line, and nothing a terminal would obey: control
+            // characters that reached an error from a hostile input are
+            // printed as escapes.
+            let mut line = String::new();
+            for c in format!("{e:#}").chars() {
+                if c.is_control() {
+                    line.extend(c.escape_default());
+                } else {
+                    line.push(c);
+                }
+            }
+            eprintln!("error: {line}");
             ExitCode::from(2)
         }
     }

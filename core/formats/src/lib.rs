@@ -146,3 +146,29 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
         ReportError::io(path, e)
     })
 }
+
+/// Longest run of a stranger's text [`quote`] keeps.
+pub const QUOTE_MAX_CHARS: usize = 80;
+
+/// A value from an input quoted for a one-line error: `'value'`, with
+/// control characters (newlines, escape sequences a terminal would obey)
+/// written as Rust escapes and anything over [`QUOTE_MAX_CHARS`] cut with
+/// `…`. Every error that repeats what a file, request or model said
+/// quotes it through here, so a hostile input can neither break the error
+/// over lines nor drive the reader's terminal.
+pub fn quote(value: &str) -> String {
+    let mut out = String::from("'");
+    for (i, c) in value.chars().enumerate() {
+        if i == QUOTE_MAX_CHARS {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    out
+}

@@ -47,7 +47,7 @@ impl fmt::Display for FormatVersion {
 impl std::str::FromStr for FormatVersion {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("'{s}' is not MAJOR.MINOR");
+        let bad = || format!("{} is not MAJOR.MINOR", crate::quote(s));
         let (a, b) = s.split_once('.').ok_or_else(bad)?;
         let major = a.trim().parse().map_err(|_| bad())?;
         let minor = b.trim().parse().map_err(|_| bad())?;

@@ -130,3 +130,17 @@ fn npy_inputs_the_fuzzer_found_are_one_line_errors() {
     let overflow = std::fs::read(dir.join("shape-times-four-overflows")).unwrap();
     assert_eq!(npy::parse(&overflow).unwrap_err(), "shape overflows");
 }
+
+/// What a stranger wrote is quoted on one line, without control
+/// characters, and cut when long.
+#[test]
+fn quote_keeps_a_strangers_text_on_one_line() {
+    use zooaudit_formats::quote;
+    assert_eq!(quote("turbo"), "'turbo'");
+    assert_eq!(quote("a\nb\u{1b}[31m"), "'a\\nb\\u{1b}[31m'");
+    let long = "x".repeat(500);
+    let q = quote(&long);
+    assert_eq!(q.chars().count(), zooaudit_formats::QUOTE_MAX_CHARS + 3);
+    assert!(q.ends_with("…'"));
+    assert_eq!(quote("é ü 名"), "'é ü 名'");
+}

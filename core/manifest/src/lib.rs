@@ -240,7 +240,10 @@ impl ModelManifest {
         {
             return Err(f(
                 "model.sha256",
-                format!("'{h}' is not 64 hexadecimal digits"),
+                format!(
+                    "{} is not 64 hexadecimal digits",
+                    zooaudit_formats::quote(&h)
+                ),
             ));
         }
         let i = &raw.input;

@@ -303,11 +303,17 @@ pub fn splice(
 ) -> Result<Vec<u8>, GraphError> {
     let info = inspect(model)?;
     if info.names.contains(to) {
-        return err(format!("tensor name '{to}' is already used"));
+        return err(format!(
+            "tensor name {} is already used",
+            zooaudit_formats::quote(&to)
+        ));
     }
     for i in initializers {
         if info.names.contains(&i.name) {
-            return err(format!("tensor name '{}' is already used", i.name));
+            return err(format!(
+                "tensor name {} is already used",
+                zooaudit_formats::quote(&i.name)
+            ));
         }
     }
     let (_, graph) = model_graph(model)?;
@@ -350,7 +356,10 @@ pub fn splice(
 pub fn add_output(model: &[u8], tensor: &str) -> Result<Vec<u8>, GraphError> {
     let info = inspect(model)?;
     if !info.names.contains(tensor) {
-        return err(format!("no tensor named '{tensor}'"));
+        return err(format!(
+            "no tensor named {}",
+            zooaudit_formats::quote(&tensor)
+        ));
     }
     let (_, graph) = model_graph(model)?;
     let mut vi = Vec::new();

@@ -46,7 +46,10 @@ pub fn free_batch(model: &[u8], input: &str) -> Result<Vec<u8>, GraphError> {
         new_graph.extend_from_slice(f.raw);
     }
     if !found {
-        return err(format!("input '{input}' has no tensor shape to free"));
+        return err(format!(
+            "input {} has no tensor shape to free",
+            zooaudit_formats::quote(&input)
+        ));
     }
     replace_graph(model, &new_graph)
 }
@@ -155,7 +158,10 @@ pub fn set_input_dims(
         new_graph.extend_from_slice(f.raw);
     }
     if !found {
-        return err(format!("input '{input}' has no tensor shape to set"));
+        return err(format!(
+            "input {} has no tensor shape to set",
+            zooaudit_formats::quote(&input)
+        ));
     }
     replace_graph(model, &new_graph)
 }

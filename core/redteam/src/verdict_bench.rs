@@ -160,7 +160,10 @@ fn suite_with(
                 .iter()
                 .find(|t| &t.name == n)
                 .ok_or_else(|| {
-                    RedteamError::file(&extra.path, format!("no trigger named '{n}'"))
+                    RedteamError::file(
+                        &extra.path,
+                        format!("no trigger named {}", zooaudit_formats::quote(&n)),
+                    )
                 })?;
             s.triggers.push(t.clone());
         }

@@ -314,7 +314,10 @@ fn external_location(
     let meta = match std::fs::symlink_metadata(&path) {
         Ok(m) => m,
         Err(_) => {
-            bad(format!("'{loc}' does not exist beside the model"));
+            bad(format!(
+                "{} does not exist beside the model",
+                zooaudit_formats::quote(&loc)
+            ));
             return;
         }
     };
@@ -331,7 +334,10 @@ fn external_location(
     if meta.file_type().is_symlink() {
         // Inside, but still a link: look at what it points to.
         if std::fs::metadata(&path).is_err() {
-            bad(format!("'{loc}' is a dangling link"));
+            bad(format!(
+                "{} is a dangling link",
+                zooaudit_formats::quote(&loc)
+            ));
             return;
         }
     }

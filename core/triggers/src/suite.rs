@@ -96,7 +96,10 @@ impl Suite {
                 if names.insert(trigger.name.clone(), ti).is_some() {
                     return Err(field(
                         f("name"),
-                        format!("'{}' appears twice in the suite", trigger.name),
+                        format!(
+                            "{} appears twice in the suite",
+                            zooaudit_formats::quote(&trigger.name)
+                        ),
                     ));
                 }
                 triggers.push(trigger);
@@ -245,7 +248,10 @@ impl RawTrigger {
             (Kind::Blend, _, Some(p)) => {
                 return Err(field(
                     f("pattern"),
-                    format!("'{p}' is not a known pattern (noise), or give file instead"),
+                    format!(
+                        "{} is not a known pattern (noise), or give file instead",
+                        zooaudit_formats::quote(&p)
+                    ),
                 ));
             }
             (Kind::Blend, None, None) => {

@@ -59,7 +59,11 @@ fn pick(kind: &str, key: &str, wanted: Option<&str>, all: &[Tensor]) -> Result<u
         Some(w) => all.iter().position(|t| t.name == w).ok_or_else(|| {
             option_error(
                 key,
-                format!("the model has no {kind} named '{w}' ({kind}s: {})", names()),
+                format!(
+                    "the model has no {kind} named {} ({kind}s: {})",
+                    zooaudit_formats::quote(w),
+                    names()
+                ),
             )
         }),
         None if all.len() == 1 => Ok(0),
@@ -153,7 +157,10 @@ fn prepared_bytes(path: &Path, opts: &OpenOptions) -> Result<(Vec<u8>, Vec<Strin
         if rank != 4 {
             return Err(option_error(
                 "spatial_size",
-                format!("input '{}' is not a 4-D image tensor", port.name),
+                format!(
+                    "input {} is not a 4-D image tensor",
+                    zooaudit_formats::quote(&port.name)
+                ),
             ));
         }
         let (hi, wi) = if channels_first { (2, 3) } else { (1, 2) };

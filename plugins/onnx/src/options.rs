@@ -140,7 +140,10 @@ impl OpenOptions {
                         other => {
                             return Err(option_error(
                                 k,
-                                format!("'{other}' is not one of auto, native, per-sample"),
+                                format!(
+                                    "{} is not one of auto, native, per-sample",
+                                    zooaudit_formats::quote(&other)
+                                ),
                             ));
                         }
                     }
@@ -154,7 +157,10 @@ impl OpenOptions {
                         other => {
                             return Err(option_error(
                                 k,
-                                format!("'{other}' is not one of disable, basic, extended, all"),
+                                format!(
+                                    "{} is not one of disable, basic, extended, all",
+                                    zooaudit_formats::quote(&other)
+                                ),
                             ));
                         }
                     }
@@ -168,7 +174,10 @@ impl OpenOptions {
             other => {
                 return Err(option_error(
                     "execution_provider",
-                    format!("'{other}' is not one of cpu, cuda"),
+                    format!(
+                        "{} is not one of cpu, cuda",
+                        zooaudit_formats::quote(&other)
+                    ),
                 ));
             }
         };

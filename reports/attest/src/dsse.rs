@@ -63,7 +63,7 @@ impl std::fmt::Display for SignatureCheck {
             if k.is_empty() {
                 "(no keyid)".to_string()
             } else {
-                k.to_string()
+                zooaudit_formats::quote(k)
             }
         };
         match self {

@@ -46,7 +46,10 @@ pub(super) fn ports(
             if !info.outputs.iter().any(|o| &o.name == n) {
                 return Err(RedteamError::file(
                     &opts.manifest,
-                    format!("output.name: the model has no output '{n}'"),
+                    format!(
+                        "output.name: the model has no output {}",
+                        zooaudit_formats::quote(&n)
+                    ),
                 ));
             }
             n.clone()
@@ -119,7 +122,12 @@ impl std::str::FromStr for Hiding {
         Hiding::ALL
             .into_iter()
             .find(|h| h.as_str() == s)
-            .ok_or_else(|| format!("unknown hiding '{s}' (none, arithmetic-gate, dense-detector)"))
+            .ok_or_else(|| {
+                format!(
+                    "unknown hiding {} (none, arithmetic-gate, dense-detector)",
+                    zooaudit_formats::quote(&s)
+                )
+            })
     }
 }
 
