@@ -223,7 +223,12 @@ impl Runner {
                 .collect();
             match hits.as_slice() {
                 [one] => one.to_string(),
-                [] => return Err(format!("{repo}@{commit}: no file matches '{file}'")),
+                [] => {
+                    return Err(format!(
+                        "{repo}@{commit}: no file matches {}",
+                        zooaudit_formats::quote(&file)
+                    ));
+                }
                 many => {
                     return Err(format!(
                         "{repo}@{commit}: '{file}' matches {} files ({}); make the watch's file pattern match one",
