@@ -56,8 +56,10 @@ seed audit_file examples/shared-zoo/audit.toml
 seed zoo examples/*/zoo.toml
 seed trigger_suite triggers/*.toml
 seed onnx "$shared"/zoo/models/yunet_*.onnx
+# Small images only: libFuzzer's inputs grow to the largest seed, and a
+# multi-megapixel photo makes every run slow (aligned PNGs, 150×150 JPEGs).
 seed image $(ls "$shared"/zoo/faces/aligned112/labeled/*/* 2>/dev/null | head -8) \
-  $(ls "$shared"/zoo/faces/raw/labeled/*/* 2>/dev/null | head -4)
+  $(ls -S "$shared"/zoo/faces/raw/labeled/*/*.jpg 2>/dev/null | tail -4)
 faces=("$shared"/zoo/faces/aligned112/labeled/*/*.png)
 face=${faces[0]}
 if [ -f "$face" ]; then
