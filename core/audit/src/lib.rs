@@ -102,14 +102,14 @@ impl AuditError {
     pub fn file(path: &Path, message: impl Into<String>) -> Self {
         AuditError::File {
             path: path.to_path_buf(),
-            message: message.into(),
+            message: zooaudit_formats::one_line(message),
         }
     }
     pub fn field(path: &Path, field: &str, message: impl Into<String>) -> Self {
         AuditError::Field {
             path: path.to_path_buf(),
             field: field.to_string(),
-            message: message.into(),
+            message: zooaudit_formats::one_line(message),
         }
     }
 }

@@ -417,3 +417,23 @@ fn a_model_file_with_a_hazard_is_refused_before_it_is_opened() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(!cache.exists(), "nothing was embedded");
 }
+
+/// The reports the fuzzer found (tests/fuzz/regressions/report): refused
+/// in one line. The first named an unknown variant holding a newline,
+/// which the parser's message repeated raw; audit errors are one line now
+/// whatever their message quotes.
+#[test]
+fn reports_the_fuzzer_found_are_refused_in_one_line() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fuzz/regressions/report");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+        let m = zooaudit_audit::AuditReport::parse(&path, &text)
+            .unwrap_err()
+            .to_string();
+        assert!(!m.contains('\n'), "{m:?}");
+        n += 1;
+    }
+    assert!(n >= 1);
+}

@@ -59,7 +59,7 @@ impl ReportError {
     pub(crate) fn format(path: &Path, message: impl Into<String>) -> Self {
         ReportError::Format {
             path: path.display().to_string(),
-            message: message.into(),
+            message: one_line(message),
         }
     }
 }
@@ -170,5 +170,33 @@ pub fn quote(value: &str) -> String {
         }
     }
     out.push('\'');
+    out
+}
+
+/// Longest message [`one_line`] keeps.
+pub const MESSAGE_MAX_CHARS: usize = 400;
+
+/// An error message that may repeat a stranger's text (a parser's own
+/// message quoting an unknown field or variant, say) made one line:
+/// control characters written as Rust escapes, anything over
+/// [`MESSAGE_MAX_CHARS`] cut with `…`. The library errors that carry a
+/// message about an input file build it through here.
+pub fn one_line(message: impl Into<String>) -> String {
+    let message = message.into();
+    if !message.chars().any(char::is_control) && message.chars().count() <= MESSAGE_MAX_CHARS {
+        return message;
+    }
+    let mut out = String::new();
+    for (i, c) in message.chars().enumerate() {
+        if i == MESSAGE_MAX_CHARS {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
     out
 }

@@ -69,14 +69,14 @@ impl GuardError {
     pub fn field_of(path: &std::path::Path, field: &str, message: impl Into<String>) -> GuardError {
         GuardError::File {
             path: path.to_path_buf(),
-            message: format!("{field}: {}", message.into()),
+            message: zooaudit_formats::one_line(format!("{field}: {}", message.into())),
         }
     }
 
     pub fn file(path: &std::path::Path, message: impl Into<String>) -> GuardError {
         GuardError::File {
             path: path.to_path_buf(),
-            message: message.into(),
+            message: zooaudit_formats::one_line(message),
         }
     }
 }

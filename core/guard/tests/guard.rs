@@ -294,7 +294,9 @@ fn pair_fit_reports_each_source_and_worst_source_holds_every_one() {
 
 /// The bundles the fuzzer found (tests/fuzz/regressions/pair_bundle):
 /// refused in one line. The first had a format_version full of newlines,
-/// which the version error repeated raw; quoted now.
+/// which the version error repeated raw (quoted now); the second an
+/// unknown variant with a newline, which serde's message repeated (guard
+/// errors are one line now whatever their message quotes).
 #[test]
 fn bundles_the_fuzzer_found_are_refused_in_one_line() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -305,7 +307,6 @@ fn bundles_the_fuzzer_found_are_refused_in_one_line() {
         let text = String::from_utf8(std::fs::read(&path).unwrap()).unwrap();
         let m = PairBundle::parse(&path, &text).unwrap_err().to_string();
         assert!(!m.contains('\n'), "{m:?}");
-        assert!(m.contains("format_version"), "{m}");
         n += 1;
     }
     assert!(n >= 1);
