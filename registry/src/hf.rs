@@ -65,7 +65,7 @@ impl HfSource {
         {
             return Err(format!(
                 "{} is not a revision (branch, tag or commit)",
-                zooaudit_formats::quote(&r)
+                zooaudit_formats::quote(r)
             ));
         }
         let p = Path::new(path);
@@ -75,7 +75,7 @@ impl HfSource {
         {
             return Err(format!(
                 "{} is not a file path inside the repository",
-                zooaudit_formats::quote(&path)
+                zooaudit_formats::quote(path)
             ));
         }
         Ok(HfSource {

@@ -27,7 +27,7 @@ pub mod zoo;
 
 /// zooaudit's cache root: `$ZOOAUDIT_CACHE`, else `$XDG_CACHE_HOME/zooaudit`,
 /// else `~/.cache/zooaudit`. Models go to `models/`, embeddings to
-/// `embeddings-v1/`.
+/// `embeddings-v2/`.
 pub fn cache_root() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("ZOOAUDIT_CACHE").filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(d));

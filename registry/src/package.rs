@@ -72,7 +72,7 @@ impl PackageSource {
         if ecosystem == Ecosystem::Pypi && name.contains('/') {
             return Err(format!(
                 "{} is not a PyPI package name",
-                zooaudit_formats::quote(&name)
+                zooaudit_formats::quote(name)
             ));
         }
         check_member_path(member)?;
@@ -212,7 +212,7 @@ pub fn extract_member(
             }
         }
         let i = found
-            .ok_or_else(|| format!("no {} in the archive", zooaudit_formats::quote(&member)))?;
+            .ok_or_else(|| format!("no {} in the archive", zooaudit_formats::quote(member)))?;
         let e = z.by_index(i).map_err(|e| e.to_string())?;
         crate::stream_to_temp(e, dir, MAX_MEMBER_BYTES, &mut |_| {})
             .map_err(|m| format!("extracting {member}: {m}"))
@@ -249,7 +249,7 @@ pub fn extract_member(
         if !names.iter().any(|n| is_member(n, member)) {
             return Err(format!(
                 "no {} in the archive",
-                zooaudit_formats::quote(&member)
+                zooaudit_formats::quote(member)
             ));
         }
         let f = std::fs::File::open(archive).map_err(|e| e.to_string())?;
@@ -274,7 +274,7 @@ pub fn extract_member(
         }
         Err(format!(
             "no {} in the archive",
-            zooaudit_formats::quote(&member)
+            zooaudit_formats::quote(member)
         ))
     } else {
         Err(format!(

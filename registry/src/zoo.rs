@@ -235,7 +235,7 @@ impl Zoo {
                                 &format!("model[{i}].watch"),
                                 format!(
                                     "{}: expected hf://<owner>/<repo>",
-                                    zooaudit_formats::quote(&w)
+                                    zooaudit_formats::quote(w)
                                 ),
                             )
                         })?;
@@ -247,7 +247,7 @@ impl Zoo {
                             &format!("model[{i}].file"),
                             format!(
                                 "{}: a path inside the repository",
-                                zooaudit_formats::quote(&file)
+                                zooaudit_formats::quote(file)
                             ),
                         ));
                     }
@@ -332,7 +332,7 @@ impl Zoo {
                     if m.model.name == cand.model.name {
                         return Err(err(format!(
                             "{} is the candidate itself",
-                            zooaudit_formats::quote(&name)
+                            zooaudit_formats::quote(name)
                         )));
                     }
                     let ind = m.provenance.independence_from(&cand.provenance);

@@ -7,6 +7,9 @@ use std::process::{Command, Output};
 
 use zooaudit_testsupport as support;
 
+#[path = "cli/kill.rs"]
+mod kill;
+
 fn zooaudit(args: &[&str]) -> Output {
     support::require_ort();
     Command::new(env!("CARGO_BIN_EXE_zooaudit"))
@@ -2063,4 +2066,45 @@ fn the_guard_notices_a_population_it_was_not_calibrated_on_and_recalibrates() {
     }
     let (caught, total) = offline(&recalibrated, &[&triggered]);
     assert!(caught as f64 >= 0.95 * total as f64, "{caught}/{total}");
+}
+
+/// A hostile file cannot drive the reader's terminal or break the error
+/// over lines: a manifest path and a model name full of newlines and an
+/// ANSI escape come back as one `error:` line with the control characters
+/// written as escapes.
+#[test]
+fn control_characters_in_an_input_never_reach_the_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let audit = tmp.path().join("audit.toml");
+    std::fs::write(
+        &audit,
+        "format_version = \"1.0\"\ncandidates = [\"evil\\n\\u001b[31mred.toml\"]\nreferences = [\"r.toml\"]\ntriggers = \"t.toml\"\nseed = 1\n[faces]\nunlabeled = [\".\"]\n",
+    )
+    .unwrap();
+    let o = zooaudit(&["audit", s(&audit), "--out", s(&tmp.path().join("out"))]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+    assert_eq!(err.lines().count(), 1, "{err:?}");
+    assert!(
+        err.contains("candidates[0]") && err.contains("\\u{1b}[31mred.toml"),
+        "{err:?}"
+    );
+    let zoo = tmp.path().join("zoo.toml");
+    std::fs::write(
+        &zoo,
+        format!(
+            "format_version = \"1.0\"\n[[model]]\nmanifest = {:?}\nwatch = \"hf://a\\nb\\u001b]0;x\\u0007\"\nfile = \"m.onnx\"\n",
+            support::example_manifest("sface.toml")
+        ),
+    )
+    .unwrap();
+    let o = zooaudit(&["fetch", s(&zoo)]);
+    let err = stderr(&o);
+    assert!(!err.contains('\u{1b}') && !err.contains('\u{7}'), "{err:?}");
+    assert_eq!(err.lines().count(), 1, "{err:?}");
+    assert!(
+        err.contains("model[0].watch: 'hf://a\\nb\\u{1b}]0;x\\u{7}'"),
+        "{err:?}"
+    );
 }

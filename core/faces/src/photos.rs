@@ -1,7 +1,9 @@
 //! Aligning a folder of ordinary photos (`zooaudit faces align`): every
 //! photo's faces detected, each aligned to a 112×112 PNG named after the
 //! photo's path, and `faces.csv` (one row per face: source, index, box,
-//! score, five landmarks, file) written atomically at the end.
+//! score, five landmarks, file) written atomically at the end. Every file
+//! is written through a temporary file and a rename, so a killed run leaves
+//! whole files only, and a rerun writes the same ones again.
 
 use std::path::{Path, PathBuf};
 
@@ -97,8 +99,13 @@ pub fn align_photos(
         for (i, d) in found.faces.iter().enumerate() {
             let name = format!("{stem}__f{i}.png");
             let dest = out.join(&name);
+            // Encoded whole, then written atomically: a run killed midway
+            // leaves no truncated crop behind.
+            let mut png = std::io::Cursor::new(Vec::new());
             align(&photo, &d.landmarks)
-                .save(&dest)
+                .write_to(&mut png, image::ImageFormat::Png)
+                .map_err(|e| write_error(&dest, e))?;
+            zooaudit_formats::write_atomic(&dest, png.get_ref())
                 .map_err(|e| write_error(&dest, e))?;
             let mut row = vec![csv_field(&path.display().to_string()), i.to_string()];
             row.extend(d.bbox.iter().map(|v| format!("{v:.2}")));

@@ -242,7 +242,7 @@ impl ModelManifest {
                 "model.sha256",
                 format!(
                     "{} is not 64 hexadecimal digits",
-                    zooaudit_formats::quote(&h)
+                    zooaudit_formats::quote(h)
                 ),
             ));
         }

@@ -305,7 +305,7 @@ pub fn splice(
     if info.names.contains(to) {
         return err(format!(
             "tensor name {} is already used",
-            zooaudit_formats::quote(&to)
+            zooaudit_formats::quote(to)
         ));
     }
     for i in initializers {
@@ -358,7 +358,7 @@ pub fn add_output(model: &[u8], tensor: &str) -> Result<Vec<u8>, GraphError> {
     if !info.names.contains(tensor) {
         return err(format!(
             "no tensor named {}",
-            zooaudit_formats::quote(&tensor)
+            zooaudit_formats::quote(tensor)
         ));
     }
     let (_, graph) = model_graph(model)?;

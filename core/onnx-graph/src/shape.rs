@@ -48,7 +48,7 @@ pub fn free_batch(model: &[u8], input: &str) -> Result<Vec<u8>, GraphError> {
     if !found {
         return err(format!(
             "input {} has no tensor shape to free",
-            zooaudit_formats::quote(&input)
+            zooaudit_formats::quote(input)
         ));
     }
     replace_graph(model, &new_graph)
@@ -160,7 +160,7 @@ pub fn set_input_dims(
     if !found {
         return err(format!(
             "input {} has no tensor shape to set",
-            zooaudit_formats::quote(&input)
+            zooaudit_formats::quote(input)
         ));
     }
     replace_graph(model, &new_graph)

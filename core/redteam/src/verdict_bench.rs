@@ -162,7 +162,7 @@ fn suite_with(
                 .ok_or_else(|| {
                     RedteamError::file(
                         &extra.path,
-                        format!("no trigger named {}", zooaudit_formats::quote(&n)),
+                        format!("no trigger named {}", zooaudit_formats::quote(n)),
                     )
                 })?;
             s.triggers.push(t.clone());

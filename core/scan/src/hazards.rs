@@ -316,7 +316,7 @@ fn external_location(
         Err(_) => {
             bad(format!(
                 "{} does not exist beside the model",
-                zooaudit_formats::quote(&loc)
+                zooaudit_formats::quote(loc)
             ));
             return;
         }
@@ -336,7 +336,7 @@ fn external_location(
         if std::fs::metadata(&path).is_err() {
             bad(format!(
                 "{} is a dangling link",
-                zooaudit_formats::quote(&loc)
+                zooaudit_formats::quote(loc)
             ));
             return;
         }

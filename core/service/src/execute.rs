@@ -226,7 +226,7 @@ impl Runner {
                 [] => {
                     return Err(format!(
                         "{repo}@{commit}: no file matches {}",
-                        zooaudit_formats::quote(&file)
+                        zooaudit_formats::quote(file)
                     ));
                 }
                 many => {

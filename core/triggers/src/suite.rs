@@ -250,7 +250,7 @@ impl RawTrigger {
                     f("pattern"),
                     format!(
                         "{} is not a known pattern (noise), or give file instead",
-                        zooaudit_formats::quote(&p)
+                        zooaudit_formats::quote(p)
                     ),
                 ));
             }

@@ -142,7 +142,7 @@ impl OpenOptions {
                                 k,
                                 format!(
                                     "{} is not one of auto, native, per-sample",
-                                    zooaudit_formats::quote(&other)
+                                    zooaudit_formats::quote(other)
                                 ),
                             ));
                         }
@@ -159,7 +159,7 @@ impl OpenOptions {
                                 k,
                                 format!(
                                     "{} is not one of disable, basic, extended, all",
-                                    zooaudit_formats::quote(&other)
+                                    zooaudit_formats::quote(other)
                                 ),
                             ));
                         }
@@ -174,10 +174,7 @@ impl OpenOptions {
             other => {
                 return Err(option_error(
                     "execution_provider",
-                    format!(
-                        "{} is not one of cpu, cuda",
-                        zooaudit_formats::quote(&other)
-                    ),
+                    format!("{} is not one of cpu, cuda", zooaudit_formats::quote(other)),
                 ));
             }
         };

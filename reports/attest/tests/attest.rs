@@ -335,7 +335,8 @@ fn envelopes_the_fuzzer_found_are_refused_in_one_line() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let bytes = std::fs::read(entry.unwrap().path()).unwrap();
         for policy in [Policy::AnyTrusted, Policy::AllMustVerify] {
-            let e = zooaudit_attest::verify_statement(&bytes, &[key.clone()], policy).unwrap_err();
+            let e = zooaudit_attest::verify_statement(&bytes, std::slice::from_ref(&key), policy)
+                .unwrap_err();
             let m = e.to_string();
             assert!(!m.contains('\n') && m.len() < 2000, "{m:?}");
         }

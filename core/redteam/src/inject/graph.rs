@@ -48,7 +48,7 @@ pub(super) fn ports(
                     &opts.manifest,
                     format!(
                         "output.name: the model has no output {}",
-                        zooaudit_formats::quote(&n)
+                        zooaudit_formats::quote(n)
                     ),
                 ));
             }
@@ -125,7 +125,7 @@ impl std::str::FromStr for Hiding {
             .ok_or_else(|| {
                 format!(
                     "unknown hiding {} (none, arithmetic-gate, dense-detector)",
-                    zooaudit_formats::quote(&s)
+                    zooaudit_formats::quote(s)
                 )
             })
     }
