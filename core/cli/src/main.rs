@@ -17,14 +17,7 @@ fn main() -> ExitCode {
             // One line, and nothing a terminal would obey: control
             // characters that reached an error from a hostile input are
             // printed as escapes.
-            let mut line = String::new();
-            for c in format!("{e:#}").chars() {
-                if c.is_control() {
-                    line.extend(c.escape_default());
-                } else {
-                    line.push(c);
-                }
-            }
+            let line = zooaudit_formats::escape_controls(&format!("{e:#}"));
             eprintln!("error: {line}");
             ExitCode::from(2)
         }

@@ -150,16 +150,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
 /// Longest run of a stranger's text [`quote`] keeps.
 pub const QUOTE_MAX_CHARS: usize = 80;
 
-/// A value from an input quoted for a one-line error: `'value'`, with
-/// control characters (newlines, escape sequences a terminal would obey)
-/// written as Rust escapes and anything over [`QUOTE_MAX_CHARS`] cut with
-/// `…`. Every error that repeats what a file, request or model said
-/// quotes it through here, so a hostile input can neither break the error
-/// over lines nor drive the reader's terminal.
-pub fn quote(value: &str) -> String {
-    let mut out = String::from("'");
-    for (i, c) in value.chars().enumerate() {
-        if i == QUOTE_MAX_CHARS {
+/// Appends `text` to `out` with control characters written as Rust
+/// escapes, cut with `…` after `max` characters.
+fn push_escaped(out: &mut String, text: &str, max: usize) {
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
             out.push('…');
             break;
         }
@@ -169,7 +164,27 @@ pub fn quote(value: &str) -> String {
             out.push(c);
         }
     }
+}
+
+/// A value from an input quoted for a one-line error: `'value'`, with
+/// control characters (newlines, escape sequences a terminal would obey)
+/// written as Rust escapes and anything over [`QUOTE_MAX_CHARS`] cut with
+/// `…`. Every error that repeats what a file, request or model said
+/// quotes it through here, so a hostile input can neither break the error
+/// over lines nor drive the reader's terminal.
+pub fn quote(value: &str) -> String {
+    let mut out = String::from("'");
+    push_escaped(&mut out, value, QUOTE_MAX_CHARS);
     out.push('\'');
+    out
+}
+
+/// `text` with control characters written as Rust escapes, whole: what
+/// the command line prints an error through, so nothing in it reaches the
+/// terminal as a control character.
+pub fn escape_controls(text: &str) -> String {
+    let mut out = String::new();
+    push_escaped(&mut out, text, usize::MAX);
     out
 }
 
@@ -187,16 +202,6 @@ pub fn one_line(message: impl Into<String>) -> String {
         return message;
     }
     let mut out = String::new();
-    for (i, c) in message.chars().enumerate() {
-        if i == MESSAGE_MAX_CHARS {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
+    push_escaped(&mut out, &message, MESSAGE_MAX_CHARS);
     out
 }
