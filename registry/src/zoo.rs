@@ -151,10 +151,11 @@ pub fn manifests_of(paths: &[PathBuf]) -> Result<Vec<ModelManifest>, ZooError> {
                 path: path.clone(),
                 message: format!("cannot read: {e}"),
             })?;
+        // Parsed from the text already read: each file is read once.
         if looks_like_zoo(&text) {
-            out.extend(Zoo::load(path)?.models);
+            out.extend(Zoo::parse(path, &text)?.models);
         } else {
-            out.push(ModelManifest::load(path)?);
+            out.push(ModelManifest::parse(path, &text)?);
         }
     }
     Ok(out)
