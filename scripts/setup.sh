@@ -43,11 +43,12 @@ PY
   log "ONNX Runtime library at $dir/lib/$ORT_LIB"
 fi
 
-if [ ! -x "$dir/venv/bin/python" ] || ! "$dir/venv/bin/python" -c "import onnxruntime, numpy, PIL, securesystemslib, cryptography" 2>/dev/null; then
+if [ ! -x "$dir/venv/bin/python" ] || ! "$dir/venv/bin/python" -c "import onnxruntime, numpy, PIL, securesystemslib, cryptography, model_signing, OpenSSL" 2>/dev/null; then
   log "creating the Python reference venv"
   python3 -m venv "$dir/venv"
   "$dir/venv/bin/pip" install -q --disable-pip-version-check "$dir/wheels/$ORT_WHEEL" numpy pillow \
-    securesystemslib==1.6.0 "cryptography>=44" >&2
+    securesystemslib==1.6.0 "cryptography>=44" \
+    model-signing==1.1.1 pyopenssl==26.4.0 >&2
 fi
 
 echo "export ORT_DYLIB_PATH='$dir/lib/$ORT_LIB'"

@@ -1,0 +1,169 @@
+//! OpenSSF model signing (the `model-signing` 1.x package, Sigstore's
+//! model-transparency): what a publisher's signature over a model says and
+//! whether it holds, and a countersignature the standard tool accepts.
+//!
+//! - [`hash`]: the model's *root digest*: every file's sha256 (a single
+//!   file is the resource `"."`; a directory's files by their POSIX paths,
+//!   sorted component by component, the git files at its root left out),
+//!   and sha256 over those digests in that order.
+//! - [`bundle`]: the signature file, a Sigstore bundle
+//!   (`application/vnd.dev.sigstore.bundle.v0.3+json`) holding a DSSE
+//!   envelope whose in-toto statement has predicate type
+//!   `https://model_signing/signature/v1.0`, one subject (the root digest)
+//!   and the resources; read strictly, every fault one line.
+//! - [`keys`]: ECDSA P-256 (SHA-256) and P-384 (SHA-384) over the DSSE PAE,
+//!   DER signatures, PEM keys.
+//!
+//! Key mode only so far: [`verify_key`] and [`sign_key`]. Certificate and
+//! keyless modes are not implemented.
+
+pub mod bundle;
+pub mod hash;
+pub mod keys;
+
+use std::path::{Path, PathBuf};
+
+pub use bundle::{Bundle, MEDIA_TYPE, PAYLOAD_TYPE, PREDICATE_TYPE};
+pub use hash::{ModelDigest, Resource, hash_model};
+pub use keys::{PrivateKey, PublicKey};
+
+/// A fault with a model, its signature or a key. One line each, naming the
+/// file at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignError {
+    /// The model could not be read or hashed.
+    #[error("{path}: {message}")]
+    Model { path: PathBuf, message: String },
+    /// The signature file is not a model-signing bundle this reader
+    /// accepts.
+    #[error("{path}: {message}")]
+    Bundle { path: PathBuf, message: String },
+    /// The key file is not a key this crate uses.
+    #[error("{path}: {message}")]
+    Key { path: PathBuf, message: String },
+    /// The bundle is well formed but does not vouch for this model with this
+    /// key.
+    #[error("{path}: signature does not hold: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl SignError {
+    pub(crate) fn model(path: &Path, message: impl Into<String>) -> SignError {
+        SignError::Model {
+            path: path.to_path_buf(),
+            message: zooaudit_formats::one_line(message),
+        }
+    }
+    pub(crate) fn bundle(path: &Path, message: impl Into<String>) -> SignError {
+        SignError::Bundle {
+            path: path.to_path_buf(),
+            message: zooaudit_formats::one_line(message),
+        }
+    }
+    pub(crate) fn key(path: &Path, message: impl Into<String>) -> SignError {
+        SignError::Key {
+            path: path.to_path_buf(),
+            message: zooaudit_formats::one_line(message),
+        }
+    }
+    pub(crate) fn invalid(path: &Path, message: impl Into<String>) -> SignError {
+        SignError::Invalid {
+            path: path.to_path_buf(),
+            message: zooaudit_formats::one_line(message),
+        }
+    }
+}
+
+/// What a verified signature vouches for.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The model's root digest (lowercase hex), as the bundle's subject and
+    /// the files on disk give it.
+    pub root_sha256: String,
+    /// The subject's name in the statement (informational; the standard
+    /// verifier does not check it either).
+    pub subject_name: String,
+    /// The signer's key: `ecdsa-p256` or `ecdsa-p384`, and the sha256 of its
+    /// PEM (the bundle's `publicKey.hint` when present).
+    pub key_kind: &'static str,
+    pub key_sha256: String,
+    /// Files the signer left out of the signature (`ignore_paths` in the
+    /// signed statement, beyond the git files): a verifier should show them.
+    pub ignored: Vec<String>,
+    /// Files covered.
+    pub files: usize,
+}
+
+/// Verifies the key-mode bundle at `signature` over the model at `model`
+/// (a file or a directory) with the publisher's public key: the bundle's
+/// structure, the ECDSA signature over the DSSE PAE, the statement, that
+/// the resources hash to the subject, and that the files on disk are
+/// exactly the signed ones (none added, missing or changed).
+pub fn verify_key(model: &Path, signature: &Path, key: &PublicKey) -> Result<Verified, SignError> {
+    let bundle = Bundle::read(signature)?;
+    let payload = bundle.verify_signature(signature, key)?;
+    let statement = bundle::Statement::parse(signature, &payload)?;
+    let mut ignore: Vec<String> = statement.ignore_paths.clone();
+    if let Some(rel) = inside(model, signature) {
+        ignore.push(rel);
+    }
+    let on_disk = hash_model(model, &ignore)?;
+    statement.matches(signature, &on_disk)?;
+    if let Some(hint) = &bundle.key_hint
+        && !hint.is_empty()
+        && *hint != key.pem_sha256()
+    {
+        return Err(SignError::invalid(
+            signature,
+            "publicKey.hint names another key than the one given",
+        ));
+    }
+    Ok(Verified {
+        root_sha256: statement.root_sha256.clone(),
+        subject_name: statement.subject_name.clone(),
+        key_kind: key.kind(),
+        key_sha256: key.pem_sha256(),
+        ignored: statement
+            .ignore_paths
+            .iter()
+            .filter(|p| !hash::GIT_PATHS.contains(&p.as_str()))
+            .cloned()
+            .collect(),
+        files: on_disk.resources.len(),
+    })
+}
+
+/// Signs the model at `model` with `key` in key mode: the Sigstore bundle
+/// JSON that `model_signing verify key` accepts. `signature` is where it
+/// will be written (left out of the hash when it lies inside the model).
+pub fn sign_key(model: &Path, signature: &Path, key: &PrivateKey) -> Result<String, SignError> {
+    let mut ignore: Vec<String> = Vec::new();
+    if let Some(rel) = inside(model, signature) {
+        ignore.push(rel);
+    }
+    let digest = hash_model(model, &ignore)?;
+    let mut ignore_paths: Vec<String> = hash::GIT_PATHS.iter().map(|s| s.to_string()).collect();
+    ignore_paths.extend(ignore);
+    let payload = bundle::statement_json(&digest, &ignore_paths);
+    Ok(bundle::key_bundle(&payload, key))
+}
+
+/// `inner`'s path relative to the directory `model`, POSIX form, when it
+/// lies inside it.
+fn inside(model: &Path, inner: &Path) -> Option<String> {
+    let model = std::fs::canonicalize(model).ok()?;
+    if !model.is_dir() {
+        return None;
+    }
+    let parent = inner.parent().filter(|p| !p.as_os_str().is_empty());
+    let dir = std::fs::canonicalize(parent.unwrap_or(Path::new("."))).ok()?;
+    let full = dir.join(inner.file_name()?);
+    let rel = full.strip_prefix(&model).ok()?;
+    Some(
+        rel.components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join("/"),
+    )
+}
