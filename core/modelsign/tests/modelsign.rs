@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use base64::Engine;
-use zooaudit_modelsign::{PrivateKey, PublicKey, SignError, hash_model, sign_key, verify_key};
+use zooaudit_modelsign::{
+    PrivateKey, PublicKey, SignError, bundle, hash_model, sign_key, verify_key,
+};
 use zooaudit_testsupport as support;
 
 /// `model_signing ARGS…` from the Python venv.
@@ -170,9 +172,8 @@ fn bundles_signed_by_model_signing_verify_here_and_tampering_is_refused() {
     let (_, other) = python_key(&tmp.path().join(".."), "SECP256R1");
     let e = verify_key(&dir_model, &sig, &PublicKey::read(&other).unwrap()).unwrap_err();
     assert!(matches!(e, SignError::Invalid { .. }), "{e}");
-    for e in [e.to_string()] {
-        assert_eq!(e.lines().count(), 1, "{e}");
-    }
+    let e = e.to_string();
+    assert_eq!(e.lines().count(), 1, "{e}");
 }
 
 /// zooaudit countersigns (P-256 and P-384, a key it made and one Python
@@ -286,6 +287,83 @@ fn malformed_bundles_are_refused_in_one_line() {
             e.starts_with(&format!("{}: ", sig.display())) && e.contains(needle),
             "{needle}: {e}"
         );
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+}
+
+/// Statements a signer could sign that are not what model signing means:
+/// each refused in one line even with a valid signature over it.
+#[test]
+fn signed_statements_that_are_not_model_signatures_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir_model, _) = models(tmp.path());
+    let key = PrivateKey::generate_p256();
+    let digest = hash_model(&dir_model, &[]).unwrap();
+    let good: serde_json::Value =
+        serde_json::from_slice(&bundle::statement_json(&digest, &[])).unwrap();
+    let sig = tmp.path().join("s.sig");
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(Edit, &str)> = vec![
+        (
+            Box::new(|v| v["predicateType"] = "https://slsa.dev/provenance/v1".into()),
+            "predicateType is 'https://slsa.dev/provenance/v1'",
+        ),
+        (
+            Box::new(|v| v["_type"] = "https://in-toto.io/Statement/v0.1".into()),
+            "_type is not",
+        ),
+        (
+            Box::new(|v| {
+                let s = v["subject"][0].clone();
+                v["subject"].as_array_mut().unwrap().push(s);
+            }),
+            "2 subjects, expected 1",
+        ),
+        (
+            Box::new(|v| v["subject"] = serde_json::json!([])),
+            "0 subjects, expected 1",
+        ),
+        (
+            Box::new(|v| {
+                v["predicate"]["resources"]
+                    .as_array_mut()
+                    .unwrap()
+                    .reverse()
+            }),
+            "the resources do not hash to the subject's digest",
+        ),
+        (
+            Box::new(|v| v["predicate"]["resources"][0]["name"] = "../outside".into()),
+            "is not a plain relative path",
+        ),
+        (
+            Box::new(|v| {
+                let r = v["predicate"]["resources"][0].clone();
+                v["predicate"]["resources"].as_array_mut().unwrap().push(r);
+            }),
+            "appears twice",
+        ),
+        (
+            Box::new(|v| v["predicate"]["resources"][0]["algorithm"] = "blake2b".into()),
+            "algorithm 'blake2b'",
+        ),
+        (
+            Box::new(|v| v["predicate"]["serialization"]["method"] = "shards".into()),
+            "serialization method 'shards'",
+        ),
+        (
+            Box::new(|v| v["predicate"]["resources"][0]["digest"] = "zz".into()),
+            "is not 64 hexadecimal digits",
+        ),
+    ];
+    for (edit, needle) in cases {
+        let mut v = good.clone();
+        edit(&mut v);
+        std::fs::write(&sig, bundle::key_bundle(v.to_string().as_bytes(), &key)).unwrap();
+        let e = verify_key(&dir_model, &sig, &key.public()).unwrap_err();
+        assert!(matches!(e, SignError::Invalid { .. }), "{needle}: {e}");
+        let e = e.to_string();
+        assert!(e.contains(needle), "{needle}: {e}");
         assert_eq!(e.lines().count(), 1, "{e}");
     }
 }
