@@ -34,7 +34,7 @@ struct RawBundle {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawMaterial {
     public_key: Option<RawPublicKey>,
-    x509_certificate_chain: Option<serde_json::Value>,
+    x509_certificate_chain: Option<RawChain>,
     certificate: Option<serde_json::Value>,
     #[serde(default)]
     tlog_entries: Vec<serde_json::Value>,
@@ -47,6 +47,18 @@ struct RawPublicKey {
     hint: Option<String>,
     raw_bytes: Option<serde_json::Value>,
     key_details: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChain {
+    certificates: Vec<RawCertificate>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawCertificate {
+    raw_bytes: String,
 }
 
 #[derive(Deserialize)]
@@ -65,12 +77,21 @@ struct RawSignature {
     keyid: Option<String>,
 }
 
-/// A key-mode bundle, read.
+/// What a bundle carries to identify its signer.
+#[derive(Debug, Clone)]
+pub enum Material {
+    /// Key mode: `publicKey.hint`, the sha256 of the signer's PEM public
+    /// key (unauthenticated; the verifier brings the key).
+    Key { hint: Option<String> },
+    /// Certificate mode: `x509CertificateChain`, the signing certificate
+    /// first, then the untrusted certificates towards a root (DER).
+    Chain(Vec<Vec<u8>>),
+}
+
+/// A key- or certificate-mode bundle, read.
 #[derive(Debug, Clone)]
 pub struct Bundle {
-    /// `verificationMaterial.publicKey.hint`: sha256 of the signer's PEM
-    /// public key, unauthenticated.
-    pub key_hint: Option<String>,
+    pub material: Material,
     pub payload: Vec<u8>,
     pub payload_type: String,
     /// The first signature (DER); model-signing verifies only the first.
@@ -118,17 +139,36 @@ impl Bundle {
                 "verificationMaterial: needs exactly one of publicKey, x509CertificateChain, certificate".into(),
             ));
         }
-        let Some(key) = &m.public_key else {
-            return Err(bad(
-                "a certificate-mode or keyless bundle: only key mode (publicKey) is verified by zooaudit so far".into(),
-            ));
+        let material = match (&m.public_key, &m.x509_certificate_chain) {
+            (Some(key), _) => {
+                let _ = (&key.raw_bytes, &key.key_details);
+                Material::Key {
+                    hint: key.hint.clone(),
+                }
+            }
+            (None, Some(chain)) => {
+                if chain.certificates.is_empty() {
+                    return Err(bad(
+                        "verificationMaterial.x509CertificateChain.certificates is empty".into(),
+                    ));
+                }
+                let mut ders = Vec::new();
+                for (i, c) in chain.certificates.iter().enumerate() {
+                    ders.push(STANDARD.decode(c.raw_bytes.as_bytes()).map_err(|e| {
+                        bad(format!(
+                            "verificationMaterial.x509CertificateChain.certificates[{i}].rawBytes is not base64: {e}"
+                        ))
+                    })?);
+                }
+                Material::Chain(ders)
+            }
+            (None, None) => {
+                return Err(bad(
+                    "a keyless (Fulcio certificate + transparency log) bundle: zooaudit verifies key and certificate-chain bundles only".into(),
+                ));
+            }
         };
-        let _ = (
-            &m.tlog_entries,
-            &m.timestamp_verification_data,
-            &key.raw_bytes,
-            &key.key_details,
-        );
+        let _ = (&m.tlog_entries, &m.timestamp_verification_data);
         if raw.message_signature.is_some() {
             return Err(bad(
                 "a messageSignature bundle: model signing uses dsseEnvelope".into(),
@@ -148,7 +188,7 @@ impl Bundle {
             .decode(first.sig.as_bytes())
             .map_err(|e| bad(format!("dsseEnvelope.signatures[0].sig is not base64: {e}")))?;
         Ok(Bundle {
-            key_hint: key.hint.clone(),
+            material,
             payload,
             payload_type: env.payload_type,
             signature,

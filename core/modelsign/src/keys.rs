@@ -88,6 +88,20 @@ impl PublicKey {
     }
 }
 
+impl PublicKey {
+    /// Whether `der` is this key's ECDSA signature over an already hashed
+    /// message (an X.509 certificate's tbsCertificate digest).
+    pub fn verify_prehash(&self, digest: &[u8], der: &[u8]) -> bool {
+        use p256::ecdsa::signature::hazmat::PrehashVerifier;
+        match self {
+            PublicKey::P256(k) => p256::ecdsa::Signature::from_der(der)
+                .is_ok_and(|s| k.verify_prehash(digest, &s).is_ok()),
+            PublicKey::P384(k) => p384::ecdsa::Signature::from_der(der)
+                .is_ok_and(|s| k.verify_prehash(digest, &s).is_ok()),
+        }
+    }
+}
+
 impl PrivateKey {
     /// A PEM private key on P-256 or P-384: SEC1 or PKCS#8 (unencrypted).
     pub fn from_pem(text: &str) -> Result<PrivateKey, String> {

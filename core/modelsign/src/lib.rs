@@ -13,13 +13,19 @@
 //!   and the resources; read strictly, every fault one line.
 //! - [`keys`]: ECDSA P-256 (SHA-256) and P-384 (SHA-384) over the DSSE PAE,
 //!   DER signatures, PEM keys.
+//! - [`x509`]: certificate mode's chain check (as model-signing's, by hand).
 //!
-//! Key mode only so far: [`verify_key`] and [`sign_key`]. Certificate and
-//! keyless modes are not implemented.
+//! [`verify`] takes key and certificate bundles; [`sign_key`] writes key
+//! bundles. Keyless (Fulcio + Rekor) bundles are refused by name: verifying
+//! them needs a transparency-log inclusion proof and a signed timestamp
+//! against Sigstore's trust root, and no maintained Rust crate verifies a
+//! model-signing bundle offline that way (`sigstore-verify` 0.15 refuses
+//! bundles without a timestamp and key-mode material).
 
 pub mod bundle;
 pub mod hash;
 pub mod keys;
+pub mod x509;
 
 use std::path::{Path, PathBuf};
 
@@ -75,19 +81,62 @@ impl SignError {
     }
 }
 
-/// What a verified signature vouches for.
+/// What a verifier trusts: the publisher's public key (key mode) or the
+/// roots a signing certificate must chain to (certificate mode).
 #[derive(Debug, Clone)]
+pub enum Trust {
+    Key(PublicKey),
+    Roots(Vec<x509::Cert>),
+}
+
+impl Trust {
+    /// A PEM public key file.
+    pub fn key_file(path: &Path) -> Result<Trust, SignError> {
+        PublicKey::read(path).map(Trust::Key)
+    }
+
+    /// PEM files of trusted certificates (roots; intermediates may be given
+    /// too, but the path must end at a self-signed one).
+    pub fn chain_files(paths: &[PathBuf]) -> Result<Trust, SignError> {
+        let mut roots = Vec::new();
+        for p in paths {
+            roots.extend(x509::read_trusted(p)?);
+        }
+        Ok(Trust::Roots(roots))
+    }
+}
+
+/// How the signature was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Key,
+    Certificate,
+}
+
+/// What a verified signature vouches for (recorded in reports).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Verified {
+    pub mode: Mode,
+    /// Who signed: `key sha256:<hint>` in key mode, the signing
+    /// certificate's subject in certificate mode.
+    pub signer: String,
     /// The model's root digest (lowercase hex), as the bundle's subject and
     /// the files on disk give it.
     pub root_sha256: String,
     /// The subject's name in the statement (informational; the standard
     /// verifier does not check it either).
     pub subject_name: String,
-    /// The signer's key: `ecdsa-p256` or `ecdsa-p384`, and the sha256 of its
-    /// PEM (the bundle's `publicKey.hint` when present).
-    pub key_kind: &'static str,
+    /// The signing key: `ecdsa-p256` or `ecdsa-p384`, and the sha256 of its
+    /// PEM (the bundle's `publicKey.hint` in key mode).
+    pub key_kind: String,
     pub key_sha256: String,
+    /// Certificate mode: sha256 of the signing certificate's DER, and the
+    /// trusted root the chain ended at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_subject: Option<String>,
     /// Files the signer left out of the signature (`ignore_paths` in the
     /// signed statement, beyond the git files): a verifier should show them.
     pub ignored: Vec<String>,
@@ -95,14 +144,47 @@ pub struct Verified {
     pub files: usize,
 }
 
-/// Verifies the key-mode bundle at `signature` over the model at `model`
-/// (a file or a directory) with the publisher's public key: the bundle's
-/// structure, the ECDSA signature over the DSSE PAE, the statement, that
-/// the resources hash to the subject, and that the files on disk are
-/// exactly the signed ones (none added, missing or changed).
-pub fn verify_key(model: &Path, signature: &Path, key: &PublicKey) -> Result<Verified, SignError> {
+/// Verifies the bundle at `signature` over the model at `model` (a file or
+/// a directory) against `trust`: the bundle's structure, the signing
+/// certificate's chain (certificate mode), the ECDSA signature over the
+/// DSSE PAE, the statement, that the resources hash to the subject, and
+/// that the files on disk are exactly the signed ones (none added, missing
+/// or changed).
+pub fn verify(model: &Path, signature: &Path, trust: &Trust) -> Result<Verified, SignError> {
     let bundle = Bundle::read(signature)?;
-    let payload = bundle.verify_signature(signature, key)?;
+    let (key, mode, signer, chain) = match (&bundle.material, trust) {
+        (bundle::Material::Key { hint }, Trust::Key(key)) => {
+            if let Some(hint) = hint
+                && !hint.is_empty()
+                && *hint != key.pem_sha256()
+            {
+                return Err(SignError::invalid(
+                    signature,
+                    "publicKey.hint names another key than the one given",
+                ));
+            }
+            let signer = format!("key sha256:{}", key.pem_sha256());
+            (key.clone(), Mode::Key, signer, None)
+        }
+        (bundle::Material::Chain(ders), Trust::Roots(roots)) => {
+            let s = x509::verify_chain(ders, roots)
+                .map_err(|m| SignError::invalid(signature, format!("certificate chain: {m}")))?;
+            (s.key.clone(), Mode::Certificate, s.subject.clone(), Some(s))
+        }
+        (bundle::Material::Key { .. }, Trust::Roots(_)) => {
+            return Err(SignError::invalid(
+                signature,
+                "a key-mode bundle (publicKey): verify it with the publisher's public key, not a certificate chain",
+            ));
+        }
+        (bundle::Material::Chain(_), Trust::Key(_)) => {
+            return Err(SignError::invalid(
+                signature,
+                "a certificate-mode bundle (x509CertificateChain): verify it with the trusted root certificates, not a public key",
+            ));
+        }
+    };
+    let payload = bundle.verify_signature(signature, &key)?;
     let statement = bundle::Statement::parse(signature, &payload)?;
     let mut ignore: Vec<String> = statement.ignore_paths.clone();
     if let Some(rel) = inside(model, signature) {
@@ -110,20 +192,15 @@ pub fn verify_key(model: &Path, signature: &Path, key: &PublicKey) -> Result<Ver
     }
     let on_disk = hash_model(model, &ignore)?;
     statement.matches(signature, &on_disk)?;
-    if let Some(hint) = &bundle.key_hint
-        && !hint.is_empty()
-        && *hint != key.pem_sha256()
-    {
-        return Err(SignError::invalid(
-            signature,
-            "publicKey.hint names another key than the one given",
-        ));
-    }
     Ok(Verified {
+        mode,
+        signer,
         root_sha256: statement.root_sha256.clone(),
         subject_name: statement.subject_name.clone(),
-        key_kind: key.kind(),
+        key_kind: key.kind().to_string(),
         key_sha256: key.pem_sha256(),
+        certificate_sha256: chain.as_ref().map(|c| c.fingerprint.clone()),
+        root_subject: chain.map(|c| c.root_subject),
         ignored: statement
             .ignore_paths
             .iter()
@@ -132,6 +209,11 @@ pub fn verify_key(model: &Path, signature: &Path, key: &PublicKey) -> Result<Ver
             .collect(),
         files: on_disk.resources.len(),
     })
+}
+
+/// [`verify`] in key mode.
+pub fn verify_key(model: &Path, signature: &Path, key: &PublicKey) -> Result<Verified, SignError> {
+    verify(model, signature, &Trust::Key(key.clone()))
 }
 
 /// Signs the model at `model` with `key` in key mode: the Sigstore bundle

@@ -12,6 +12,9 @@ use zooaudit_modelsign::{
 };
 use zooaudit_testsupport as support;
 
+#[path = "modelsign/certificate.rs"]
+mod certificate;
+
 /// `model_signing ARGS…` from the Python venv.
 fn model_signing(args: &[&str]) -> Output {
     Command::new(support::python())
@@ -273,8 +276,36 @@ fn malformed_bundles_are_refused_in_one_line() {
             "signatures is empty",
         ),
         (
-            with(&|v| v["verificationMaterial"]["x509CertificateChain"] = serde_json::json!({})),
+            with(&|v| {
+                v["verificationMaterial"]["x509CertificateChain"] =
+                    serde_json::json!({"certificates": []})
+            }),
             "exactly one of",
+        ),
+        (
+            with(&|v| {
+                let m = &mut v["verificationMaterial"];
+                m["x509CertificateChain"] =
+                    serde_json::json!({"certificates": [{"rawBytes": "M%"}]});
+                m.as_object_mut().unwrap().remove("publicKey");
+            }),
+            "certificates[0].rawBytes is not base64",
+        ),
+        (
+            with(&|v| {
+                let m = &mut v["verificationMaterial"];
+                m["x509CertificateChain"] = serde_json::json!({"certificates": []});
+                m.as_object_mut().unwrap().remove("publicKey");
+            }),
+            "certificates is empty",
+        ),
+        (
+            with(&|v| {
+                let m = &mut v["verificationMaterial"];
+                m.as_object_mut().unwrap().remove("publicKey");
+                m["certificate"] = serde_json::json!({"rawBytes": "AAAA"});
+            }),
+            "a keyless",
         ),
         (good[..good.len() / 2].to_string(), "not a Sigstore bundle"),
     ];
