@@ -219,9 +219,10 @@ pub use zooaudit_formats::sha256_file;
 
 /// The digest that identifies a model on disk: for a file its sha256; for a
 /// directory (a model shipped as several files) the OpenSSF model-signing
-/// root digest — sha256 over the concatenated raw sha256 digests of every
-/// regular file below it, in sorted relative-path order ('/'-separated).
-/// Symbolic links are refused, so the digest covers exactly what is there.
+/// root digest, exactly as `model-signing` 1.x computes it
+/// ([`zooaudit_modelsign::hash_model`]: every regular file's sha256 in
+/// path-component order, the git files at the root left out). Symbolic
+/// links are refused, so the digest covers exactly what is there.
 pub fn model_digest(path: &Path) -> Result<String, std::io::Error> {
     let meta = std::fs::symlink_metadata(path)?;
     if meta.is_file() {
@@ -232,39 +233,9 @@ pub fn model_digest(path: &Path) -> Result<String, std::io::Error> {
             "neither a regular file nor a directory",
         ));
     }
-    let mut files = Vec::new();
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            let kind = entry.file_type()?;
-            let p = entry.path();
-            if kind.is_dir() {
-                stack.push(p);
-            } else if kind.is_file() {
-                let rel = p
-                    .strip_prefix(path)
-                    .map_err(std::io::Error::other)?
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                    .collect::<Vec<_>>()
-                    .join("/");
-                files.push((rel, p));
-            } else {
-                return Err(std::io::Error::other(format!(
-                    "{}: links and special files are not part of a model",
-                    p.display()
-                )));
-            }
-        }
-    }
-    files.sort();
-    let mut root = Sha256::new();
-    for (_, p) in &files {
-        let d = hex::decode(sha256_file(p)?).map_err(std::io::Error::other)?;
-        root.update(&d);
-    }
-    Ok(hex::encode(root.finalize()))
+    zooaudit_modelsign::hash_model(path, &[])
+        .map(|d| d.root_hex())
+        .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 /// Resolves `source_text` (relative to `base_dir`) to a local file and checks

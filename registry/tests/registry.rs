@@ -74,6 +74,19 @@ fn a_directory_model_digest_is_the_root_over_sorted_file_digests() {
         zooaudit_registry::model_digest(&d.join("b.bin")).unwrap(),
         hex::encode(Sha256::digest(b"bee"))
     );
+    // Paths sort by component, as model-signing sorts them: `sub/a.json`
+    // before `sub-b` (byte order would put `-` before `/`); the git files
+    // at the root are left out.
+    std::fs::write(d.join("sub-b"), b"dash").unwrap();
+    std::fs::create_dir_all(d.join(".git")).unwrap();
+    std::fs::write(d.join(".git/HEAD"), b"ref").unwrap();
+    let mut root = Sha256::new();
+    for bytes in [&b"ay"[..], b"bee", b"{}", b"dash"] {
+        root.update(Sha256::digest(bytes));
+    }
+    let with_dash = hex::encode(root.finalize());
+    assert_eq!(zooaudit_registry::model_digest(&d).unwrap(), with_dash);
+    std::fs::remove_file(d.join("sub-b")).unwrap();
     // Any change to any file changes the root.
     std::fs::write(d.join("sub/a.json"), b"{ }").unwrap();
     assert_ne!(zooaudit_registry::model_digest(&d).unwrap(), expected);

@@ -211,7 +211,8 @@ pub fn open_and_scan_models(
     ] {
         for path in list.iter() {
             let m = ModelManifest::load(path).map_err(AuditError::from)?;
-            let resolved = Embedder::resolve(&m, &opts.fetch).map_err(AuditError::from)?;
+            let vetted = Embedder::resolve(&m, &opts.fetch).map_err(AuditError::from)?;
+            let resolved = &vetted.resolved;
             if !seen.insert(resolved.sha256.clone()) {
                 return Err(AuditError::file(
                     path,
@@ -224,7 +225,7 @@ pub fn open_and_scan_models(
                 &resolved.path,
                 &resolved.sha256,
             )?);
-            let e = Embedder::open_resolved(m, resolved, plugins).map_err(AuditError::from)?;
+            let e = Embedder::open_resolved(m, vetted, plugins).map_err(AuditError::from)?;
             models.push((e, role));
         }
     }

@@ -58,6 +58,9 @@ pub(crate) fn models(spec: &AuditSpec, opened: &[(Embedder, ModelRole)]) -> Vec<
                 .iter()
                 .find(|(p, _)| p == &e.manifest().path)
                 .map(|(_, r)| r.clone()),
+            model_signing_root: zooaudit_modelsign::file_root(&e.resolved().sha256)
+                .unwrap_or_default(),
+            signature: e.signature().cloned(),
         })
         .collect()
 }

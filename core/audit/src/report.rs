@@ -49,6 +49,15 @@ pub struct ModelRecord {
     /// For references chosen from a zoo, why (format 1.1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selection: Option<String>,
+    /// The file's OpenSSF model-signing root digest (sha256 over its raw
+    /// sha256), the subject a model-signing statement over this file names
+    /// (format 1.7).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub model_signing_root: String,
+    /// The publisher's signature, verified before the model was opened,
+    /// when its manifest names one (format 1.7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<zooaudit_embed::SignatureRecord>,
 }
 
 fn yes() -> bool {

@@ -15,6 +15,9 @@ use zooaudit_imaging::{ImageError, Limits, Preprocess};
 use zooaudit_manifest::ModelManifest;
 use zooaudit_registry::{RegistryError, Resolved};
 
+pub mod signature;
+pub use signature::SignatureRecord;
+
 /// Errors of the pipeline. One line each, naming the file and field.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -50,10 +53,19 @@ pub enum EmbedError {
     Output(#[from] zooaudit_formats::ReportError),
 }
 
+/// A model file resolved, checked against its pin and its publisher's
+/// signature, not yet opened.
+#[derive(Debug, Clone)]
+pub struct Vetted {
+    pub resolved: Resolved,
+    pub signature: Option<SignatureRecord>,
+}
+
 /// An opened model ready to embed images.
 pub struct Embedder {
     manifest: ModelManifest,
     resolved: Resolved,
+    signature: Option<SignatureRecord>,
     model: LoadedModel,
     pre: Preprocess,
     /// Images per adapter call.
@@ -123,28 +135,38 @@ impl Embedder {
     }
 
     /// The manifest's model file, fetched if need be and checked against
-    /// its pin; nothing is opened (a caller can inspect the file first, as
-    /// the audit's static scan does).
+    /// its pin and, when the manifest names one, the publisher's signature;
+    /// nothing is opened (a caller can inspect the file first, as the
+    /// audit's static scan does).
     pub fn resolve(
         manifest: &ModelManifest,
         fetch: &zooaudit_registry::FetchOptions,
-    ) -> Result<Resolved, EmbedError> {
-        Ok(zooaudit_registry::resolve_with(
+    ) -> Result<Vetted, EmbedError> {
+        let resolved = zooaudit_registry::resolve_with(
             &manifest.path,
             &manifest.model.source,
             manifest.base_dir(),
             manifest.model.sha256.as_deref(),
             fetch,
-        )?)
+        )?;
+        let signature = signature::check(manifest, &resolved, fetch)?;
+        Ok(Vetted {
+            resolved,
+            signature,
+        })
     }
 
     /// Opens an already [resolved](Embedder::resolve) model file with the
     /// manifest's adapter and checks its input against the manifest.
     pub fn open_resolved(
         manifest: ModelManifest,
-        resolved: Resolved,
+        vetted: Vetted,
         plugins: &PluginSet,
     ) -> Result<Embedder, EmbedError> {
+        let Vetted {
+            resolved,
+            signature,
+        } = vetted;
         let field = |field: &str, message: String| EmbedError::Field {
             manifest: manifest.path.clone(),
             field: field.to_string(),
@@ -204,6 +226,7 @@ impl Embedder {
         Ok(Embedder {
             manifest,
             resolved,
+            signature,
             model,
             pre,
             batch: 32,
@@ -218,6 +241,11 @@ impl Embedder {
     /// The verified model file.
     pub fn resolved(&self) -> &Resolved {
         &self.resolved
+    }
+
+    /// The publisher's signature, verified, when the manifest names one.
+    pub fn signature(&self) -> Option<&SignatureRecord> {
+        self.signature.as_ref()
     }
 
     pub fn model(&self) -> &LoadedModel {

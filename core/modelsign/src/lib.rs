@@ -142,6 +142,10 @@ pub struct Verified {
     pub ignored: Vec<String>,
     /// Files covered.
     pub files: usize,
+    /// The signed files' names (`"."` for a single file), as verified on
+    /// disk.
+    #[serde(skip)]
+    pub resources: Vec<String>,
 }
 
 /// Verifies the bundle at `signature` over the model at `model` (a file or
@@ -208,7 +212,16 @@ pub fn verify(model: &Path, signature: &Path, trust: &Trust) -> Result<Verified,
             .cloned()
             .collect(),
         files: on_disk.resources.len(),
+        resources: on_disk.resources.iter().map(|r| r.name.clone()).collect(),
     })
+}
+
+/// The model-signing root digest of a single file whose sha256 is
+/// `file_sha256` (hex): sha256 over the raw digest, the subject a
+/// model-signing statement over that file alone names.
+pub fn file_root(file_sha256: &str) -> Option<String> {
+    let raw = hex::decode(file_sha256).ok().filter(|d| d.len() == 32)?;
+    Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&raw)))
 }
 
 /// [`verify`] in key mode.

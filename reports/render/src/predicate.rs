@@ -157,13 +157,30 @@ pub fn file_name(path: &str) -> String {
         .unwrap_or_else(|| path.to_string())
 }
 
+/// One subject per candidate by its file's sha256, and (format 1.3) one by
+/// its OpenSSF model-signing root digest, and one by the signed directory's
+/// root when the publisher signed a directory: a verifier holding a
+/// model-signing bundle matches its subject to this statement's.
 fn subjects(report: &AuditReport) -> Vec<ResourceDescriptor> {
-    report
-        .models
-        .iter()
-        .filter(|m| m.role == "candidate")
-        .map(|m| ResourceDescriptor::sha256(&m.name, &m.source, &m.sha256))
-        .collect()
+    let mut out = Vec::new();
+    for m in report.models.iter().filter(|m| m.role == "candidate") {
+        out.push(ResourceDescriptor::sha256(&m.name, &m.source, &m.sha256));
+        if !m.model_signing_root.is_empty() {
+            out.push(ResourceDescriptor::sha256(
+                &format!("{}#model-signing", m.name),
+                &m.source,
+                &m.model_signing_root,
+            ));
+        }
+        if let Some(sig) = m.signature.as_ref().filter(|s| s.covers == "directory") {
+            out.push(ResourceDescriptor::sha256(
+                &format!("{}#model-signing-directory", m.name),
+                "",
+                &sig.verified.root_sha256,
+            ));
+        }
+    }
+    out
 }
 
 /// The audit statement: one subject per candidate.
