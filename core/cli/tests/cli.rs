@@ -9,6 +9,8 @@ use zooaudit_testsupport as support;
 
 #[path = "cli/kill.rs"]
 mod kill;
+#[path = "cli/modelsign.rs"]
+mod modelsign;
 
 fn zooaudit(args: &[&str]) -> Output {
     support::require_ort();

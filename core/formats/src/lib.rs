@@ -205,3 +205,22 @@ pub fn one_line(message: impl Into<String>) -> String {
     push_escaped(&mut out, &message, MESSAGE_MAX_CHARS);
     out
 }
+
+/// Writes `bytes` to a new file at `path` with permission bits `mode` (on
+/// Unix) from the moment it exists, and syncs it: for keys, which must never
+/// be readable by others, not even briefly. An existing file is an
+/// `AlreadyExists` error, never overwritten.
+pub fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut f = opts.open(path)?;
+    f.write_all(bytes).and_then(|()| f.sync_all())
+}

@@ -350,7 +350,14 @@ impl Statement {
     }
 
     /// Whether the files on disk are exactly the signed ones.
-    pub fn matches(&self, path: &Path, on_disk: &ModelDigest) -> Result<(), SignError> {
+    /// `path` is the signature file, `model` the model (named in the
+    /// message: a single file's resource `"."` is the model itself).
+    pub fn matches(
+        &self,
+        path: &Path,
+        model: &Path,
+        on_disk: &ModelDigest,
+    ) -> Result<(), SignError> {
         let disk: BTreeMap<&str, &[u8; 32]> = on_disk
             .resources
             .iter()
@@ -361,7 +368,13 @@ impl Statement {
             let shown: Vec<String> = v
                 .iter()
                 .take(5)
-                .map(|s| zooaudit_formats::quote(s))
+                .map(|s| {
+                    if *s == "." {
+                        zooaudit_formats::quote(&model.display().to_string())
+                    } else {
+                        zooaudit_formats::quote(&model.join(s).display().to_string())
+                    }
+                })
                 .collect();
             format!(
                 "{n} ({}{})",

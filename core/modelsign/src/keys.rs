@@ -174,3 +174,39 @@ fn read_key_text(path: &Path) -> Result<String, SignError> {
     }
     std::fs::read_to_string(path).map_err(|e| SignError::key(path, format!("cannot read: {e}")))
 }
+
+/// Writes a new P-256 key pair for model signing: `NAME.key` (PKCS#8 PEM,
+/// mode 0600 from the moment it exists) and `NAME.pub` (PEM
+/// SubjectPublicKeyInfo, 0644), as `zooaudit keygen` writes its ed25519
+/// pair. Existing files are refused unless `force`.
+pub fn keygen_p256(
+    name: &Path,
+    force: bool,
+) -> Result<(PublicKey, [std::path::PathBuf; 2]), SignError> {
+    let with = |ext: &str| {
+        let mut s = name.as_os_str().to_owned();
+        s.push(ext);
+        std::path::PathBuf::from(s)
+    };
+    let (private, public) = (with(".key"), with(".pub"));
+    for p in [&private, &public] {
+        if p.exists() && !force {
+            return Err(SignError::key(p, "exists (use --force to replace it)"));
+        }
+    }
+    let key = PrivateKey::generate_p256();
+    for p in [&private, &public] {
+        match std::fs::remove_file(p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(SignError::key(p, format!("cannot replace: {e}"))),
+        }
+    }
+    let write = |p: &Path, text: String, mode: u32| {
+        zooaudit_formats::write_new_file(p, text.as_bytes(), mode)
+            .map_err(|e| SignError::key(p, format!("cannot write: {e}")))
+    };
+    write(&private, key.to_pem(), 0o600)?;
+    write(&public, key.public().to_pem(), 0o644)?;
+    Ok((key.public(), [private, public]))
+}

@@ -195,7 +195,7 @@ pub fn verify(model: &Path, signature: &Path, trust: &Trust) -> Result<Verified,
         ignore.push(rel);
     }
     let on_disk = hash_model(model, &ignore)?;
-    statement.matches(signature, &on_disk)?;
+    statement.matches(signature, model, &on_disk)?;
     Ok(Verified {
         mode,
         signer,
@@ -233,6 +233,15 @@ pub fn verify_key(model: &Path, signature: &Path, key: &PublicKey) -> Result<Ver
 /// JSON that `model_signing verify key` accepts. `signature` is where it
 /// will be written (left out of the hash when it lies inside the model).
 pub fn sign_key(model: &Path, signature: &Path, key: &PrivateKey) -> Result<String, SignError> {
+    sign_key_with_digest(model, signature, key).map(|(bundle, _)| bundle)
+}
+
+/// [`sign_key`], also returning the model's digest as signed.
+pub fn sign_key_with_digest(
+    model: &Path,
+    signature: &Path,
+    key: &PrivateKey,
+) -> Result<(String, ModelDigest), SignError> {
     let mut ignore: Vec<String> = Vec::new();
     if let Some(rel) = inside(model, signature) {
         ignore.push(rel);
@@ -241,7 +250,7 @@ pub fn sign_key(model: &Path, signature: &Path, key: &PrivateKey) -> Result<Stri
     let mut ignore_paths: Vec<String> = hash::GIT_PATHS.iter().map(|s| s.to_string()).collect();
     ignore_paths.extend(ignore);
     let payload = bundle::statement_json(&digest, &ignore_paths);
-    Ok(bundle::key_bundle(&payload, key))
+    Ok((bundle::key_bundle(&payload, key), digest))
 }
 
 /// `inner`'s path relative to the directory `model`, POSIX form, when it

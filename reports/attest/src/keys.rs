@@ -11,7 +11,6 @@
 //! canonical JSON `{"keytype":"ed25519","keyval":{"public":"<hex>"},"scheme":"ed25519"}`
 //! where `<hex>` is the raw 32-byte public key in lowercase hex.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
@@ -179,22 +178,10 @@ pub fn keygen(name: &Path, force: bool) -> Result<PublicKey, AttestError> {
 }
 
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AttestError> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(mode);
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    let mut f = opts.open(path).map_err(|e| match e.kind() {
+    zooaudit_formats::write_new_file(path, bytes, mode).map_err(|e| match e.kind() {
         std::io::ErrorKind::AlreadyExists => AttestError::Exists {
             path: path.display().to_string(),
         },
         _ => AttestError::file(path, e),
-    })?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| AttestError::file(path, e))
+    })
 }

@@ -12,10 +12,25 @@ pub struct KeygenArgs {
     /// Overwrite existing key files.
     #[arg(long)]
     force: bool,
+    /// An ECDSA P-256 pair for OpenSSF model signing (`sign-model`,
+    /// `audit --sign-model`) instead of ed25519.
+    #[arg(long)]
+    p256: bool,
 }
 
 impl KeygenArgs {
     pub fn run(self) -> Result<u8> {
+        if self.p256 {
+            let (public, [private, public_path]) =
+                zooaudit_modelsign::keys::keygen_p256(&self.out, self.force)?;
+            println!("private key: {} (mode 0600, P-256)", private.display());
+            println!("public key:  {}", public_path.display());
+            println!(
+                "key sha256:  {} (model-signing publicKey.hint)",
+                public.pem_sha256()
+            );
+            return Ok(0);
+        }
         let public = zooaudit_attest::keys::keygen(&self.out, self.force)?;
         let (private, public_path) = zooaudit_attest::keys::key_paths(&self.out);
         println!("private key: {} (mode 0600)", private.display());

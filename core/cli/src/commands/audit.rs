@@ -33,6 +33,11 @@ pub struct AuditArgs {
     /// With --sign-key, also write <out>/test-result.dsse.json (in-toto test-result v0.1).
     #[arg(long, requires = "sign_key")]
     test_result: bool,
+    /// Countersign each candidate with no backdoor indicated: an OpenSSF
+    /// model-signing bundle over its file, <out>/<candidate>.model.sig,
+    /// with this P-256/P-384 key (`keygen --p256`).
+    #[arg(long, value_name = "PEM")]
+    sign_model: Option<PathBuf>,
     /// A zoo file (overrides the audit file's `zoo`).
     #[arg(long, value_name = "ZOO")]
     zoo: Option<PathBuf>,
@@ -69,6 +74,11 @@ impl AuditArgs {
             .as_deref()
             .map(zooaudit_attest::SecretKey::read)
             .transpose()?;
+        let model_key = self
+            .sign_model
+            .as_deref()
+            .map(zooaudit_modelsign::PrivateKey::read)
+            .transpose()?;
         let refs = (!self.references.is_empty()).then_some(self.references.as_slice());
         let spec = zooaudit_audit::AuditSpec::load_with(
             &self.audit,
@@ -99,6 +109,18 @@ impl AuditArgs {
             for p in zooaudit_render::write_attestations(&report, out, key, self.test_result)? {
                 if !shown.quiet() {
                     eprintln!("signed: {} (keyid {})", p.display(), key.public().keyid());
+                }
+                signed.push(p);
+            }
+        }
+        if let Some(key) = &model_key {
+            for p in super::modelsign::countersign(&report, out, key)? {
+                if !shown.quiet() {
+                    eprintln!(
+                        "countersigned: {} (model-signing, key sha256 {})",
+                        p.display(),
+                        key.public().pem_sha256()
+                    );
                 }
                 signed.push(p);
             }

@@ -13,6 +13,7 @@ mod bench;
 mod faces;
 mod guard;
 mod models;
+mod modelsign;
 mod pair;
 mod progress;
 mod redteam;
@@ -48,12 +49,19 @@ enum Command {
     /// Audit candidate models against references: writes report.json and
     /// scores.csv. Exit 0 no backdoor indicated, 1 indicated, 2 error, 3 inconclusive.
     Audit(Box<audit::AuditArgs>),
-    /// Write an ed25519 key pair: NAME.key (private, 0600) and NAME.pub (public, PEM).
+    /// Write a key pair: NAME.key (private, 0600) and NAME.pub (public,
+    /// PEM); ed25519 for attestations, or --p256 for model signing.
     Keygen(attest::KeygenArgs),
     /// Sign an existing report.json: writes attestation.dsse.json beside it.
     Sign(attest::SignArgs),
     /// Verify a signed attestation. Exit 0 valid, 1 invalid, 2 error.
     Verify(attest::VerifyArgs),
+    /// Verify a publisher's OpenSSF model-signing bundle over a model (key
+    /// or certificate mode). Exit 0 valid, 1 invalid, 2 error.
+    VerifyModel(modelsign::VerifyModelArgs),
+    /// Sign a model (file or directory) with a P-256/P-384 key: an OpenSSF
+    /// model-signing bundle that `model_signing verify key` accepts.
+    SignModel(modelsign::SignModelArgs),
     /// Re-render report.html and summary.md from a report.json (and scores.csv).
     Render(attest::RenderArgs),
     /// Fetch and verify the models of manifests or zoo files (hf://,
@@ -119,6 +127,8 @@ impl Cli {
             Command::Keygen(a) => a.run(),
             Command::Sign(a) => a.run(),
             Command::Verify(a) => a.run(),
+            Command::VerifyModel(a) => a.run(),
+            Command::SignModel(a) => a.run(),
             Command::Render(a) => a.run(),
             Command::Pair { command } => command.run(dirs),
             Command::Guard { command } => command.run(dirs),

@@ -195,6 +195,19 @@ impl FetchArgs {
                 &opts,
             )?;
             let secs = t.elapsed().as_secs_f64();
+            if let Some(sig) = zooaudit_embed::signature::check(&m, &r, &opts)? {
+                let v = &sig.verified;
+                eprintln!(
+                    "  publisher signature verified ({} mode, {}): {}, root digest {}",
+                    serde_json::to_value(v.mode)?.as_str().unwrap_or("?"),
+                    sig.covers,
+                    v.signer,
+                    v.root_sha256
+                );
+                for i in &v.ignored {
+                    eprintln!("  warning: the signer left {i} out of the signature");
+                }
+            }
             let pin = if r.pinned {
                 ", sha256 pin verified"
             } else {
