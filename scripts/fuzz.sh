@@ -27,7 +27,7 @@ if ! command -v c++ >/dev/null 2>&1; then
 fi
 secs=${1:-30}
 shift || true
-all=(manifest audit_file zoo trigger_suite pair_bundle report dsse onnx image guard_request npy)
+all=(manifest audit_file zoo trigger_suite pair_bundle report dsse onnx image guard_request npy model_signature)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 shared=${ZOOAUDIT_SHARED:-../shared}
@@ -67,7 +67,7 @@ if [ -f "$face" ]; then
   cp -f "$face" "$work/corpus/guard_request/seed-face"
   printf '{"images": ["%s", "AAEC"]}' "$(base64 -w0 "$face")" > "$work/corpus/guard_request/seed-batch"
 fi
-for t in pair_bundle report dsse npy; do
+for t in pair_bundle report dsse npy model_signature; do
   seed "$t" tests/fuzz/seeds/"$t"/*
 done
 # Every crash found so far, fixed: libFuzzer runs the corpus first, so a

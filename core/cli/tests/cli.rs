@@ -402,7 +402,7 @@ fn an_hf_model_from_a_zoo_is_fetched_through_the_hub_and_audited_then_offline() 
     );
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    assert_eq!(report["format_version"], "1.6");
+    assert_eq!(report["format_version"], "1.7");
     let sface = &report["models"][0];
     assert_eq!(sface["role"], "candidate");
     assert_eq!(sface["revision"], COMMIT);

@@ -78,8 +78,9 @@ fn every_format_reads_its_major_and_refuses_another_naming_the_file() {
         assert!(junk.contains(f.name()), "{junk}");
     }
     // The versions this build writes (docs/ARCHITECTURE.md lists them).
-    assert_eq!(Format::Report.current().to_string(), "1.6");
-    assert_eq!(Format::Predicate.current().to_string(), "1.2");
+    assert_eq!(Format::Report.current().to_string(), "1.7");
+    assert_eq!(Format::Predicate.current().to_string(), "1.3");
+    assert_eq!(Format::ModelManifest.current().to_string(), "1.1");
 }
 
 /// A file over its format's size limit is refused before it is read, with

@@ -33,6 +33,34 @@ fn a_newer_minor_reads_and_options_become_json() {
     assert_eq!(m.adapter_options(), serde_json::json!({"threads": 2}));
 }
 
+/// `[signature]` (format 1.1): key or certificate mode, paths resolved
+/// against the manifest.
+#[test]
+fn a_signature_section_names_bundle_and_trust() {
+    let text = format!(
+        "{GOOD}\n[signature]\nbundle = \"hf://org/repo/m.sig\"\ncertificate_chain = [\"roots/a.pem\", \"/etc/b.pem\"]\ndirectory = \"repo\"\n"
+    );
+    let m = ModelManifest::parse(Path::new("d/m.toml"), &text).unwrap();
+    let sig = m.signature.as_ref().unwrap();
+    assert_eq!(sig.bundle, "hf://org/repo/m.sig");
+    assert_eq!(sig.key, None);
+    assert_eq!(
+        m.local_path(&sig.certificate_chain[0]),
+        Path::new("d/roots/a.pem")
+    );
+    assert_eq!(
+        m.local_path(&sig.certificate_chain[1]),
+        Path::new("/etc/b.pem")
+    );
+    assert_eq!(sig.directory.as_deref(), Some("repo"));
+    assert!(
+        ModelManifest::parse(Path::new("m.toml"), GOOD)
+            .unwrap()
+            .signature
+            .is_none()
+    );
+}
+
 #[test]
 fn errors_name_the_file_line_or_field() {
     let p = Path::new("m.toml");
@@ -56,7 +84,28 @@ fn errors_name_the_file_line_or_field() {
             "m.toml: model.name:",
         ),
     ];
-    for (text, want) in cases {
+    let signed = |extra: &str| format!("{GOOD}\n[signature]\nbundle = \"m.sig\"\n{extra}");
+    let signature_cases = [
+        (signed(""), "m.toml: signature: give exactly one of `key`"),
+        (
+            signed("key = \"k.pub\"\ncertificate_chain = [\"root.pem\"]"),
+            "m.toml: signature: give exactly one of",
+        ),
+        (
+            signed("key = \"https://example.com/k.pub\""),
+            "m.toml: signature.key: 'https://example.com/k.pub' must be a local path",
+        ),
+        (
+            signed("key = \"k.pub\"\ndirectory = \"\""),
+            "m.toml: signature.directory:",
+        ),
+        (signed("key = \"k.pub\"\nkeys = 1"), "m.toml:19:"),
+        (
+            signed("key = \"k.pub\"").replace("bundle = \"m.sig\"", "bundle = \" \""),
+            "m.toml: signature.bundle: must not be empty",
+        ),
+    ];
+    for (text, want) in cases.into_iter().chain(signature_cases) {
         let err = ModelManifest::parse(p, &text).unwrap_err().to_string();
         assert!(err.starts_with(want), "{err} (wanted {want})");
         assert_eq!(err.lines().count(), 1, "{err}");

@@ -120,9 +120,27 @@ impl PrivateKey {
         Err("not an unencrypted PEM private key on P-256 or P-384 (SEC1 or PKCS#8)".into())
     }
 
-    /// Reads a PEM private key file.
+    /// Reads a PEM private key file, refusing one that group or others can
+    /// read (as ssh, and `zooaudit`'s attestation keys, do).
     pub fn read(path: &Path) -> Result<PrivateKey, SignError> {
         let text = read_key_text(path)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)
+                .map_err(|e| SignError::key(path, format!("cannot read: {e}")))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(SignError::key(
+                    path,
+                    format!(
+                        "private key permissions {:04o} are too open (chmod 600 it)",
+                        mode & 0o777
+                    ),
+                ));
+            }
+        }
         PrivateKey::from_pem(&text).map_err(|m| SignError::key(path, m))
     }
 

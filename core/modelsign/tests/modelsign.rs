@@ -14,6 +14,8 @@ use zooaudit_testsupport as support;
 
 #[path = "modelsign/certificate.rs"]
 mod certificate;
+#[path = "modelsign/mutations.rs"]
+mod mutations;
 
 /// `model_signing ARGS…` from the Python venv.
 fn model_signing(args: &[&str]) -> Output {
@@ -138,7 +140,14 @@ fn bundles_signed_by_model_signing_verify_here_and_tampering_is_refused() {
     let e = verify_key(&dir_model, &sig, &public_key)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("dir.sig: signature does not hold: files changed since they were signed: 1 ('sub/deeper/w.onnx')"), "{e}");
+    let named = |rel: &str| format!("'{}'", dir_model.join(rel).display());
+    assert!(
+        e.contains(&format!(
+            "dir.sig: signature does not hold: files changed since they were signed: 1 ({})",
+            named("sub/deeper/w.onnx")
+        )),
+        "{e}"
+    );
     bytes[5000] ^= 1;
     std::fs::write(&w, &bytes).unwrap();
     verify_key(&dir_model, &sig, &public_key).unwrap();
@@ -148,7 +157,10 @@ fn bundles_signed_by_model_signing_verify_here_and_tampering_is_refused() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("files not covered by the signature: 1 ('sub/extra')"),
+        e.contains(&format!(
+            "files not covered by the signature: 1 ({})",
+            named("sub/extra")
+        )),
         "{e}"
     );
     std::fs::remove_file(dir_model.join("sub/extra")).unwrap();
@@ -157,7 +169,10 @@ fn bundles_signed_by_model_signing_verify_here_and_tampering_is_refused() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("signed files missing from the model: 1 ('a-b')"),
+        e.contains(&format!(
+            "signed files missing from the model: 1 ({})",
+            named("a-b")
+        )),
         "{e}"
     );
     std::fs::write(dir_model.join("a-b"), b"dash").unwrap();
@@ -192,6 +207,19 @@ fn our_bundles_verify_with_model_signing() {
     let ours_pub = tmp.path().join("ours.pub");
     std::fs::write(&ours_pub, ours.public().to_pem()).unwrap();
     let (py384, py384_pub) = python_key(tmp.path(), "SECP384R1");
+    // A private key others can read is refused, as ssh refuses one.
+    use std::os::unix::fs::PermissionsExt;
+    let perms = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    perms(&ours_pem, 0o644);
+    let e = PrivateKey::read(&ours_pem).unwrap_err().to_string();
+    assert!(
+        e.contains("ours.key: private key permissions 0644 are too open"),
+        "{e}"
+    );
+    perms(&ours_pem, 0o600);
+    perms(&py384, 0o600);
     for (key, public) in [(&ours_pem, &ours_pub), (&py384, &py384_pub)] {
         let key = PrivateKey::read(key).unwrap();
         for model in [&dir_model, &file_model] {

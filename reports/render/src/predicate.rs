@@ -71,6 +71,27 @@ fn model(m: &ModelRecord) -> Value {
     if let Some(s) = &m.selection {
         v["selection"] = json!(s);
     }
+    if !m.model_signing_root.is_empty() {
+        v["modelSigningRoot"] = json!({"sha256": m.model_signing_root});
+    }
+    if let Some(sig) = &m.signature {
+        let p = &sig.verified;
+        v["publisherSignature"] = json!({
+            "format": "https://model_signing/signature/v1.0",
+            "mode": p.mode,
+            "signer": p.signer,
+            "key": {"kind": p.key_kind, "sha256": p.key_sha256},
+            "certificate": p.certificate_sha256.as_ref().map(|c| json!({
+                "sha256": c,
+                "root": p.root_subject,
+            })),
+            "covers": sig.covers,
+            "rootDigest": {"sha256": p.root_sha256},
+            "bundle": {"name": file_name(&sig.bundle), "sha256": sig.bundle_sha256},
+            "files": p.files,
+            "ignoredBySigner": p.ignored,
+        });
+    }
     v
 }
 

@@ -86,12 +86,24 @@ fn the_statement_names_the_candidate_by_sha256_and_carries_the_audit() {
     let st = audit_statement(r);
     assert_eq!(st.statement_type, "https://in-toto.io/Statement/v1");
     assert_eq!(st.predicate_type, PREDICATE_TYPE);
-    assert_eq!(st.subject.len(), 1);
+    // The candidate by its file's sha256, and by its OpenSSF model-signing
+    // root (sha256 over the raw digest; Python's hashlib gives the same),
+    // so a model-signing statement's subject matches this one's.
+    assert_eq!(st.subject.len(), 2);
     assert_eq!(
         st.subject[0].digest["sha256"],
         "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"
     );
+    assert_eq!(st.subject[1].name, "sface-2021dec-int8#model-signing");
+    assert_eq!(
+        st.subject[1].digest["sha256"],
+        "92a1a3b3f5e5a199ea241a6e8469558898fbfb896e2aa850a1a067478eaad56d"
+    );
     let p = &st.predicate;
+    assert_eq!(
+        p["candidates"][0]["modelSigningRoot"]["sha256"],
+        "92a1a3b3f5e5a199ea241a6e8469558898fbfb896e2aa850a1a067478eaad56d"
+    );
     no_snake_case_keys(p, "predicate");
     assert_eq!(p["references"][0]["independence"][0]["independent"], true);
     assert_eq!(p["verdicts"][0]["verdict"], "no-backdoor-indicated");

@@ -11,7 +11,7 @@ use zooaudit_testsupport as support;
 
 use super::{model_signing, models, s};
 
-fn pki(dir: &Path) -> PathBuf {
+pub(crate) fn pki(dir: &Path) -> PathBuf {
     let out = dir.join("pki");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/modelsign/pki.py");
     let o = Command::new(support::python())
@@ -25,7 +25,7 @@ fn pki(dir: &Path) -> PathBuf {
 
 /// `model_signing sign certificate` with the signing certificate `leaf`
 /// and the chain file `chain`.
-fn sign(model: &Path, pki: &Path, leaf: &str, chain: &str, sig: &Path) {
+pub(crate) fn sign(model: &Path, pki: &Path, leaf: &str, chain: &str, sig: &Path) {
     let o = model_signing(&[
         "sign",
         "certificate",
