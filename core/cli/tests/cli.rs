@@ -7,6 +7,8 @@ use std::process::{Command, Output};
 
 use zooaudit_testsupport as support;
 
+#[path = "cli/init.rs"]
+mod init;
 #[path = "cli/kill.rs"]
 mod kill;
 #[path = "cli/modelsign.rs"]

@@ -15,6 +15,7 @@ use zooaudit_imaging::{ImageError, Limits, Preprocess};
 use zooaudit_manifest::ModelManifest;
 use zooaudit_registry::{RegistryError, Resolved};
 
+pub mod infer;
 pub mod signature;
 pub use signature::SignatureRecord;
 
@@ -254,6 +255,17 @@ impl Embedder {
 
     pub fn preprocess(&self) -> &Preprocess {
         &self.pre
+    }
+
+    /// Feeds the model with another channel order and normalisation
+    /// (`zooaudit init` tries several on one opened model). The size and
+    /// layout, which the model was checked against, stay.
+    pub fn set_input(&mut self, input: &zooaudit_manifest::InputSection) {
+        let mut i = input.clone();
+        i.size = self.manifest.input.size;
+        i.layout = self.manifest.input.layout;
+        self.pre = Preprocess::from_input(&i);
+        self.manifest.input = i;
     }
 
     pub fn dim(&self) -> usize {

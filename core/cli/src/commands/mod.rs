@@ -12,6 +12,7 @@ mod audit;
 mod bench;
 mod faces;
 mod guard;
+mod init;
 mod models;
 mod modelsign;
 mod pair;
@@ -97,6 +98,10 @@ enum Command {
     },
     /// Show how a model opens: inputs, outputs, batching, repairs.
     Inspect(models::InspectArgs),
+    /// Write a manifest for a model: fetched (pinned), inspected, its
+    /// preprocessing measured on labeled faces (refuses to guess when two
+    /// candidates are too close).
+    Init(Box<init::InitArgs>),
     /// The audit registry (a database of models, audits and artifacts).
     Registry {
         #[command(subcommand)]
@@ -122,6 +127,7 @@ impl Cli {
             Command::Plugins(a) => a.run(dirs),
             Command::Embed(a) => a.run(dirs),
             Command::Inspect(a) => a.run(dirs),
+            Command::Init(a) => a.run(dirs),
             Command::Fetch(a) => a.run(),
             Command::Audit(a) => a.run(dirs),
             Command::Keygen(a) => a.run(),
