@@ -19,6 +19,8 @@
 
 use std::path::PathBuf;
 
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use zooaudit_manifest::{Channels, InputSection};
 
 use crate::{EmbedError, Embedder};
@@ -158,7 +160,7 @@ impl Default for Options {
         Options {
             channels: None,
             normalisation: None,
-            resamples: 2000,
+            resamples: 10_000,
             seed: 42,
         }
     }
@@ -404,12 +406,12 @@ fn bootstrap(a: &[f64], b: &[f64], ids: &[usize], identities: usize, opts: &Opti
     let members: Vec<Vec<usize>> = (0..identities)
         .map(|k| (0..n).filter(|&i| ids[i] == k).collect())
         .collect();
-    let mut rng = SplitMix(opts.seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     let mut diffs = Vec::with_capacity(opts.resamples);
     for _ in 0..opts.resamples {
         let mut entries = Vec::new();
         for copy in 0..identities {
-            let k = (rng.next() % identities as u64) as usize;
+            let k = rng.random_range(0..identities);
             entries.extend(members[k].iter().map(|&i| (i, copy)));
         }
         let (sa, sb) = (
@@ -426,17 +428,4 @@ fn bootstrap(a: &[f64], b: &[f64], ids: &[usize], identities: usize, opts: &Opti
     diffs.sort_by(f64::total_cmp);
     let at = |q: f64| diffs[((diffs.len() - 1) as f64 * q).round() as usize];
     [at(0.025), at(0.975)]
-}
-
-/// A small, seeded generator (SplitMix64): the bootstrap is reproducible.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
 }

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use base64::Engine;
 use zooaudit_modelsign::{
@@ -17,14 +17,7 @@ mod certificate;
 #[path = "modelsign/mutations.rs"]
 mod mutations;
 
-/// `model_signing ARGS…` from the Python venv.
-fn model_signing(args: &[&str]) -> Output {
-    Command::new(support::python())
-        .args(["-m", "model_signing"])
-        .args(args)
-        .output()
-        .unwrap()
-}
+use support::model_signing;
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -82,6 +82,16 @@ pub fn python() -> PathBuf {
     }
 }
 
+/// `model_signing ARGS…`: the real OpenSSF `model-signing` package (pinned
+/// in scripts/setup.sh) from the reference venv.
+pub fn model_signing(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(python())
+        .args(["-m", "model_signing"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python().display()))
+}
+
 /// The product plugins (built by `cargo build --workspace`), loaded from the
 /// target directory only.
 pub fn plugins() -> PluginSet {

@@ -11,14 +11,7 @@ use base64::Engine;
 
 use super::{fails_with, run_audit, s, stderr, support, variant, zooaudit};
 
-/// `model_signing ARGS…` from the Python venv.
-fn model_signing(args: &[&str]) -> Output {
-    Command::new(support::python())
-        .args(["-m", "model_signing"])
-        .args(args)
-        .output()
-        .unwrap()
-}
+use support::model_signing;
 
 fn ok(o: &Output) -> String {
     let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(o));
