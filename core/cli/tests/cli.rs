@@ -1211,6 +1211,8 @@ fn the_guard_serves_over_http_and_catches_an_injected_backdoor() {
             "0.01",
             "--quarantine-log",
             s(&quarantine),
+            "--quarantine-dir",
+            s(&tmp.path().join("kept")),
             "--max-body",
             "1000000",
         ],
@@ -1402,6 +1404,20 @@ fn the_guard_serves_over_http_and_catches_an_injected_backdoor() {
     )
     .unwrap();
     assert!(line["image_sha256"].as_str().unwrap().len() == 64 && line["score"].is_number());
+    // Each quarantined image is kept whole under its own sha256, and
+    // nothing else (no temporary file) is left in the directory.
+    let kept: Vec<PathBuf> = std::fs::read_dir(tmp.path().join("kept"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!kept.is_empty());
+    for k in &kept {
+        let name = k.file_name().unwrap().to_string_lossy().into_owned();
+        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            std::fs::read(k).unwrap(),
+        ));
+        assert_eq!(name, format!("{digest}.img"));
+    }
     // Health and metrics.
     let h: serde_json::Value = http
         .get(format!("{}/healthz", guard.url))

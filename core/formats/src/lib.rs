@@ -14,6 +14,12 @@ pub mod version;
 
 pub use version::{Format, FormatVersion};
 
+/// The lowercase hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}
+
 /// The lowercase hex sha256 of a file's contents, read in 64 KiB blocks
 /// (model files, plugins, audit and trigger files).
 pub fn sha256_file(path: &Path) -> Result<String, std::io::Error> {
@@ -139,7 +145,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    // Unique per process, thread and call: two writers of one path (two
+    // threads quarantining the same image, two audits sharing a cache)
+    // never share a temporary file; the last rename wins, whole.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.tmp{}-{seq}", std::process::id()));
     std::fs::write(&tmp, bytes).map_err(|e| ReportError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);

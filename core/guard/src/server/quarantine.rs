@@ -19,13 +19,24 @@ impl AppState {
             "operating_point": self.opts.operating_point,
         });
         let mut f = self.quarantine.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = f.as_mut() {
-            let _ = writeln!(f, "{line}");
-            let _ = f.flush();
+        if let Some(f) = f.as_mut()
+            && let Err(e) = writeln!(f, "{line}").and_then(|()| f.flush())
+        {
+            eprintln!("warning: quarantine log: {e}");
         }
+        drop(f);
         if let Some(dir) = &self.opts.quarantine_dir {
-            let _ = std::fs::create_dir_all(dir);
-            let _ = std::fs::write(dir.join(format!("{}.img", d.image_sha256)), bytes);
+            // Written whole or not at all (a kill mid-write leaves no
+            // truncated image under the digest's name).
+            let path = dir.join(format!("{}.img", d.image_sha256));
+            let kept = std::fs::create_dir_all(dir)
+                .map_err(|e| format!("{}: {e}", dir.display()))
+                .and_then(|()| {
+                    zooaudit_formats::write_atomic(&path, bytes).map_err(|e| e.to_string())
+                });
+            if let Err(e) = kept {
+                eprintln!("warning: quarantine image not kept: {e}");
+            }
         }
     }
 }
