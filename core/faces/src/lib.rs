@@ -465,8 +465,10 @@ pub fn builtin_yunet() -> Result<ModelManifest, zooaudit_manifest::ManifestError
     ModelManifest::parse(Path::new("<built-in yunet.toml>"), BUILTIN_YUNET)
 }
 
-/// Format version of the per-photo detection cache files.
-const DETECTIONS_FORMAT: &str = "zooaudit-detections 1";
+/// Format version of the per-photo detection cache files. 2: the last line
+/// is `sha256 <hex>` over the photo's sha256 and the lines before it, checked
+/// on every read (a damaged, truncated or misplaced file is a miss).
+const DETECTIONS_FORMAT: &str = "zooaudit-detections 2";
 
 impl FaceDetector<'_> {
     /// A directory below `root` for this detector and these options.
@@ -500,7 +502,7 @@ impl FaceDetector<'_> {
         let cached = file
             .as_deref()
             .and_then(|f| std::fs::read_to_string(f).ok())
-            .and_then(|t| parse_detections(&t));
+            .and_then(|t| parse_detections(&t, photo_sha));
         let found = match cached {
             Some(f) => f,
             None => {
@@ -509,7 +511,7 @@ impl FaceDetector<'_> {
                     // Best effort: a cache that cannot be written is only slower.
                     let _ = std::fs::create_dir_all(dir);
                     let tmp = dir.join(format!(".{photo_sha}.{}.tmp", std::process::id()));
-                    if std::fs::write(&tmp, format_detections(&f)).is_ok() {
+                    if std::fs::write(&tmp, format_detections(&f, photo_sha)).is_ok() {
                         let _ = std::fs::rename(&tmp, path);
                     }
                 }
@@ -530,7 +532,7 @@ impl FaceDetector<'_> {
     }
 }
 
-fn format_detections(f: &Found) -> String {
+fn format_detections(f: &Found, photo_sha: &str) -> String {
     let mut s = format!("{DETECTIONS_FORMAT}\ntoo_small {}\n", f.too_small);
     for d in &f.faces {
         let mut v: Vec<f32> = vec![d.score];
@@ -542,11 +544,18 @@ fn format_detections(f: &Found) -> String {
         s.push_str(&line.join(" "));
         s.push('\n');
     }
-    s
+    let sum = zooaudit_formats::sha256_hex(format!("{photo_sha}\n{s}").as_bytes());
+    s + &format!("sha256 {sum}\n")
 }
 
-fn parse_detections(t: &str) -> Option<Found> {
-    let mut lines = t.lines();
+fn parse_detections(t: &str, photo_sha: &str) -> Option<Found> {
+    let body = t.strip_suffix('\n')?;
+    let (body, sum) = body.rsplit_once('\n').map(|(b, l)| (format!("{b}\n"), l))?;
+    let sum = sum.strip_prefix("sha256 ")?;
+    if zooaudit_formats::sha256_hex(format!("{photo_sha}\n{body}").as_bytes()) != sum {
+        return None;
+    }
+    let mut lines = body.lines();
     if lines.next()? != DETECTIONS_FORMAT {
         return None;
     }
@@ -558,7 +567,7 @@ fn parse_detections(t: &str) -> Option<Found> {
             .map(str::parse)
             .collect::<Result<_, _>>()
             .ok()?;
-        if v.len() != 15 {
+        if v.len() != 15 || v.iter().any(|x| !x.is_finite()) {
             return None;
         }
         let mut landmarks = [[0f32; 2]; 5];

@@ -173,3 +173,63 @@ fn faces_found_in_the_raw_photos_match_the_shared_aligned_set() {
         "{small_share:.3} of crops ≥ 0.95 on photos ≤ 640 px"
     );
 }
+
+/// The detection cache: a second run reads what the first wrote; a damaged,
+/// truncated, NaN-holding or misplaced entry is a miss (detected again,
+/// overwritten), never a wrong face.
+#[test]
+fn damaged_detection_cache_entries_are_misses_never_wrong_faces() {
+    let set = support::plugins();
+    let det = detector(&set);
+    let tmp = tempfile::tempdir().unwrap();
+    let photos: Vec<PathBuf> = shared_set().keys().take(2).cloned().collect();
+    let load = |p: &PathBuf| image::open(p).unwrap().to_rgb8();
+    let sha = |p: &PathBuf| zooaudit_formats::sha256_file(p).unwrap();
+    let dets = |faces: &[zooaudit_faces::AlignedFace]| -> Vec<[f32; 4]> {
+        faces.iter().map(|f| f.detection.bbox).collect()
+    };
+    let (img, key) = (load(&photos[0]), sha(&photos[0]));
+    let (fresh, _) = det.aligned(&img, &photos[0], &key, None).unwrap();
+    assert!(!fresh.is_empty());
+    let cache = tmp.path();
+    det.aligned(&img, &photos[0], &key, Some(cache)).unwrap();
+    let entry = cache.join(format!("{key}.txt"));
+    let good = std::fs::read_to_string(&entry).unwrap();
+    assert!(
+        good.lines().last().unwrap().starts_with("sha256 "),
+        "{good}"
+    );
+    // A hit returns what detection returned.
+    let (hit, _) = det.aligned(&img, &photos[0], &key, Some(cache)).unwrap();
+    assert_eq!(dets(&hit), dets(&fresh));
+    let first_number = good
+        .lines()
+        .nth(2)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let damaged = [
+        good.replacen(&first_number, "0.5", 1),
+        good[..good.len() / 2].to_string(),
+        good.replacen(&first_number, "NaN", 1),
+        good.replace("zooaudit-detections 2", "zooaudit-detections 1"),
+    ];
+    for bad in damaged {
+        std::fs::write(&entry, &bad).unwrap();
+        let (again, _) = det.aligned(&img, &photos[0], &key, Some(cache)).unwrap();
+        assert_eq!(dets(&again), dets(&fresh), "{bad}");
+        assert_eq!(
+            std::fs::read_to_string(&entry).unwrap(),
+            good,
+            "overwritten whole"
+        );
+    }
+    // Another photo's entry under this photo's name is a miss too.
+    let (img2, key2) = (load(&photos[1]), sha(&photos[1]));
+    det.aligned(&img2, &photos[1], &key2, Some(cache)).unwrap();
+    std::fs::copy(cache.join(format!("{key2}.txt")), &entry).unwrap();
+    let (again, _) = det.aligned(&img, &photos[0], &key, Some(cache)).unwrap();
+    assert_eq!(dets(&again), dets(&fresh));
+}
