@@ -32,6 +32,10 @@ pub struct VerifyModelArgs {
 impl VerifyModelArgs {
     /// Exit 0 valid, 1 invalid, 2 error (a file that cannot be read).
     pub fn run(self) -> Result<u8> {
+        // A signature that cannot be read is an error (exit 2), not an
+        // invalid signature.
+        std::fs::metadata(&self.signature)
+            .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", self.signature.display()))?;
         let trust = match &self.key {
             Some(k) => Trust::key_file(k)?,
             None => Trust::chain_files(&self.certificate_chain)?,
