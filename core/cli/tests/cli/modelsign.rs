@@ -251,6 +251,14 @@ fn sign_model_and_verify_model_speak_the_standard_format() {
     };
     let o = verify(&bundle, &["--key", s(&public)]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // A signature file that is not there is an error (2), not INVALID (1).
+    let o = verify(&dir.join("missing.sig"), &["--key", s(&public)]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("missing.sig: cannot read"),
+        "{}",
+        stderr(&o)
+    );
 
     // The manifest names the signed directory; fetch verifies it.
     let manifest = variant(dir, "sface.toml", |t| {
