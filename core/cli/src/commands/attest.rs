@@ -98,6 +98,21 @@ pub struct VerifyArgs {
     /// by a trusted key; the others are reported).
     #[arg(long)]
     require_all: bool,
+    /// With --model: the publisher's OpenSSF model-signing bundle over it,
+    /// verified too, and its root digest required among the subjects (the
+    /// audit is about the model the publisher signed).
+    #[arg(long, value_name = "BUNDLE", requires = "model")]
+    model_signature: Option<PathBuf>,
+    /// The publisher's PEM public key for --model-signature (key mode).
+    #[arg(long, value_name = "PEM", requires = "model_signature")]
+    model_key: Option<PathBuf>,
+    /// Trusted root certificate(s) for --model-signature (certificate mode).
+    #[arg(
+        long = "model-certificate-chain",
+        value_name = "PEM",
+        requires = "model_signature"
+    )]
+    model_certificate_chain: Vec<PathBuf>,
 }
 
 impl VerifyArgs {
@@ -157,6 +172,46 @@ impl VerifyArgs {
                     println!(
                         "INVALID: {} (sha256 {digest}) is not a subject of {}",
                         model.display(),
+                        attestation.display()
+                    );
+                    return Ok(1);
+                }
+            }
+        }
+        if let (Some(model), Some(bundle)) = (&self.model, &self.model_signature) {
+            let trust = match (&self.model_key, self.model_certificate_chain.is_empty()) {
+                (Some(k), true) => zooaudit_modelsign::Trust::key_file(k)?,
+                (None, false) => {
+                    zooaudit_modelsign::Trust::chain_files(&self.model_certificate_chain)?
+                }
+                _ => anyhow::bail!(
+                    "--model-signature needs exactly one of --model-key and --model-certificate-chain"
+                ),
+            };
+            let v = match zooaudit_modelsign::verify(model, bundle, &trust) {
+                Ok(v) => v,
+                Err(e @ zooaudit_modelsign::SignError::Invalid { .. }) => {
+                    println!(
+                        "INVALID: {}",
+                        zooaudit_formats::escape_controls(&e.to_string())
+                    );
+                    return Ok(1);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match st.subject_with_sha256(&v.root_sha256) {
+                Some(s) => println!(
+                    "model signature: {} signed {} (root sha256 {}), subject {}",
+                    v.signer,
+                    model.display(),
+                    v.root_sha256,
+                    s.name
+                ),
+                None => {
+                    println!(
+                        "INVALID: the model-signing root {} of {} is not a subject of {}",
+                        v.root_sha256,
+                        bundle.display(),
                         attestation.display()
                     );
                     return Ok(1);

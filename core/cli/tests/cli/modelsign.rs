@@ -146,6 +146,27 @@ fn a_publisher_signature_is_verified_before_the_audit_and_the_clean_candidate_is
     ]));
     assert!(v.contains(&root) && v.contains("VALID"), "{v}");
 
+    // `zooaudit verify` joins the two: the attestation's subject is the
+    // model the publisher signed.
+    let v = ok(&zooaudit(&[
+        "verify",
+        s(&out.join("attestation.dsse.json")),
+        "--key",
+        s(&dir.join("attest.pub")),
+        "--model",
+        s(&sface),
+        "--model-signature",
+        s(&bundle),
+        "--model-key",
+        s(&publisher_pub),
+    ]));
+    assert!(
+        v.contains(&format!("model signature: key sha256:{hint} signed"))
+            && v.contains("subject sface-2021dec-int8#model-signing")
+            && v.contains("VALID"),
+        "{v}"
+    );
+
     // One changed byte in the bundle: refused before the model is opened.
     let good = std::fs::read(&bundle).unwrap();
     let mut bad: serde_json::Value = serde_json::from_slice(&good).unwrap();
