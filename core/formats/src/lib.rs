@@ -235,3 +235,25 @@ pub fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<(
     let mut f = opts.open(path)?;
     f.write_all(bytes).and_then(|()| f.sync_all())
 }
+
+/// Refuses a private key file that group or others can read (as ssh
+/// does): `Err` holds the one-line reason, or the I/O error's text.
+pub fn check_private_key_mode(path: &Path) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| format!("cannot read: {e}"))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "private key permissions {:04o} are too open (chmod 600 it)",
+                mode & 0o777
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}

@@ -124,23 +124,7 @@ impl PrivateKey {
     /// read (as ssh, and `zooaudit`'s attestation keys, do).
     pub fn read(path: &Path) -> Result<PrivateKey, SignError> {
         let text = read_key_text(path)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(path)
-                .map_err(|e| SignError::key(path, format!("cannot read: {e}")))?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                return Err(SignError::key(
-                    path,
-                    format!(
-                        "private key permissions {:04o} are too open (chmod 600 it)",
-                        mode & 0o777
-                    ),
-                ));
-            }
-        }
+        zooaudit_formats::check_private_key_mode(path).map_err(|m| SignError::key(path, m))?;
         PrivateKey::from_pem(&text).map_err(|m| SignError::key(path, m))
     }
 

@@ -79,23 +79,7 @@ impl SecretKey {
     /// Reads a private key file, refusing one that others can read (as ssh does).
     pub fn read(path: &Path) -> Result<SecretKey, AttestError> {
         let text = std::fs::read_to_string(path).map_err(|e| AttestError::file(path, e))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(path)
-                .map_err(|e| AttestError::file(path, e))?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                return Err(AttestError::file(
-                    path,
-                    format!(
-                        "private key permissions {:04o} are too open (chmod 600 it)",
-                        mode & 0o777
-                    ),
-                ));
-            }
-        }
+        zooaudit_formats::check_private_key_mode(path).map_err(|m| AttestError::file(path, m))?;
         SecretKey::from_pem(&text).map_err(|m| AttestError::file(path, m))
     }
 }
