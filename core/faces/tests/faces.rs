@@ -67,7 +67,13 @@ fn faces_found_in_the_raw_photos_match_the_shared_aligned_set() {
     .unwrap();
     let limits = zooaudit_imaging::Limits::default();
     let set = shared_set();
-    let mut cosines = Vec::new();
+    // Detect and align every photo first, then embed all crops (ours and
+    // the shared ones) in the embedder's batches: SFace runs batched, not
+    // one crop per run (the same embeddings to float rounding, faster).
+    let (mut ours, mut our_names, mut shared_imgs) = (Vec::new(), Vec::new(), Vec::new());
+    // Per photo: its crops' range in `ours`, its shared crops' range in
+    // `shared_imgs`, and whether it is at most 640 px.
+    let mut per_photo = Vec::new();
     let (mut photos, mut exact, mut off) = (0usize, 0usize, Vec::new());
     for (raw, shared) in &set {
         let photo = zooaudit_imaging::decode(raw, &limits).unwrap();
@@ -86,29 +92,33 @@ fn faces_found_in_the_raw_photos_match_the_shared_aligned_set() {
                 raw.display()
             );
         }
-        let ours: Vec<image::RgbImage> = found
-            .faces
-            .iter()
-            .map(|f| align(&photo, &f.landmarks))
-            .collect();
-        let names: Vec<PathBuf> = (0..ours.len())
-            .map(|i| PathBuf::from(format!("{}#{i}", raw.display())))
-            .collect();
-        let e_ours = if ours.is_empty() {
-            Vec::new()
-        } else {
-            sface.embed_rgb(&ours, &names).unwrap()
-        };
+        let first = (ours.len(), shared_imgs.len());
+        for (i, f) in found.faces.iter().enumerate() {
+            ours.push(align(&photo, &f.landmarks));
+            our_names.push(PathBuf::from(format!("{}#{i}", raw.display())));
+        }
         for crop in shared {
-            let img = zooaudit_imaging::decode(crop, &limits).unwrap();
-            let e = sface
-                .embed_rgb(std::slice::from_ref(&img), std::slice::from_ref(crop))
-                .unwrap();
-            let best = e_ours
-                .chunks(sface.dim())
-                .map(|o| support::cosine(o, &e))
+            shared_imgs.push(zooaudit_imaging::decode(crop, &limits).unwrap());
+        }
+        per_photo.push((
+            first.0..ours.len(),
+            first.1..shared_imgs.len(),
+            photo.width().max(photo.height()) <= 640,
+        ));
+    }
+    let shared_names: Vec<PathBuf> = set.values().flatten().cloned().collect();
+    let dim = sface.dim();
+    let e_ours = sface.embed_rgb(&ours, &our_names).unwrap();
+    let e_shared = sface.embed_rgb(&shared_imgs, &shared_names).unwrap();
+    let mut cosines = Vec::new();
+    for (mine, theirs, native) in per_photo {
+        for k in theirs {
+            let e = &e_shared[k * dim..(k + 1) * dim];
+            let best = e_ours[mine.start * dim..mine.end * dim]
+                .chunks(dim)
+                .map(|o| support::cosine(o, e))
                 .fold(f32::NEG_INFINITY, f32::max);
-            cosines.push((best, crop.clone(), photo.width().max(photo.height()) <= 640));
+            cosines.push((best, shared_names[k].clone(), native));
         }
     }
     cosines.sort_by(|a, b| a.0.total_cmp(&b.0));
