@@ -2,7 +2,7 @@
 //! an OpenSSF model-signing bundle verified before any plugin opens the
 //! file. A model whose signature fails is refused.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use zooaudit_manifest::ModelManifest;
@@ -68,7 +68,7 @@ pub fn check(
         None => (resolved.path.clone(), "file", ".".to_string()),
         Some(d) => {
             let dir = manifest.local_path(d);
-            let inner = relative_inside(&dir, &resolved.path).ok_or_else(|| {
+            let inner = zooaudit_modelsign::inside(&dir, &resolved.path).ok_or_else(|| {
                 field(
                     manifest,
                     "signature.directory",
@@ -100,17 +100,4 @@ pub fn check(
         covers: covers.to_string(),
         verified,
     }))
-}
-
-/// `file`'s path inside `dir`, POSIX form, when it lies there.
-fn relative_inside(dir: &Path, file: &Path) -> Option<String> {
-    let dir = std::fs::canonicalize(dir).ok()?;
-    let file = std::fs::canonicalize(file).ok()?;
-    let rel = file.strip_prefix(&dir).ok()?;
-    Some(
-        rel.components()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join("/"),
-    )
 }

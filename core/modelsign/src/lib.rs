@@ -254,8 +254,8 @@ pub fn sign_key_with_digest(
 }
 
 /// `inner`'s path relative to the directory `model`, POSIX form, when it
-/// lies inside it.
-fn inside(model: &Path, inner: &Path) -> Option<String> {
+/// lies inside it (`inner` need not exist yet: its directory is resolved).
+pub fn inside(model: &Path, inner: &Path) -> Option<String> {
     let model = std::fs::canonicalize(model).ok()?;
     if !model.is_dir() {
         return None;

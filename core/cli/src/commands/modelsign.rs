@@ -63,14 +63,10 @@ impl VerifyModelArgs {
                 println!("VALID");
                 Ok(0)
             }
-            Err(e @ zooaudit_modelsign::SignError::Invalid { .. }) => {
-                println!(
-                    "INVALID: {}",
-                    zooaudit_formats::escape_controls(&e.to_string())
-                );
-                Ok(1)
-            }
-            Err(e @ zooaudit_modelsign::SignError::Bundle { .. }) => {
+            Err(
+                e @ (zooaudit_modelsign::SignError::Invalid { .. }
+                | zooaudit_modelsign::SignError::Bundle { .. }),
+            ) => {
                 println!(
                     "INVALID: {}",
                     zooaudit_formats::escape_controls(&e.to_string())
