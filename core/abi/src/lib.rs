@@ -4,14 +4,26 @@
 //! that a plugin author compiles against it without compiling the host, and the
 //! host never compiles a plugin SDK. Its Cargo version **is** the plugin ABI
 //! version: `abi_stable` embeds it in every plugin (`package_version_strings!`)
-//! and the host refuses a plugin whose major differs, or whose minor is older
-//! than the host's. The ABI moves independently of the product version, so a
+//! and the host refuses a plugin whose major differs. A plugin of an older
+//! minor loads; what it lacks answers with a one-line `UNSUPPORTED` error. The ABI moves independently of the product version, so a
 //! zooaudit release does not break the plugins built for earlier ones.
 //!
 //! Rules for changing this crate:
 //! - New functions go at the end of [`PluginMod`] (after the
 //!   `last_prefix_field`); older plugins then read as `None`.
+//!   New trait-object methods go after a trait's `last_prefix_field` with a
+//!   default body, which is what a plugin built before them answers.
 //!   Bump the minor version.
+//!
+//! - abi_stable's layout check accepts a plugin built for a *newer* minor,
+//!   not an older one; so the interface of every earlier minor stays here,
+//!   frozen ([`v1_0`]), and the host loads a plugin through the newest one
+//!   it matches.
+//!
+//! History: **1.0** model adapters and detectors (fit, score); **1.1** a
+//! detector exports its fitted state and is restored from it
+//! ([`Detector::export_state`], [`Detector::restore_state`]), so a pair
+//! bundle can carry any detector, not only a linear translator.
 //! - Anything else that changes a type's layout bumps the major.
 //!
 //! Two kinds of plugin exist, told apart by [`PluginDescriptor::kind`]:
@@ -178,7 +190,32 @@ pub trait Detector: Send {
         probe: EmbeddingsRef<'_>,
         reference: EmbeddingsRef<'_>,
     ) -> RResult<RVec<f32>, PluginError>;
+
+    /// ABI 1.1: the fitted state as bytes that [`Detector::restore_state`]
+    /// of the same plugin reads back (a pair bundle stores them). The
+    /// default is an `UNSUPPORTED` error (a detector with nothing to export);
+    /// a plugin built for ABI 1.0 has no such method at all, and the host
+    /// answers for it (see [`v1_0`]).
+    fn export_state(&self) -> RResult<RVec<u8>, PluginError> {
+        RResult::RErr(PluginError::new(error_code::UNSUPPORTED, NOT_EXPORTABLE))
+    }
+
+    /// ABI 1.1: replaces the detector's state with one exported by
+    /// [`Detector::export_state`]; afterwards `score` works without `fit`.
+    /// The default is an `UNSUPPORTED` error.
+    fn restore_state(&mut self, state: RSlice<'_, u8>) -> RResult<(), PluginError> {
+        let _ = state;
+        RResult::RErr(PluginError::new(error_code::UNSUPPORTED, NOT_EXPORTABLE))
+    }
 }
+
+/// What the host answers when a detector of a plugin built for ABI 1.0 is
+/// asked to export or restore its state.
+pub const NO_EXPORT: &str =
+    "the plugin was built for plugin ABI 1.0, which cannot export or restore a detector's state (needs 1.1)";
+
+/// The default [`Detector::export_state`] and [`Detector::restore_state`].
+pub const NOT_EXPORTABLE: &str = "this detector does not export or restore its fitted state";
 
 /// An owned, type-erased [`Detector`].
 pub type DetectorBox = Detector_TO<'static, RBox<()>>;
@@ -205,6 +242,8 @@ impl RootModule for PluginModRef {
     const NAME: &'static str = "zooaudit_plugin";
     const VERSION_STRINGS: VersionStrings = package_version_strings!();
 }
+
+pub mod v1_0;
 
 /// The ABI version this crate was compiled as (its Cargo version).
 pub const ABI_VERSION: &str = env!("CARGO_PKG_VERSION");

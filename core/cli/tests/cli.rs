@@ -100,7 +100,7 @@ fn plugins_lists_adapter_and_detector_with_abi_and_sha256() {
         v.as_array()
             .unwrap()
             .iter()
-            .any(|p| p["name"] == "onnx" && p["abi_version"] == "1.0.0")
+            .any(|p| p["name"] == "onnx" && p["abi_version"] == "1.1.0")
     );
 }
 

@@ -8,9 +8,11 @@
 //! - **Verification**: every file's sha256 is computed *before* it is loaded
 //!   (abi_stable assumes benign plugins; an audit tool records what it ran),
 //!   and may be checked against a pin.
-//! - **Refusal**: a plugin built for another ABI major (or an older minor), or
-//!   whose root module's layout differs from the host's, is refused with one
-//!   line naming the file and both versions. Nothing of it is called.
+//! - **Refusal**: a plugin built for another ABI major, or whose root
+//!   module's layout differs from the host's, is refused with one line
+//!   naming the file and both versions. Nothing of it is called. A plugin of
+//!   an older minor (1.0 under a 1.1 host) loads; what it lacks (a
+//!   detector's export and restore) is refused when asked, in one line.
 //! - **Calls**: errors returned by plugins become [`HostError::Plugin`]; panics
 //!   are caught on the plugin's side by the SDK glue and arrive as errors with
 //!   code `PANIC`, so the host lives on.

@@ -6,7 +6,11 @@ use std::path::Path;
 
 use abi_stable::library::{LibraryError, lib_header_from_path};
 use abi_stable::std_types::RString;
-use zooaudit_plugin_abi::{ABI_VERSION, PluginError, PluginKind, PluginModRef, error_code};
+use abi_stable::std_types::RResult;
+use zooaudit_plugin_abi::{
+    ABI_VERSION, DetectorBox, ModelBox, OpenRequest, PluginDescriptor, PluginError, PluginKind,
+    PluginModRef, error_code, v1_0,
+};
 
 use crate::{HostError, Kind, PluginInfo};
 
@@ -14,7 +18,43 @@ use crate::{HostError, Kind, PluginInfo};
 #[derive(Clone)]
 pub struct Plugin {
     pub(crate) info: PluginInfo,
-    pub(crate) module: PluginModRef,
+    pub(crate) module: Module,
+}
+
+/// A plugin's root module, through the newest ABI interface it matches.
+#[derive(Clone, Copy)]
+pub(crate) enum Module {
+    Current(PluginModRef),
+    V1_0(v1_0::PluginModRef),
+}
+
+/// A detector, by the ABI its plugin was built for.
+pub(crate) enum DetectorObject {
+    Current(DetectorBox),
+    V1_0(v1_0::DetectorBox),
+}
+
+impl Module {
+    fn describe(self) -> PluginDescriptor {
+        match self {
+            Module::Current(m) => (m.describe())(),
+            Module::V1_0(m) => (m.describe())(),
+        }
+    }
+
+    pub(crate) fn open_model(self, req: OpenRequest) -> RResult<ModelBox, PluginError> {
+        match self {
+            Module::Current(m) => (m.open_model())(req),
+            Module::V1_0(m) => (m.open_model())(req),
+        }
+    }
+
+    pub(crate) fn new_detector(self, options: RString) -> RResult<DetectorObject, PluginError> {
+        match self {
+            Module::Current(m) => (m.new_detector())(options).map(DetectorObject::Current),
+            Module::V1_0(m) => (m.new_detector())(options).map(DetectorObject::V1_0),
+        }
+    }
 }
 
 impl fmt::Debug for Plugin {
@@ -124,10 +164,19 @@ impl Plugin {
         }
         let header = lib_header_from_path(path).map_err(|e| map_library_error(path, "?", e))?;
         let plugin_abi = header.version_strings().version.to_string();
-        let module = header
-            .init_root_module::<PluginModRef>()
-            .map_err(|e| map_library_error(path, &plugin_abi, e))?;
-        let d = (module.describe())();
+        // The newest interface first; a plugin of an older minor only
+        // matches its own (see zooaudit_plugin_abi::v1_0).
+        let module = match header.init_root_module::<PluginModRef>() {
+            Ok(m) => Module::Current(m),
+            Err(LibraryError::AbiInstability(e)) if plugin_abi.starts_with("1.0.") => header
+                .init_root_module::<v1_0::PluginModRef>()
+                .map(Module::V1_0)
+                .map_err(|_| {
+                    map_library_error(path, &plugin_abi, LibraryError::AbiInstability(e))
+                })?,
+            Err(e) => return Err(map_library_error(path, &plugin_abi, e)),
+        };
+        let d = module.describe();
         if d.name.is_empty() {
             return Err(HostError::InitFailed {
                 path: path.to_path_buf(),

@@ -5,7 +5,9 @@ use std::fmt;
 use std::path::Path;
 
 use abi_stable::std_types::{RResult, RSlice, RString};
-use zooaudit_plugin_abi::{DetectorBox, EmbeddingsRef, ModelBox, OpenRequest};
+use zooaudit_plugin_abi::{EmbeddingsRef, ModelBox, NO_EXPORT, OpenRequest, PluginError, error_code};
+
+use crate::load::DetectorObject;
 
 use crate::{HostError, Plugin, PluginInfo};
 
@@ -20,7 +22,7 @@ impl Plugin {
             path: model_path.to_string_lossy().into_owned().into(),
             options_json: options.to_string().into(),
         };
-        match (self.module.open_model())(req) {
+        match self.module.open_model(req) {
             RResult::ROk(inner) => {
                 let info = ModelSummary::from_abi(inner.info());
                 let model = LoadedModel {
@@ -37,13 +39,25 @@ impl Plugin {
 
     /// Creates a detector with this (detector-strategy) plugin.
     pub fn new_detector(&self, options: &serde_json::Value) -> Result<LoadedDetector, HostError> {
-        match (self.module.new_detector())(options.to_string().into()) {
+        match self.module.new_detector(options.to_string().into()) {
             RResult::ROk(inner) => Ok(LoadedDetector {
                 inner,
                 plugin: self.clone(),
             }),
             RResult::RErr(e) => Err(self.error(e)),
         }
+    }
+
+    /// A detector created from `options` and restored from `state` (what
+    /// [`LoadedDetector::export_state`] gave): ready to score, no fit.
+    pub fn restore_detector(
+        &self,
+        options: &serde_json::Value,
+        state: &[u8],
+    ) -> Result<LoadedDetector, HostError> {
+        let mut d = self.new_detector(options)?;
+        d.restore_state(state)?;
+        Ok(d)
     }
 }
 
@@ -173,7 +187,7 @@ impl LoadedModel {
 
 /// A detector created by a detector-strategy plugin.
 pub struct LoadedDetector {
-    inner: DetectorBox,
+    inner: DetectorObject,
     plugin: Plugin,
 }
 
@@ -207,10 +221,12 @@ impl LoadedDetector {
         reference: &[f32],
         reference_dim: usize,
     ) -> Result<serde_json::Value, HostError> {
-        match self
-            .inner
-            .fit(eref(probe, probe_dim), eref(reference, reference_dim))
-        {
+        let (p, r) = (eref(probe, probe_dim), eref(reference, reference_dim));
+        let answer = match &mut self.inner {
+            DetectorObject::Current(d) => d.fit(p, r),
+            DetectorObject::V1_0(d) => d.fit(p, r),
+        };
+        match answer {
             RResult::ROk(report) => {
                 serde_json::from_str(report.as_str()).map_err(|e| HostError::Contract {
                     plugin: self.plugin.info.name.clone(),
@@ -218,6 +234,34 @@ impl LoadedDetector {
                     message: format!("fit report is not JSON: {e}"),
                 })
             }
+            RResult::RErr(e) => Err(self.plugin.error(e)),
+        }
+    }
+
+    /// The error a plugin built for ABI 1.0 gets for what 1.1 added.
+    fn lacks_1_1(&self) -> HostError {
+        self.plugin.error(PluginError::new(error_code::UNSUPPORTED, NO_EXPORT))
+    }
+
+    /// The fitted state (ABI 1.1), for a pair bundle. A plugin built for
+    /// ABI 1.0 is refused in one line naming the ABI.
+    pub fn export_state(&self) -> Result<Vec<u8>, HostError> {
+        let DetectorObject::Current(d) = &self.inner else {
+            return Err(self.lacks_1_1());
+        };
+        match d.export_state() {
+            RResult::ROk(v) => Ok(v.into_vec()),
+            RResult::RErr(e) => Err(self.plugin.error(e)),
+        }
+    }
+
+    /// Restores a state [`LoadedDetector::export_state`] returned (ABI 1.1).
+    pub fn restore_state(&mut self, state: &[u8]) -> Result<(), HostError> {
+        let DetectorObject::Current(d) = &mut self.inner else {
+            return Err(self.lacks_1_1());
+        };
+        match d.restore_state(RSlice::from_slice(state)) {
+            RResult::ROk(()) => Ok(()),
             RResult::RErr(e) => Err(self.plugin.error(e)),
         }
     }
@@ -230,10 +274,12 @@ impl LoadedDetector {
         reference: &[f32],
         reference_dim: usize,
     ) -> Result<Vec<f32>, HostError> {
-        match self
-            .inner
-            .score(eref(probe, probe_dim), eref(reference, reference_dim))
-        {
+        let (p, r) = (eref(probe, probe_dim), eref(reference, reference_dim));
+        let answer = match &self.inner {
+            DetectorObject::Current(d) => d.score(p, r),
+            DetectorObject::V1_0(d) => d.score(p, r),
+        };
+        match answer {
             RResult::ROk(v) => Ok(v.into_vec()),
             RResult::RErr(e) => Err(self.plugin.error(e)),
         }

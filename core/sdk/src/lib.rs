@@ -126,6 +126,28 @@ pub trait PairDetector: Send + 'static {
     ) -> Result<serde_json::Value, PluginError>;
     /// One score per row, higher = more agreement.
     fn score(&self, probe: Matrix<'_>, reference: Matrix<'_>) -> Result<Vec<f32>, PluginError>;
+
+    /// The fitted state, as bytes [`PairDetector::restore`] reads back: a
+    /// pair bundle stores them and the run-time guard restores the detector
+    /// from them instead of fitting again. UTF-8 JSON is shown as JSON in the
+    /// bundle; other bytes are stored as base64. The default refuses.
+    fn export(&self) -> Result<Vec<u8>, PluginError> {
+        Err(PluginError::new(
+            error_code::UNSUPPORTED,
+            "this detector does not export its fitted state",
+        ))
+    }
+
+    /// Replaces the state with one [`PairDetector::export`] wrote (possibly
+    /// by another process, or another version of the plugin: refuse what
+    /// you cannot read with [`invalid`]). The default refuses.
+    fn restore(&mut self, state: &[u8]) -> Result<(), PluginError> {
+        let _ = state;
+        Err(PluginError::new(
+            error_code::UNSUPPORTED,
+            "this detector cannot restore a fitted state",
+        ))
+    }
 }
 
 /// Shorthand for an [`error_code::INVALID_INPUT`] error.
@@ -267,6 +289,14 @@ impl abi::Detector for DetectorShim {
                 .score(Matrix::from_abi(probe)?, Matrix::from_abi(reference)?)?;
             Ok(RVec::from(scores))
         }))
+    }
+
+    fn export_state(&self) -> RResult<RVec<u8>, PluginError> {
+        to_rresult(guard("export", || self.0.export().map(RVec::from)))
+    }
+
+    fn restore_state(&mut self, state: RSlice<'_, u8>) -> RResult<(), PluginError> {
+        to_rresult(guard("restore", || self.0.restore(state.as_slice())))
     }
 }
 

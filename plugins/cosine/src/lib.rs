@@ -91,4 +91,18 @@ impl PairDetector for CosineDetector {
     fn score(&self, probe: Matrix<'_>, reference: Matrix<'_>) -> Result<Vec<f32>, PluginError> {
         scores(&probe, &reference)
     }
+
+    /// Plain cosine fits nothing: its state is empty.
+    fn export(&self) -> Result<Vec<u8>, PluginError> {
+        Ok(b"{}".to_vec())
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), PluginError> {
+        match serde_json::from_slice::<serde_json::Value>(state) {
+            Ok(serde_json::Value::Object(m)) if m.is_empty() => Ok(()),
+            _ => Err(zooaudit_plugin_sdk::invalid(
+                "the cosine detector's state is the empty JSON object",
+            )),
+        }
+    }
 }

@@ -122,4 +122,36 @@ impl PairDetector for PairingDetector {
         t.score(rows(&probe)?, rows(&reference)?)
             .map_err(pairing_error)
     }
+
+    /// The translator as JSON (`method`, `in_dim`, `out_dim`, `weights`,
+    /// `bias`): what pair bundles of format 1.x held.
+    fn export(&self) -> Result<Vec<u8>, PluginError> {
+        let guard = self.fitted.lock().unwrap_or_else(|p| p.into_inner());
+        let t = guard
+            .as_ref()
+            .ok_or_else(|| invalid("export called before fit"))?;
+        serde_json::to_vec(t).map_err(|e| PluginError::new(error_code::INTERNAL, e.to_string()))
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), PluginError> {
+        let t: Translator = serde_json::from_slice(state)
+            .map_err(|e| invalid(format!("state is not a pairing translator: {e}")))?;
+        if t.weights.len() != t.in_dim * t.out_dim || t.bias.len() != t.out_dim {
+            return Err(invalid(format!(
+                "state: translator {}→{} has {} weights and {} biases",
+                t.in_dim,
+                t.out_dim,
+                t.weights.len(),
+                t.bias.len()
+            )));
+        }
+        if t.weights.iter().chain(&t.bias).any(|x| !x.is_finite()) {
+            return Err(PluginError::new(
+                error_code::NUMERIC,
+                "state: translator has non-finite weights",
+            ));
+        }
+        *self.fitted.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
+        Ok(())
+    }
 }
