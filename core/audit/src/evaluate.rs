@@ -11,7 +11,7 @@ use zooaudit_host::Plugin;
 use crate::embedding::{ModelEmbeddings, ModelRole, gather};
 use crate::evidence::{self, EvidenceRow, Family, FamilyRecord, Subject};
 use crate::faces::{Face, Split};
-use crate::pair::{FittedPair, PairTranslator, fit_pair};
+use crate::pair::{FittedPair, PairExport, fit_pair};
 use crate::response::{self, ResponseRow};
 use crate::stats::{Rate, Threshold, binomial_upper_tail, threshold_at};
 use crate::verdict::{self, Culprit};
@@ -33,8 +33,8 @@ pub struct Evaluation {
     pub verdicts: Vec<Verdict>,
     pub warnings: Vec<String>,
     pub scores: Vec<ScoreRow>,
-    /// Every fitted pair's translator, where the detector reports one.
-    pub translators: Vec<PairTranslator>,
+    /// Every fitted pair's detector, exported.
+    pub exports: Vec<PairExport>,
 }
 
 /// The ordered pairs (probe, reference) an audit evaluates: each candidate
@@ -161,7 +161,7 @@ pub fn evaluate_with(
         verdicts: Vec::new(),
         warnings: Vec::new(),
         scores: Vec::new(),
-        translators: Vec::new(),
+        exports: Vec::new(),
     };
     let mut witnesses: Witnesses = BTreeMap::new();
     for (pi, ri) in pair_plan(models, spec.directions) {
@@ -331,7 +331,7 @@ fn evaluate_pair(
         .iter()
         .map(|&i| faces[i].path.display().to_string())
         .collect();
-    out.translators.extend(fitted.exported(&paths));
+    out.exports.push(fitted.exported(&paths));
     let (thresholds, clean_rates) = (&fitted.thresholds, &fitted.clean_fnmr);
     if options.scores && options.fidelity {
         clean_score_rows(faces, eval, &fitted, &matrix, out);

@@ -47,7 +47,7 @@ pub use embedding::{
 };
 pub use evaluate::{EvalOptions, Evaluation, evaluate, evaluate_with};
 pub use faces::{Face, Role, Split, augment_fit_faces, load_faces, source_of};
-pub use pair::{FittedPair, PairTranslator, fit_pair};
+pub use pair::{FittedPair, PairExport, fit_pair};
 pub use report::*;
 pub use spec::{AuditSpec, Directions};
 
@@ -291,17 +291,17 @@ pub fn run(
     opts: &RunOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<AuditReport, AuditError> {
-    run_keeping_translators(spec, plugins, opts, progress).map(|(report, _)| report)
+    run_keeping_exports(spec, plugins, opts, progress).map(|(report, _)| report)
 }
 
 /// [`run`], also returning every fitted pair's translator (for
 /// `audit --export-pair`: the bundle is made from this very fit).
-pub fn run_keeping_translators(
+pub fn run_keeping_exports(
     spec: &AuditSpec,
     plugins: &PluginSet,
     opts: &RunOptions,
     progress: &mut dyn FnMut(Progress),
-) -> Result<(AuditReport, Vec<PairTranslator>), AuditError> {
+) -> Result<(AuditReport, Vec<PairExport>), AuditError> {
     let started = std::time::SystemTime::now();
     let suite = load_suite(spec)?;
     let (opened, scans) = open_and_scan_models(spec, plugins, opts)?;
@@ -399,7 +399,7 @@ pub fn run_keeping_translators(
         scores: evaluation.scores,
     };
     report.notes = vocabulary::notes(&report, spec.alpha, spec.min_identity_effect);
-    Ok((report, evaluation.translators))
+    Ok((report, evaluation.exports))
 }
 
 fn rfc3339(t: std::time::SystemTime) -> String {

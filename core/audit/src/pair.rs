@@ -3,10 +3,10 @@
 //! genuine scores at every operating point, the achieved clean FNMR on the
 //! held-out faces, and (optionally) the held-out fidelity matrix. The audit's
 //! evaluate step, `audit --export-pair` and `pair fit` all go through
-//! [`fit_pair`], so a pair bundle carries the very translator and thresholds
-//! its audit report holds.
+//! [`fit_pair`], so a pair bundle carries the very detector state and
+//! thresholds its audit report holds.
 
-use zooaudit_host::{LoadedDetector, Plugin};
+use zooaudit_host::{LoadedDetector, Plugin, PluginInfo};
 use zooaudit_pairing::Fidelity;
 
 use crate::embedding::{ModelEmbeddings, gather};
@@ -23,11 +23,10 @@ pub struct FittedPair {
     /// The detector plugin's name.
     pub detector_name: String,
     detector: LoadedDetector,
+    /// The detector's options (the audit file's `[detector]` table).
+    pub detector_options: serde_json::Value,
     /// The detector's fit report (its `fit` member where it has one).
     pub fit: serde_json::Value,
-    /// The fitted translator, where the detector reports one (the pairing
-    /// detector does: `{"method", "in_dim", "out_dim", "weights", "bias"}`).
-    pub translator: Option<serde_json::Value>,
     /// Genuine scores of the calibration faces.
     pub calibration: Vec<f32>,
     /// Genuine scores of the held-out faces.
@@ -51,12 +50,18 @@ impl std::fmt::Debug for FittedPair {
     }
 }
 
-/// A fitted pair's translator, kept for export (`audit --export-pair`).
+/// A fitted pair's detector, exported (`audit --export-pair` makes a pair
+/// bundle of it).
 #[derive(Debug, Clone, PartialEq)]
-pub struct PairTranslator {
+pub struct PairExport {
     pub probe: String,
     pub reference: String,
-    pub translator: serde_json::Value,
+    /// The detector plugin (name, version, ABI, file sha256).
+    pub plugin: PluginInfo,
+    pub options: serde_json::Value,
+    /// The fitted state the detector exported (plugin ABI 1.1), or why it
+    /// has none (one line).
+    pub state: Result<Vec<u8>, String>,
     /// The calibration faces' genuine scores by face path (the bundle
     /// reports its calibration per face source from these).
     pub calibration: Vec<(String, f32)>,
@@ -95,20 +100,21 @@ impl FittedPair {
         Ok((matrix, fidelity))
     }
 
-    /// The translator for export, if the detector reported one, with the
-    /// calibration faces' scores by path (`paths[i]` names calibration
-    /// face i).
-    pub fn exported(&self, paths: &[String]) -> Option<PairTranslator> {
-        self.translator.as_ref().map(|t| PairTranslator {
+    /// The fitted detector, exported, with the calibration faces' scores
+    /// by path (`paths[i]` names calibration face i).
+    pub fn exported(&self, paths: &[String]) -> PairExport {
+        PairExport {
             probe: self.probe.clone(),
             reference: self.reference.clone(),
-            translator: t.clone(),
+            plugin: self.detector.plugin().clone(),
+            options: self.detector_options.clone(),
+            state: self.detector.export_state().map_err(|e| e.to_string()),
             calibration: paths
                 .iter()
                 .cloned()
                 .zip(self.calibration.clone())
                 .collect(),
-        })
+        }
     }
 }
 
@@ -144,8 +150,8 @@ pub fn fit_pair(
         reference_dim: rd,
         detector_name: detector.info().name.clone(),
         detector: det,
+        detector_options: spec.detector_options.clone(),
         fit: serde_json::Value::Null,
-        translator: None,
         calibration: Vec::new(),
         genuine: Vec::new(),
         thresholds: Vec::new(),
@@ -154,7 +160,6 @@ pub fn fit_pair(
     };
     let report = report.map_err(|e| pair.error(e))?;
     pair.fit = report.get("fit").cloned().unwrap_or(report.clone());
-    pair.translator = report.get("translator").cloned();
     pair.calibration = pair.score(
         &gather(&p.clean, pd, &split.calibration),
         &gather(&r.clean, rd, &split.calibration),

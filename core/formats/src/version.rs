@@ -111,7 +111,9 @@ impl Format {
             Format::Predicate => FormatVersion::new(1, 3),
             // 1.1: `calibration`, `sources` (clean FNMR per face source) and
             // `history` (thresholds replaced by `pair recalibrate`).
-            Format::PairBundle => FormatVersion::new(1, 1),
+            // 2.0: `detector` (plugin, version, sha256, options, exported
+            // state) replaces `translator`; 1.x still reads (as pairing).
+            Format::PairBundle => FormatVersion::new(2, 0),
             // 1.1: `hiding`, how the injected subgraph hides from the scan.
             Format::AttackRecord => FormatVersion::new(1, 1),
             // 1.1: an entry may watch a hub repository (`watch`, `file`).

@@ -2,11 +2,13 @@
 //!
 //! ```json
 //! {
-//!   "format_version": "1.0",
+//!   "format_version": "2.0",
 //!   "kind": "zooaudit-pair-bundle",
-//!   "probe":     {"name": "...", "manifest": "sface.toml", "sha256": "..."},
-//!   "reference": {"name": "...", "manifest": "faceplugin.toml", "sha256": "..."},
-//!   "translator": {"method": "ridge", "in_dim": 128, "out_dim": 512, "weights": [...], "bias": [...]},
+//!   "probe":     {"name": "...", "manifest": "sface.toml", "sha256": "...", "dim": 128},
+//!   "reference": {"name": "...", "manifest": "faceplugin.toml", "sha256": "...", "dim": 512},
+//!   "detector": {"plugin": "pairing", "version": "0.1.0", "abi_version": "1.1.0",
+//!                "sha256": "<the plugin file's>", "options": {"seed": 42},
+//!                "state": {"encoding": "json", "data": {"method": "ridge", "weights": [...], ...}}},
 //!   "fit": {...}, "fidelity": {"samples": ..., "mean_cosine": ..., "top1": ..., "mean_rank": ...},
 //!   "thresholds": [{"target_fnmr": 0.01, "threshold": 0.61, "calibration_samples": 131, "heldout_fnmr": 0.008, ...}],
 //!   "serve": "reference",
@@ -18,6 +20,16 @@
 //! }
 //! ```
 //!
+//! **2.0** replaced 1.x's hard-wired `translator` by `detector`: the
+//! detector plugin's name, version and sha256 and the fitted state it
+//! exported (plugin ABI 1.1), so a bundle carries any detector and the
+//! guard scores through the very plugin that was calibrated. The state is
+//! `{"encoding": "json", "data": …}` when the plugin exported JSON (it gets
+//! equivalent JSON back: keys sorted, no whitespace), `{"encoding":
+//! "base64", "data": "…"}` otherwise. 1.x bundles still read:
+//! their translator becomes the `pairing` plugin's state, with no plugin
+//! digest to check (the guard says so).
+//!
 //! Manifest paths are relative to the bundle file (absolute ones stay). On
 //! load the models' files are resolved and their sha256 must equal the
 //! bundle's: a bundle never runs other models than the ones it was
@@ -25,8 +37,9 @@
 
 use std::path::{Path, PathBuf};
 
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use zooaudit_pairing::{Fidelity, FitReport, Translator};
+use zooaudit_pairing::{Fidelity, Translator};
 
 use crate::GuardError;
 
@@ -35,6 +48,70 @@ pub const BUNDLE_FORMAT: zooaudit_formats::FormatVersion =
     zooaudit_formats::Format::PairBundle.current();
 /// The `kind` of a pair bundle file.
 pub const BUNDLE_KIND: &str = "zooaudit-pair-bundle";
+
+/// A detector's exported state, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "encoding", content = "data", rename_all = "lowercase")]
+pub enum DetectorState {
+    /// The plugin exported UTF-8 JSON.
+    Json(serde_json::Value),
+    /// Any other bytes.
+    Base64(String),
+}
+
+impl DetectorState {
+    /// Stores `bytes`: as JSON when they are JSON, base64 otherwise.
+    pub fn from_bytes(bytes: &[u8]) -> DetectorState {
+        // The plugin gets equivalent JSON back, not the same bytes: keys
+        // sorted, whitespace gone (numbers read back equal: serde_json
+        // writes the shortest form that does).
+        match serde_json::from_slice::<serde_json::Value>(bytes) {
+            Ok(v) => DetectorState::Json(v),
+            Err(_) => {
+                DetectorState::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
+            }
+        }
+    }
+
+    /// The bytes the plugin exported.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
+        match self {
+            DetectorState::Json(v) => serde_json::to_vec(v).map_err(|e| e.to_string()),
+            DetectorState::Base64(s) => base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .map_err(|e| format!("detector.state.data is not base64: {e}")),
+        }
+    }
+}
+
+/// The detector plugin a bundle was fitted and calibrated with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BundleDetector {
+    /// The plugin's name (`zooaudit plugins`).
+    pub plugin: String,
+    /// The plugin's own version and the plugin ABI it was built for.
+    pub version: String,
+    pub abi_version: String,
+    /// The plugin file's sha256; the guard refuses another file. Absent only
+    /// in bundles read from format 1.x.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// The detector's options (the audit file's `[detector]` table).
+    pub options: serde_json::Value,
+    /// What the fitted detector exported.
+    pub state: DetectorState,
+}
+
+impl BundleDetector {
+    /// The pairing detector's translator, when this is one (the guard's
+    /// `serve = "mean"` needs the translated probe).
+    pub fn translator(&self) -> Option<Translator> {
+        match (&*self.plugin, &self.state) {
+            ("pairing", DetectorState::Json(v)) => serde_json::from_value(v.clone()).ok(),
+            _ => None,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BundleModel {
@@ -147,8 +224,9 @@ pub struct PairBundle {
     pub kind: String,
     pub probe: BundleModel,
     pub reference: BundleModel,
-    pub translator: Translator,
-    pub fit: FitReport,
+    pub detector: BundleDetector,
+    /// The detector's fit report.
+    pub fit: serde_json::Value,
     pub fidelity: Fidelity,
     pub thresholds: Vec<OperatingPoint>,
     pub serve: Serve,
@@ -191,32 +269,20 @@ impl PairBundle {
         let version = v
             .get("format_version")
             .and_then(|k| k.as_str())
-            .unwrap_or("");
-        zooaudit_formats::Format::PairBundle.check(path, version)?;
+            .unwrap_or("")
+            .to_string();
+        let v = if version.starts_with("1.") {
+            legacy(path, v)?
+        } else {
+            zooaudit_formats::Format::PairBundle.check(path, &version)?;
+            v
+        };
         let mut b: PairBundle = serde_json::from_value(v)
             .map_err(|e| GuardError::file(path, format!("malformed pair bundle: {e}")))?;
-        let t = &b.translator;
-        if t.weights.len() != t.in_dim * t.out_dim
-            || t.bias.len() != t.out_dim
-            || t.in_dim != b.probe.dim
-            || t.out_dim != b.reference.dim
-        {
-            return Err(GuardError::file(
-                path,
-                format!(
-                    "translator is {}→{} with {} weights and {} biases, but the models are {}-d and {}-d",
-                    t.in_dim,
-                    t.out_dim,
-                    t.weights.len(),
-                    t.bias.len(),
-                    b.probe.dim,
-                    b.reference.dim
-                ),
-            ));
-        }
-        if t.weights.iter().chain(&t.bias).any(|x| !x.is_finite()) {
-            return Err(GuardError::file(path, "translator has non-finite weights"));
-        }
+        b.detector
+            .state
+            .to_bytes()
+            .map_err(|e| GuardError::file(path, e))?;
         if b.thresholds.is_empty() || b.thresholds.iter().any(|o| !o.threshold.is_finite()) {
             return Err(GuardError::file(path, "no valid thresholds"));
         }
@@ -251,6 +317,52 @@ impl PairBundle {
         zooaudit_formats::write_atomic(path, text.as_bytes())
             .map_err(|e| GuardError::file(path, e.to_string()))
     }
+}
+
+/// A format 1.x bundle as 2.0: its `translator` becomes the pairing
+/// detector's state (checked here as 1.x readers did), with no plugin
+/// digest.
+fn legacy(path: &Path, mut v: serde_json::Value) -> Result<serde_json::Value, GuardError> {
+    let obj = v
+        .as_object_mut()
+        .ok_or_else(|| GuardError::file(path, "not a JSON object"))?;
+    let translator = obj
+        .remove("translator")
+        .ok_or_else(|| GuardError::file(path, "a format 1.x bundle without a translator"))?;
+    let t: Translator = serde_json::from_value(translator.clone())
+        .map_err(|e| GuardError::file(path, format!("translator: {e}")))?;
+    let dim = |role: &str| obj.get(role).and_then(|m| m.get("dim")).and_then(|d| d.as_u64());
+    if t.weights.len() != t.in_dim * t.out_dim
+        || t.bias.len() != t.out_dim
+        || dim("probe") != Some(t.in_dim as u64)
+        || dim("reference") != Some(t.out_dim as u64)
+    {
+        return Err(GuardError::file(
+            path,
+            format!(
+                "translator is {}→{} with {} weights and {} biases, but the models are {:?}-d and {:?}-d",
+                t.in_dim,
+                t.out_dim,
+                t.weights.len(),
+                t.bias.len(),
+                dim("probe"),
+                dim("reference")
+            ),
+        ));
+    }
+    if t.weights.iter().chain(&t.bias).any(|x| !x.is_finite()) {
+        return Err(GuardError::file(path, "translator has non-finite weights"));
+    }
+    let detector = BundleDetector {
+        plugin: "pairing".into(),
+        version: String::new(),
+        abi_version: "1.0.0".into(),
+        sha256: None,
+        options: serde_json::json!({}),
+        state: DetectorState::Json(translator),
+    };
+    obj.insert("detector".into(), serde_json::to_value(detector)?);
+    Ok(v)
 }
 
 /// `target` relative to directory `base` (both absolute).

@@ -1,8 +1,9 @@
 //! Making a pair bundle with the audit pipeline's own steps.
 //!
-//! [`bundle_from_audit`] turns an audit's report and the translators its
-//! evaluate step fitted into a bundle: no second fit, so the bundle's
-//! translator and thresholds are the report's (`audit --export-pair`).
+//! [`bundle_from_audit`] turns an audit's report and the detectors its
+//! evaluate step fitted (exported) into a bundle: no second fit, so the
+//! bundle's detector state and thresholds are the report's
+//! (`audit --export-pair`).
 //! [`fit_bundle`] (`pair fit`) runs the same steps for the first candidate →
 //! first reference pair only (faces, augmentation, split, clean embeddings
 //! through the cache, [`zooaudit_audit::fit_pair`], the held-out fidelity
@@ -10,23 +11,26 @@
 
 use zooaudit_audit::report::{AuditReport, ModelRecord};
 use zooaudit_audit::{
-    AuditError, AuditSpec, ModelEmbeddings, ModelRole, PairTranslator, Progress, RunOptions, Split,
+    AuditError, AuditSpec, ModelEmbeddings, ModelRole, PairExport, Progress, RunOptions, Split,
     SuiteStamps,
 };
 use zooaudit_embed::Embedder;
 use zooaudit_host::PluginSet;
 use zooaudit_manifest::ModelManifest;
-use zooaudit_pairing::{Fidelity, FitReport, Translator};
+use zooaudit_pairing::Fidelity;
 
 use crate::GuardError;
-use crate::bundle::{BundleModel, Calibration, Created, OperatingPoint, PairBundle, Serve};
+use crate::bundle::{
+    BundleDetector, BundleModel, Calibration, Created, DetectorState, OperatingPoint, PairBundle,
+    Serve,
+};
 use crate::calibrate::{group, operating_points, worst_source_thresholds};
 
 /// What a bundle is made of, however it was computed.
 struct Parts<'a> {
     probe: BundleModel,
     reference: BundleModel,
-    translator: &'a serde_json::Value,
+    export: &'a PairExport,
     fit: &'a serde_json::Value,
     fidelity: Fidelity,
     thresholds: Vec<OperatingPoint>,
@@ -35,11 +39,35 @@ struct Parts<'a> {
 }
 
 fn assemble(spec: &AuditSpec, parts: Parts<'_>, serve: Serve) -> Result<PairBundle, GuardError> {
-    let pair = format!("{} → {}", parts.probe.name, parts.reference.name);
-    let translator: Translator = serde_json::from_value(parts.translator.clone())
-        .map_err(|e| GuardError::Translator(format!("pair {pair}: translator: {e}")))?;
-    let fit: FitReport = serde_json::from_value(parts.fit.clone())
-        .map_err(|e| GuardError::Translator(format!("pair {pair}: fit report: {e}")))?;
+    let e = parts.export;
+    let state = e.state.as_ref().map_err(|why| {
+        GuardError::field_of(
+            &spec.path,
+            "detector.plugin",
+            format!(
+                "pair {} → {}: the {} detector's state cannot go into a bundle: {why}",
+                e.probe, e.reference, e.plugin.name
+            ),
+        )
+    })?;
+    let detector = BundleDetector {
+        plugin: e.plugin.name.clone(),
+        version: e.plugin.version.clone(),
+        abi_version: e.plugin.abi_version.clone(),
+        sha256: Some(e.plugin.sha256.clone()),
+        options: e.options.clone(),
+        state: DetectorState::from_bytes(state),
+    };
+    if serve == Serve::Mean && detector.translator().is_none() {
+        return Err(GuardError::field_of(
+            &spec.path,
+            "detector.plugin",
+            format!(
+                "serve = \"mean\" averages the translated probe with the reference; the {} detector translates nothing (use the pairing detector or another serve)",
+                detector.plugin
+            ),
+        ));
+    }
     let sources = crate::calibrate::source_records(&parts.sources, &parts.thresholds);
     Ok(PairBundle {
         calibration: parts.calibration,
@@ -49,8 +77,8 @@ fn assemble(spec: &AuditSpec, parts: Parts<'_>, serve: Serve) -> Result<PairBund
         kind: crate::bundle::BUNDLE_KIND.into(),
         probe: parts.probe,
         reference: parts.reference,
-        translator,
-        fit,
+        detector,
+        fit: parts.fit.clone(),
         fidelity: parts.fidelity,
         thresholds: parts.thresholds,
         serve,
@@ -63,22 +91,19 @@ fn assemble(spec: &AuditSpec, parts: Parts<'_>, serve: Serve) -> Result<PairBund
     })
 }
 
-fn no_translator(spec: &AuditSpec, detector: &str) -> GuardError {
-    GuardError::field_of(
+fn no_export(spec: &AuditSpec, probe: &str, reference: &str) -> GuardError {
+    GuardError::file(
         &spec.path,
-        "detector.plugin",
-        format!(
-            "the {detector} detector reports no translator, so its pair cannot be exported as a bundle (use the pairing detector)"
-        ),
+        format!("the audit kept no fitted detector for {probe} → {reference}"),
     )
 }
 
 /// The bundle of the audit's first candidate → first reference pair, from
-/// the report and the translators of [`zooaudit_audit::run_keeping_translators`].
+/// the report and the detectors of [`zooaudit_audit::run_keeping_exports`].
 pub fn bundle_from_audit(
     spec: &AuditSpec,
     report: &AuditReport,
-    translators: &[PairTranslator],
+    exports: &[PairExport],
     serve: Serve,
 ) -> Result<PairBundle, GuardError> {
     let first = |role: &str| -> Result<&ModelRecord, GuardError> {
@@ -99,10 +124,10 @@ pub fn bundle_from_audit(
                 format!("the report holds no pair {} → {}", p.name, r.name),
             )
         })?;
-    let translator = translators
+    let export = exports
         .iter()
         .find(|t| t.probe == p.name && t.reference == r.name)
-        .ok_or_else(|| no_translator(spec, &pair.detector))?;
+        .ok_or_else(|| no_export(spec, &p.name, &r.name))?;
     let model = |m: &ModelRecord| BundleModel {
         name: m.name.clone(),
         manifest: m.manifest.clone().into(),
@@ -111,7 +136,7 @@ pub fn bundle_from_audit(
     };
     // Held-out genuine scores from the report (scores.csv), calibration
     // ones from the fit the audit kept.
-    let calibration: Vec<(String, f32)> = translator
+    let calibration: Vec<(String, f32)> = export
         .calibration
         .iter()
         .map(|(path, s)| {
@@ -133,7 +158,7 @@ pub fn bundle_from_audit(
     let parts = Parts {
         probe: model(p),
         reference: model(r),
-        translator: &translator.translator,
+        export,
         fit: &pair.fit,
         fidelity: pair.fidelity.clone(),
         thresholds: operating_points(&pair.thresholds, &pair.clean_fnmr),
@@ -196,10 +221,7 @@ pub fn fit_bundle(
     let pe = clean(&probe, ModelRole::Candidate)?;
     let re = clean(&reference, ModelRole::Reference)?;
     let fitted = zooaudit_audit::fit_pair(spec, &split, &pe, &re, detector, progress)?;
-    let translator = fitted
-        .translator
-        .as_ref()
-        .ok_or_else(|| no_translator(spec, &fitted.detector_name))?;
+    let export = fitted.exported(&[]);
     let held =
         |m: &ModelEmbeddings| zooaudit_audit::embedding::gather(&m.clean, m.dim, &split.heldout);
     let (_, fidelity) = fitted.fidelity_matrix(&held(&pe), &held(&re))?;
@@ -231,7 +253,7 @@ pub fn fit_bundle(
     let parts = Parts {
         probe: model(&probe),
         reference: model(&reference),
-        translator,
+        export: &export,
         fit: &fitted.fit,
         fidelity,
         thresholds,

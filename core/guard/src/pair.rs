@@ -7,7 +7,8 @@ use sha2::Digest;
 use zooaudit_embed::Embedder;
 use zooaudit_host::PluginSet;
 use zooaudit_manifest::ModelManifest;
-use zooaudit_pairing::cosine;
+use zooaudit_host::LoadedDetector;
+use zooaudit_pairing::Translator;
 
 use crate::GuardError;
 use crate::bundle::{PairBundle, Serve};
@@ -88,11 +89,17 @@ pub struct Tuning {
     pub schedule: Schedule,
 }
 
-/// Both models of a bundle, opened and checked against its sha256s.
+/// Both models of a bundle, opened and checked against its sha256s, and
+/// its detector restored through the plugin it was calibrated with.
 pub struct Pair {
     pub bundle: PairBundle,
     probe: Embedder,
     reference: Embedder,
+    /// Detectors are `Send`, not `Sync` (plugin ABI): one scores at a time;
+    /// scoring is microseconds next to the models' milliseconds.
+    detector: std::sync::Mutex<LoadedDetector>,
+    /// The pairing detector's translator, for `serve = "mean"`.
+    translator: Option<Translator>,
     pub limits: zooaudit_imaging::Limits,
     /// How a decision runs the two models (see docs/BENCHMARKS.md for the
     /// measurements behind each).
@@ -177,6 +184,34 @@ impl Pair {
                 }
                 Ok((e, manifest))
             };
+        let detector = open_detector(&bundle, bundle_path, plugins)?;
+        let translator = bundle.detector.translator();
+        if bundle.serve == Serve::Mean && translator.is_none() {
+            return Err(GuardError::file(
+                bundle_path,
+                format!(
+                    "serve = \"mean\" needs a translating detector; the bundle's is '{}'",
+                    bundle.detector.plugin
+                ),
+            ));
+        }
+        // The restored detector must take the models' dimensions.
+        detector
+            .score(
+                &vec![1.0; bundle.probe.dim],
+                bundle.probe.dim,
+                &vec![1.0; bundle.reference.dim],
+                bundle.reference.dim,
+            )
+            .map_err(|e| {
+                GuardError::file(
+                    bundle_path,
+                    format!(
+                        "detector '{}' cannot score {}-d against {}-d embeddings: {e}",
+                        bundle.detector.plugin, bundle.probe.dim, bundle.reference.dim
+                    ),
+                )
+            })?;
         let (probe, probe_manifest) = open(&bundle.probe)?;
         let (reference, reference_manifest) = open(&bundle.reference)?;
         if probe.manifest().input.size != reference.manifest().input.size {
@@ -189,6 +224,8 @@ impl Pair {
             bundle,
             probe,
             reference,
+            detector: std::sync::Mutex::new(detector),
+            translator,
             limits: crate::request::IMAGE_LIMITS,
             schedule: Schedule::Concurrent,
             manifests: [probe_manifest, reference_manifest],
@@ -330,20 +367,34 @@ impl Pair {
         let p = p.map_err(|e| DecideError::Model(e.to_string()))?;
         let r = r.map_err(|e| DecideError::Model(e.to_string()))?;
         let (pd, rd) = (self.probe.dim(), self.reference.dim());
-        let t = &self.bundle.translator;
+        let scores = self
+            .detector
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .score(&p, pd, &r, rd)
+            .map_err(|e| DecideError::Model(e.to_string()))?;
+        if scores.len() != images.len() || scores.iter().any(|s| !s.is_finite()) {
+            return Err(DecideError::Model(format!(
+                "detector '{}' returned {} scores (non-finite among them: {}) for {} images",
+                self.bundle.detector.plugin,
+                scores.len(),
+                scores.iter().any(|s| !s.is_finite()),
+                images.len()
+            )));
+        }
         Ok((0..images.len())
             .map(|i| {
                 let pe = &p[i * pd..(i + 1) * pd];
                 let re = &r[i * rd..(i + 1) * rd];
-                let translated = t.apply(pe);
-                let score = cosine(&translated, re);
-                let embedding = match self.bundle.serve {
-                    Serve::Probe => unit(pe),
-                    Serve::Reference => unit(re),
-                    Serve::Mean => {
-                        let (a, b) = (unit(&translated), unit(re));
+                let score = scores[i];
+                let embedding = match (self.bundle.serve, &self.translator) {
+                    (Serve::Probe, _) => unit(pe),
+                    (Serve::Mean, Some(t)) => {
+                        let (a, b) = (unit(&t.apply(pe)), unit(re));
                         unit(&a.iter().zip(&b).map(|(x, y)| x + y).collect::<Vec<_>>())
                     }
+                    // `open` refuses mean without a translator.
+                    (Serve::Reference | Serve::Mean, _) => unit(re),
                 };
                 Decision {
                     image_sha256: shas[i].clone(),
@@ -355,6 +406,34 @@ impl Pair {
             })
             .collect())
     }
+}
+
+/// The bundle's detector: its plugin found, its file's sha256 the
+/// bundle's, restored from the bundle's state.
+fn open_detector(
+    bundle: &PairBundle,
+    bundle_path: &Path,
+    plugins: &PluginSet,
+) -> Result<LoadedDetector, GuardError> {
+    let d = &bundle.detector;
+    let fail = |m: String| GuardError::file(bundle_path, format!("detector '{}': {m}", d.plugin));
+    let plugin = plugins.detector(&d.plugin).map_err(|e| fail(e.to_string()))?;
+    let info = plugin.info();
+    if let Some(want) = &d.sha256
+        && !want.eq_ignore_ascii_case(&info.sha256)
+    {
+        return Err(fail(format!(
+            "the bundle was calibrated with the plugin file of sha256 {want}, but {} has sha256 {} (version {}; the bundle's {})",
+            info.path.display(),
+            info.sha256,
+            info.version,
+            d.version
+        )));
+    }
+    let state = d.state.to_bytes().map_err(&fail)?;
+    plugin
+        .restore_detector(&d.options, &state)
+        .map_err(|e| fail(format!("cannot restore its state: {e}")))
 }
 
 /// sha256 of bytes, hex.

@@ -36,12 +36,12 @@ fn fitted(set: &zooaudit_host::PluginSet) -> PairBundle {
 fn the_exported_bundle_is_the_audits_own_fit_and_pair_fit_gives_the_same() {
     let set = support::plugins();
     let (spec, opts) = example();
-    let (report, translators) =
-        zooaudit_audit::run_keeping_translators(&spec, &set, &opts, &mut |_| {}).unwrap();
-    // One translator per fitted direction (the pairing detector reports it).
-    assert_eq!(translators.len(), report.pairs.len());
+    let (report, exports) =
+        zooaudit_audit::run_keeping_exports(&spec, &set, &opts, &mut |_| {}).unwrap();
+    // One exported detector per fitted direction.
+    assert_eq!(exports.len(), report.pairs.len());
     let exported =
-        zooaudit_guard::fit::bundle_from_audit(&spec, &report, &translators, Serve::Reference)
+        zooaudit_guard::fit::bundle_from_audit(&spec, &report, &exports, Serve::Reference)
             .unwrap();
     let pair = report
         .pairs
@@ -66,14 +66,20 @@ fn the_exported_bundle_is_the_audits_own_fit_and_pair_fit_gives_the_same() {
         );
     }
     assert_eq!(exported.fidelity, pair.fidelity);
-    let t = translators
+    let t = exports
         .iter()
         .find(|t| t.probe == exported.probe.name && t.reference == exported.reference.name)
         .unwrap();
-    assert_eq!(
-        serde_json::to_value(&exported.translator).unwrap(),
-        t.translator
-    );
+    // The bundle holds the pairing plugin's exported bytes, readable as
+    // JSON, and names the very plugin file.
+    let d = &exported.detector;
+    let json = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).unwrap();
+    assert_eq!(json(&d.state.to_bytes().unwrap()), json(t.state.as_ref().unwrap()));
+    assert!(matches!(d.state, zooaudit_guard::bundle::DetectorState::Json(_)));
+    assert_eq!((d.plugin.as_str(), d.sha256.as_deref()), ("pairing", Some(t.plugin.sha256.as_str())));
+    assert_eq!(d.sha256.as_deref(), Some(set.detector("pairing").unwrap().info().sha256.as_str()));
+    let translator = d.translator().unwrap();
+    assert_eq!((translator.in_dim, translator.out_dim), (128, 512));
     assert!(exported.fidelity.top1 > 0.9, "{:?}", exported.fidelity);
     // `pair fit` runs the same steps for this pair alone: the same bundle.
     let refit = zooaudit_guard::fit::fit_bundle(
@@ -102,7 +108,7 @@ fn a_bundle_round_trips_and_its_decisions_match_the_translator() {
     let path = tmp.path().join("sub/pair.json");
     b.write(&path).unwrap();
     let back = PairBundle::read(&path).unwrap();
-    assert_eq!(back.translator, b.translator);
+    assert_eq!(back.detector, b.detector);
     assert_eq!(back.thresholds, b.thresholds);
     let pair = Pair::open(
         back,
@@ -133,7 +139,8 @@ fn a_bundle_round_trips_and_its_decisions_match_the_translator() {
             e.row(k).to_vec()
         };
         let (p, r) = (row_of(&sface), row_of(&fp));
-        let want = zooaudit_pairing::cosine(&b.translator.apply(&p), &r);
+        let translator = b.detector.translator().unwrap();
+        let want = zooaudit_pairing::cosine(&translator.apply(&p), &r);
         assert!((want - d[i].score).abs() < 1e-4, "{want} vs {}", d[i].score);
         assert_eq!(d[i].agree, d[i].score >= t);
         // Serve::Mean: a unit vector in the reference's space.
@@ -198,12 +205,21 @@ fn tampered_or_foreign_bundles_are_refused_with_the_reason() {
     };
     let mut cases: Vec<(std::path::PathBuf, &str)> = Vec::new();
     let mut x = v.clone();
-    x["format_version"] = "2.0".into();
-    cases.push((write("v2.json", &x), "2.0"));
+    x["format_version"] = "3.0".into();
+    cases.push((write("v3.json", &x), "3.0"));
     let mut x = v.clone();
     x["kind"] = "something-else".into();
     cases.push((write("kind.json", &x), "not a zooaudit pair bundle"));
     let mut x = v.clone();
+    x["detector"]["state"] = serde_json::json!({"encoding": "base64", "data": "%%"});
+    cases.push((write("b64.json", &x), "not base64"));
+    // A format 1.x bundle whose translator does not fit the models.
+    let mut legacy = v.clone();
+    legacy["format_version"] = "1.1".into();
+    let obj = legacy.as_object_mut().unwrap();
+    let state = obj.remove("detector").unwrap()["state"]["data"].clone();
+    obj.insert("translator".into(), state);
+    let mut x = legacy.clone();
     x["translator"]["bias"].as_array_mut().unwrap().pop();
     cases.push((write("dims.json", &x), "translator is 128→512"));
     let mut x = v.clone();
@@ -218,6 +234,39 @@ fn tampered_or_foreign_bundles_are_refused_with_the_reason() {
             "{e} lacks {want}"
         );
     }
+    let open = |p: &std::path::Path| {
+        let back = PairBundle::read(p).unwrap();
+        Pair::open(back, p, &set, &zooaudit_registry::FetchOptions::from_env())
+    };
+    // A format 1.1 bundle still runs, as the pairing detector, unpinned,
+    // and decides as the 2.0 bundle it was made from.
+    let old = write("legacy.json", &legacy);
+    let back = PairBundle::read(&old).unwrap();
+    assert_eq!(back.detector.plugin, "pairing");
+    assert_eq!(back.detector.sha256, None);
+    assert_eq!(back.detector.translator(), b.detector.translator());
+    let face = support::aligned_faces()[0].clone();
+    let decide = |pair: &Pair| {
+        let img = pair.decode(&std::fs::read(&face).unwrap(), "x").unwrap();
+        pair.decide(&[img], &["x".to_string()], 0.5).unwrap()[0].score
+    };
+    assert_eq!(decide(&open(&old).unwrap()), decide(&open(&good).unwrap()));
+    // Another detector plugin file than the one calibrated: refused,
+    // naming both digests.
+    let mut x = v.clone();
+    x["detector"]["sha256"] = "ab".repeat(32).into();
+    let e = open(&write("plugin.json", &x)).err().unwrap().to_string();
+    let actual = set.detector("pairing").unwrap().info().sha256.clone();
+    assert!(
+        e.contains("plugin.json") && e.contains(&"ab".repeat(32)) && e.contains(&actual),
+        "{e}"
+    );
+    // A damaged state: the plugin refuses to restore it, in one line.
+    let mut x = v.clone();
+    x["detector"]["state"]["data"]["bias"].as_array_mut().unwrap().pop();
+    let e = open(&write("state.json", &x)).err().unwrap().to_string();
+    assert!(e.contains("state.json") && e.contains("cannot restore"), "{e}");
+    assert_eq!(e.lines().count(), 1);
     // A model swapped under the bundle: refused on open.
     let mut x = v.clone();
     x["reference"]["sha256"] = "0".repeat(64).into();

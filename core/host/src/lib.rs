@@ -126,7 +126,7 @@ impl fmt::Display for Kind {
 }
 
 /// What the host knows about a loaded plugin.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PluginInfo {
     pub name: String,
     pub version: String,

@@ -5,8 +5,9 @@
 //! high when the two models agree about the face. Options (JSON):
 //! `translator` = `ridge` (default) | `procrustes` | `sgd-cosine`, `seed`,
 //! and for SGD `learning_rate`, `max_epochs`, `patience`, `batch_size`.
-//! The fit report carries the translator itself (`translator.weights`,
-//! `translator.bias`), so a host can export the fitted pair.
+//! The fitted translator is the detector's exported state (plugin ABI 1.1):
+//! JSON `{"method", "in_dim", "out_dim", "weights", "bias"}`, which a pair
+//! bundle stores and the guard restores.
 
 use std::sync::Mutex;
 
@@ -109,7 +110,7 @@ impl PairDetector for PairingDetector {
     ) -> Result<serde_json::Value, PluginError> {
         let (t, report) =
             fit(rows(&probe)?, rows(&reference)?, &self.opts).map_err(pairing_error)?;
-        let value = serde_json::json!({ "fit": report, "translator": t });
+        let value = serde_json::json!({ "fit": report });
         *self.fitted.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
         Ok(value)
     }

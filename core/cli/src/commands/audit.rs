@@ -1,5 +1,5 @@
 //! `zooaudit audit AUDIT --out DIR`: the audit pipeline
-//! ([`zooaudit_audit::run_keeping_translators`]), the report and its human
+//! ([`zooaudit_audit::run_keeping_exports`]), the report and its human
 //! renderings, optional signed attestations and an optional pair bundle made
 //! from the audit's own fit.
 
@@ -99,8 +99,8 @@ impl AuditArgs {
         let set = plugins(dirs);
         let mut shown = Reporter::new(self.quiet);
         opts.fetch.progress = !shown.quiet();
-        let (report, translators) =
-            zooaudit_audit::run_keeping_translators(&spec, &set, &opts, &mut |p| shown.event(p))?;
+        let (report, exports) =
+            zooaudit_audit::run_keeping_exports(&spec, &set, &opts, &mut |p| shown.event(p))?;
         let out = &self.out;
         report.write(out)?;
         zooaudit_render::write_human(&report, out)?;
@@ -145,7 +145,7 @@ impl AuditArgs {
             let bundle = zooaudit_guard::fit::bundle_from_audit(
                 &spec,
                 &report,
-                &translators,
+                &exports,
                 zooaudit_guard::bundle::Serve::Reference,
             )?;
             bundle.write(file)?;
@@ -209,11 +209,11 @@ pub fn operating_point_line(o: &zooaudit_guard::bundle::OperatingPoint, was: &st
 /// The bundle's pair, fidelity and operating points, one line each.
 pub fn print_bundle(b: &zooaudit_guard::bundle::PairBundle, out: &Path) {
     println!(
-        "pair bundle {}: {} → {} ({}), held-out mean cosine {:.3}, top-1 {:.3} ({} faces)",
+        "pair bundle {}: {} → {} (detector {}), held-out mean cosine {:.3}, top-1 {:.3} ({} faces)",
         out.display(),
         b.probe.name,
         b.reference.name,
-        b.translator.method,
+        b.detector.plugin,
         b.fidelity.mean_cosine,
         b.fidelity.top1,
         b.fidelity.samples
