@@ -8,9 +8,9 @@
 //! audit's pipeline: its own seeded split of all faces (½ fit, ¼
 //! calibration, ¼ held-out; the audit splits by face role and adds
 //! augmented and trigger-fit-control copies to the fit faces, the paper and
-//! this bench add none), the ridge translator of `zooaudit-pairing` (the
-//! library the pairing plugin wraps) fitted directly rather than through
-//! the detector plugin, thresholds placed by the audit's
+//! this bench add none), each `--detector` plugin (default: `pairing`, the
+//! paper's ridge translator) fitted and scored through the plugin ABI as
+//! the audit and the guard do, thresholds placed by the audit's
 //! [`zooaudit_audit::stats::threshold_at`], and embeddings stored under the
 //! audit's cache keys. `bench verdict` is the one that runs the audit's own
 //! steps (`zooaudit_audit::evaluate`). Tables:
@@ -20,7 +20,10 @@
 //!   both with different backdoors; both directions), FMR on poisoned
 //!   samples (attacker images with the trigger, backdoor active, that still
 //!   pass as agreement: missed);
-//! * **Table 2**: attack metrics of every variant.
+//! * **Table 2**: attack metrics of every variant;
+//! * each detector's fit and score time.
+//!
+//! Tables 3 and 4 have one column group per detector.
 //!
 //! Mean ± standard deviation over seeds. Embeddings are cached on disk.
 
@@ -70,9 +73,15 @@ pub struct PaperArgs {
     /// Embedding cache (default: the audit's).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Write score histograms (SVG) of seed 0 here.
+    /// Write score histograms (SVG) of seed 0 here (first detector).
     #[arg(long, value_name = "DIR")]
     pub figures: Option<PathBuf>,
+    /// A detector-strategy plugin to evaluate, with options
+    /// (`pairing`, `relative:anchors=128`, `pairing:translator=procrustes`);
+    /// repeatable: every detector sees the same zoo, split and thresholds,
+    /// one column group each.
+    #[arg(long = "detector", value_name = "NAME[:k=v,…]", default_value = "pairing")]
+    pub detectors: Vec<String>,
 }
 
 /// A histogram to draw: title, genuine, ZEI and poisoned scores, threshold.
@@ -130,6 +139,11 @@ pub fn run_paper(
             .or_else(zooaudit_audit::cache::default_dir),
     );
     let suite = Suite::load(&args.triggers)?;
+    let detectors = args
+        .detectors
+        .iter()
+        .map(|d| pair::Detector::parse(d, plugins))
+        .collect::<Result<Vec<_>, _>>()?;
     let labeled_dir = args.faces.join("labeled");
     let labeled = Labeled::load(&labeled_dir)?;
     let faces = Faces::load(&args.faces, &labeled)?;
@@ -160,7 +174,15 @@ pub fn run_paper(
     let names: Vec<String> = orig_emb.iter().map(|m| m.name.clone()).collect();
     let mut md = String::new();
     tables::table2(&mut md, &variants, &names, args.seeds);
-    let mut fig_jobs = tables::table3(&mut md, &suite, &orig_emb, &names, &faces, args.seeds)?;
+    let mut fig_jobs = tables::table3(
+        &mut md,
+        &suite,
+        &orig_emb,
+        &names,
+        &faces,
+        args.seeds,
+        &detectors,
+    )?;
     let backdoored = Backdoored {
         args,
         faces: &faces,
@@ -168,8 +190,10 @@ pub fn run_paper(
         orig_emb: &orig_emb,
         variants: &variants,
         variant_emb: &variant_emb,
+        detectors: &detectors,
     };
     tables::table4(&mut md, &backdoored, &mut fig_jobs)?;
+    tables::detector_times(&mut md, &detectors);
     if let Some(dir) = &args.figures {
         tables::figures(&mut md, dir, &fig_jobs)?;
     }

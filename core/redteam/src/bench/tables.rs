@@ -9,7 +9,7 @@ use zooaudit_audit::stats::{Rate, threshold_at};
 use zooaudit_triggers::Suite;
 
 use super::data::{Faces, ModelEmb, split};
-use super::pair::Pair;
+use super::pair::{Detector, Pair};
 use super::zoo::Variant;
 use super::{Figure, OPS, PaperArgs, RowKey};
 use crate::RedteamError;
@@ -80,8 +80,22 @@ pub(super) fn table2(md: &mut String, variants: &[Variant], names: &[String], se
     }
 }
 
-/// Table 3: the clean pairs in both directions, on every trigger; returns
-/// the histograms of seed 0.
+/// The header cells of one column group per detector.
+fn groups(dets: &[Detector], cells: &[&str]) -> (String, String) {
+    let mut head = String::new();
+    let mut rule = String::new();
+    for d in dets {
+        for c in cells {
+            let _ = write!(head, " {} · {c} |", d.label);
+            rule.push_str("---|");
+        }
+    }
+    (head, rule)
+}
+
+/// Table 3: the clean pairs in both directions, on every trigger, one
+/// column group per detector; returns the first detector's histograms of
+/// seed 0.
 pub(super) fn table3(
     md: &mut String,
     suite: &Suite,
@@ -89,63 +103,89 @@ pub(super) fn table3(
     names: &[String],
     faces: &Faces,
     seeds: u64,
+    dets: &[Detector],
 ) -> Result<Vec<Figure>, RedteamError> {
     let n = faces.files.len();
     let _ = writeln!(
         md,
         "\n### Table 3: clean pairs — FNMR on poisoned samples (triggered held-out faces flagged, %)\n"
     );
-    let _ = writeln!(
-        md,
-        "| probe → reference | trigger | clean FNMR 0.1 % | clean FNMR 1 % | clean FNMR 5 % | achieved clean FNMR at 1 % |\n|---|---|---|---|---|---|"
+    let (head, rule) = groups(
+        dets,
+        &["clean FNMR 0.1 %", "clean FNMR 1 %", "clean FNMR 5 %", "achieved clean FNMR at 1 %"],
     );
+    let _ = writeln!(md, "| probe → reference | trigger |{head}\n|---|---|{rule}");
     let mut fig_jobs: Vec<Figure> = Vec::new();
     for (a, b) in [(0usize, 1usize), (1, 0)] {
         for tr in &suite.triggers {
-            let mut rates: [Vec<f64>; 3] = Default::default();
-            let mut achieved = Vec::new();
-            for seed in 0..seeds {
-                let (fit_i, cal, held) = split(n, seed);
-                let pair = Pair::fit(&orig_emb[a], &orig_emb[b], &fit_i, seed)?;
-                let cs = pair.clean(&cal, &held, faces)?;
-                let poisoned = pair.score(
-                    &orig_emb[a].triggered[&tr.name],
-                    &orig_emb[b].triggered[&tr.name],
-                    &held,
-                )?;
-                for (k, &t) in cs.thresholds.iter().enumerate() {
-                    rates[k].push(Rate::flagged(&poisoned, t).rate);
+            let _ = write!(md, "| {} → {} | {} |", names[a], names[b], tr.name);
+            for (di, det) in dets.iter().enumerate() {
+                let mut rates: [Vec<f64>; 3] = Default::default();
+                let mut achieved = Vec::new();
+                for seed in 0..seeds {
+                    let (fit_i, cal, held) = split(n, seed);
+                    let pair = Pair::fit(&orig_emb[a], &orig_emb[b], &fit_i, seed, det)?;
+                    let cs = pair.clean(&cal, &held, faces)?;
+                    let poisoned = pair.score(
+                        &orig_emb[a].triggered[&tr.name],
+                        &orig_emb[b].triggered[&tr.name],
+                        &held,
+                    )?;
+                    for (k, &t) in cs.thresholds.iter().enumerate() {
+                        rates[k].push(Rate::flagged(&poisoned, t).rate);
+                    }
+                    achieved.push(Rate::flagged(&cs.genuine, cs.thresholds[1]).rate);
+                    if seed == 0 && di == 0 {
+                        fig_jobs.push((
+                            format!("clean {} → {} · {}", names[a], names[b], tr.name),
+                            cs.genuine,
+                            cs.zei,
+                            poisoned,
+                            cs.thresholds[1],
+                        ));
+                    }
                 }
-                achieved.push(Rate::flagged(&cs.genuine, cs.thresholds[1]).rate);
-                if seed == 0 {
-                    fig_jobs.push((
-                        format!("clean {} → {} · {}", names[a], names[b], tr.name),
-                        cs.genuine,
-                        cs.zei,
-                        poisoned,
-                        cs.thresholds[1],
-                    ));
-                }
+                let _ = write!(
+                    md,
+                    " {} | {} | {} | {} |",
+                    pct_ms(&rates[0]),
+                    pct_ms(&rates[1]),
+                    pct_ms(&rates[2]),
+                    pct_ms(&achieved)
+                );
             }
-            let _ = writeln!(
-                md,
-                "| {} → {} | {} | {} | {} | {} | {} |",
-                names[a],
-                names[b],
-                tr.name,
-                pct_ms(&rates[0]),
-                pct_ms(&rates[1]),
-                pct_ms(&rates[2]),
-                pct_ms(&achieved)
-            );
+            md.push('\n');
         }
     }
     Ok(fig_jobs)
 }
 
-/// Table 4's rows: per (label, direction, trigger, attack, strength) the
-/// per-seed FMRs at each operating point, and the samples per seed.
-type Table4Rows = BTreeMap<RowKey, ([Vec<f64>; 3], usize)>;
+/// Each detector's fits and scores, and the time they took.
+pub(super) fn detector_times(md: &mut String, dets: &[Detector]) {
+    let _ = writeln!(
+        md,
+        "\n### Detectors: fit and score time (this machine, all of Tables 3 and 4)\n\n| detector | plugin | fits | mean fit ms | scores | µs per score |\n|---|---|---|---|---|---|"
+    );
+    for d in dets {
+        let (fits, scored) = (d.fits.get().max(1), d.scored.get().max(1));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.2} | {} | {:.2} |",
+            d.label,
+            d.describe(),
+            d.fits.get(),
+            1e3 * d.fit_seconds.get() / fits as f64,
+            d.scored.get(),
+            1e6 * d.score_seconds.get() / scored as f64
+        );
+    }
+}
+
+/// Per-seed FMRs at each operating point.
+type Fmrs = [Vec<f64>; 3];
+/// Table 4's rows: per (label, direction, trigger, attack, strength) each
+/// detector's per-seed FMRs, and the samples per seed.
+type Table4Rows = BTreeMap<RowKey, (Vec<Fmrs>, usize)>;
 
 /// The backdoored zoo and the models it is paired with.
 pub(super) struct Backdoored<'a> {
@@ -155,6 +195,7 @@ pub(super) struct Backdoored<'a> {
     pub(super) orig_emb: &'a [ModelEmb],
     pub(super) variants: &'a [Variant],
     pub(super) variant_emb: &'a [ModelEmb],
+    pub(super) detectors: &'a [Detector],
 }
 
 /// Table 4: every variant paired with the other model, clean and
@@ -172,20 +213,26 @@ pub(super) fn table4(
         orig_emb,
         variants,
         variant_emb,
+        detectors,
     } = *b;
     let n = faces.files.len();
     let _ = writeln!(
         md,
         "\n### Table 4: backdoored pairs — FMR on poisoned samples (attacker images with the trigger passing as agreement: missed backdoors, %)\n"
     );
+    let (head, rule) = groups(
+        detectors,
+        &["clean FNMR 0.1 %", "clean FNMR 1 %", "clean FNMR 5 %"],
+    );
     let _ = writeln!(
         md,
-        "| backdoored | probe → reference | trigger | attack | strength | samples/seed | clean FNMR 0.1 % | clean FNMR 1 % | clean FNMR 5 % |\n|---|---|---|---|---|---|---|---|---|"
+        "| backdoored | probe → reference | trigger | attack | strength | samples/seed |{head}\n|---|---|---|---|---|---|{rule}"
     );
-    // Rows: (label, direction) → per seed FMRs.
+    // Rows: (label, direction) → per detector, per seed FMRs.
+    let nd = detectors.len();
     let mut rows = Table4Rows::new();
-    let mut overall: [Vec<f64>; 3] = Default::default();
-    let mut by_strength: BTreeMap<String, [Vec<f64>; 3]> = BTreeMap::new();
+    let mut overall: Vec<Fmrs> = vec![Default::default(); nd];
+    let mut by_strength: BTreeMap<String, Vec<Fmrs>> = BTreeMap::new();
     for (vi, v) in variants.iter().enumerate() {
         let other_model = 1 - v.model;
         let (fit_i, cal, _held) = split(n, v.seed);
@@ -210,57 +257,68 @@ pub(super) fn table4(
                 } else {
                     (partner, vemb)
                 };
-                let pair = Pair::fit(p, r, &fit_i, v.seed)?;
-                let cal_scores = pair.score(&p.clean, &r.clean, &cal)?;
-                let trig_p = p.triggered.get(&v.trigger).unwrap_or(&p.clean);
-                let trig_r = r.triggered.get(&v.trigger).unwrap_or(&r.clean);
-                // Attacker images that every model involved embedded with the trigger.
-                let samples: Vec<usize> = v
-                    .attackers
-                    .iter()
-                    .copied()
-                    .filter(|&i| {
-                        !pair.probe.row(trig_p, i)[0].is_nan()
-                            && !pair.reference.row(trig_r, i)[0].is_nan()
-                    })
-                    .collect();
-                let poisoned = pair.score(trig_p, trig_r, &samples)?;
-                let (label, dir) = row_labels(names, v, pk == "both", probe_is_bd);
-                let key = (
-                    label,
-                    dir,
-                    v.trigger.clone(),
-                    v.kind.clone(),
-                    format!("{}", v.strength),
-                );
-                let entry = rows
-                    .entry(key)
-                    .or_insert_with(|| (Default::default(), samples.len()));
-                for (k, &op) in OPS.iter().enumerate() {
-                    let t = threshold_at(&cal_scores, op)
-                        .map(|t| t.threshold)
-                        .unwrap_or(f32::NAN);
-                    let missed = poisoned.iter().filter(|s| **s >= t).count() as f64
-                        / poisoned.len().max(1) as f64;
-                    entry.0[k].push(missed);
-                    overall[k].push(missed);
-                    by_strength.entry(format!("{}", v.strength)).or_default()[k].push(missed);
-                }
-                if v.seed == 0 && pk == "clean" && v.strength < 1.0 && args.figures.is_some() {
-                    fig_jobs.push(figure(
-                        b,
-                        &pair,
-                        v,
-                        &cal,
-                        &cal_scores,
-                        poisoned,
-                        probe_is_bd,
-                    )?);
+                for (di, det) in detectors.iter().enumerate() {
+                    let pair = Pair::fit(p, r, &fit_i, v.seed, det)?;
+                    let cal_scores = pair.score(&p.clean, &r.clean, &cal)?;
+                    let trig_p = p.triggered.get(&v.trigger).unwrap_or(&p.clean);
+                    let trig_r = r.triggered.get(&v.trigger).unwrap_or(&r.clean);
+                    // Attacker images that every model involved embedded
+                    // with the trigger.
+                    let samples: Vec<usize> = v
+                        .attackers
+                        .iter()
+                        .copied()
+                        .filter(|&i| {
+                            !pair.probe.row(trig_p, i)[0].is_nan()
+                                && !pair.reference.row(trig_r, i)[0].is_nan()
+                        })
+                        .collect();
+                    let poisoned = pair.score(trig_p, trig_r, &samples)?;
+                    let (label, dir) = row_labels(names, v, pk == "both", probe_is_bd);
+                    let key = (
+                        label,
+                        dir,
+                        v.trigger.clone(),
+                        v.kind.clone(),
+                        format!("{}", v.strength),
+                    );
+                    let entry = rows
+                        .entry(key)
+                        .or_insert_with(|| (vec![Default::default(); nd], samples.len()));
+                    let strength = by_strength
+                        .entry(format!("{}", v.strength))
+                        .or_insert_with(|| vec![Default::default(); nd]);
+                    for (k, &op) in OPS.iter().enumerate() {
+                        let t = threshold_at(&cal_scores, op)
+                            .map(|t| t.threshold)
+                            .unwrap_or(f32::NAN);
+                        let missed = poisoned.iter().filter(|s| **s >= t).count() as f64
+                            / poisoned.len().max(1) as f64;
+                        entry.0[di][k].push(missed);
+                        overall[di][k].push(missed);
+                        strength[di][k].push(missed);
+                    }
+                    if di == 0
+                        && v.seed == 0
+                        && pk == "clean"
+                        && v.strength < 1.0
+                        && args.figures.is_some()
+                    {
+                        fig_jobs.push(figure(
+                            b,
+                            &pair,
+                            v,
+                            &cal,
+                            &cal_scores,
+                            poisoned,
+                            probe_is_bd,
+                        )?);
+                    }
                 }
             }
         }
     }
-    write_table4_rows(md, &rows, &overall, &by_strength);
+    write_table4_rows(md, detectors, &rows, &overall, &by_strength);
     Ok(())
 }
 
@@ -324,39 +382,48 @@ fn figure(
     ))
 }
 
-/// Table 4's rows, then the mean FMRs over all pairings and per strength.
+/// Table 4's rows, then each detector's mean FMRs over all pairings and
+/// per strength.
 fn write_table4_rows(
     md: &mut String,
+    dets: &[Detector],
     rows: &Table4Rows,
-    overall: &[Vec<f64>; 3],
-    by_strength: &BTreeMap<String, [Vec<f64>; 3]>,
+    overall: &[Fmrs],
+    by_strength: &BTreeMap<String, Vec<Fmrs>>,
 ) {
     for ((label, dir, trig, kind, strength), (fmrs, samples)) in rows {
-        let _ = writeln!(
+        let _ = write!(
             md,
-            "| {label} | {dir} | {trig} | {kind} | {strength} | {samples} | {} | {} | {} |",
-            pct_ms(&fmrs[0]),
-            pct_ms(&fmrs[1]),
-            pct_ms(&fmrs[2])
+            "| {label} | {dir} | {trig} | {kind} | {strength} | {samples} |"
         );
+        for f in fmrs {
+            let _ = write!(md, " {} | {} | {} |", pct_ms(&f[0]), pct_ms(&f[1]), pct_ms(&f[2]));
+        }
+        md.push('\n');
     }
-    let _ = writeln!(
-        md,
-        "\nAll backdoored pairings: mean FMR on poisoned samples {} (0.1 %), {} (1 %), {} (5 %) over {} pair evaluations.",
-        pct_ms(&overall[0]),
-        pct_ms(&overall[1]),
-        pct_ms(&overall[2]),
-        overall[1].len()
-    );
-    for (strength, f) in by_strength {
+    for (di, d) in dets.iter().enumerate() {
+        let o = &overall[di];
         let _ = writeln!(
             md,
-            "Strength {strength}: {} (0.1 %), {} (1 %), {} (5 %) over {} pair evaluations.",
-            pct_ms(&f[0]),
-            pct_ms(&f[1]),
-            pct_ms(&f[2]),
-            f[1].len()
+            "\n{}: all backdoored pairings, mean FMR on poisoned samples {} (0.1 %), {} (1 %), {} (5 %) over {} pair evaluations.",
+            d.label,
+            pct_ms(&o[0]),
+            pct_ms(&o[1]),
+            pct_ms(&o[2]),
+            o[1].len()
         );
+        for (strength, f) in by_strength {
+            let f = &f[di];
+            let _ = writeln!(
+                md,
+                "{}: strength {strength}: {} (0.1 %), {} (1 %), {} (5 %) over {} pair evaluations.",
+                d.label,
+                pct_ms(&f[0]),
+                pct_ms(&f[1]),
+                pct_ms(&f[2]),
+                f[1].len()
+            );
+        }
     }
 }
 
