@@ -211,8 +211,7 @@ pub trait Detector: Send {
 
 /// What the host answers when a detector of a plugin built for ABI 1.0 is
 /// asked to export or restore its state.
-pub const NO_EXPORT: &str =
-    "the plugin was built for plugin ABI 1.0, which cannot export or restore a detector's state (needs 1.1)";
+pub const NO_EXPORT: &str = "the plugin was built for plugin ABI 1.0, which cannot export or restore a detector's state (needs 1.1)";
 
 /// The default [`Detector::export_state`] and [`Detector::restore_state`].
 pub const NOT_EXPORTABLE: &str = "this detector does not export or restore its fitted state";

@@ -331,7 +331,11 @@ fn legacy(path: &Path, mut v: serde_json::Value) -> Result<serde_json::Value, Gu
         .ok_or_else(|| GuardError::file(path, "a format 1.x bundle without a translator"))?;
     let t: Translator = serde_json::from_value(translator.clone())
         .map_err(|e| GuardError::file(path, format!("translator: {e}")))?;
-    let dim = |role: &str| obj.get(role).and_then(|m| m.get("dim")).and_then(|d| d.as_u64());
+    let dim = |role: &str| {
+        obj.get(role)
+            .and_then(|m| m.get("dim"))
+            .and_then(|d| d.as_u64())
+    };
     if t.weights.len() != t.in_dim * t.out_dim
         || t.bias.len() != t.out_dim
         || dim("probe") != Some(t.in_dim as u64)

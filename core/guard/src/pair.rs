@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use image::RgbImage;
 use sha2::Digest;
 use zooaudit_embed::Embedder;
+use zooaudit_host::LoadedDetector;
 use zooaudit_host::PluginSet;
 use zooaudit_manifest::ModelManifest;
-use zooaudit_host::LoadedDetector;
 use zooaudit_pairing::Translator;
 
 use crate::GuardError;
@@ -417,7 +417,9 @@ fn open_detector(
 ) -> Result<LoadedDetector, GuardError> {
     let d = &bundle.detector;
     let fail = |m: String| GuardError::file(bundle_path, format!("detector '{}': {m}", d.plugin));
-    let plugin = plugins.detector(&d.plugin).map_err(|e| fail(e.to_string()))?;
+    let plugin = plugins
+        .detector(&d.plugin)
+        .map_err(|e| fail(e.to_string()))?;
     let info = plugin.info();
     if let Some(want) = &d.sha256
         && !want.eq_ignore_ascii_case(&info.sha256)

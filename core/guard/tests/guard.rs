@@ -41,8 +41,7 @@ fn the_exported_bundle_is_the_audits_own_fit_and_pair_fit_gives_the_same() {
     // One exported detector per fitted direction.
     assert_eq!(exports.len(), report.pairs.len());
     let exported =
-        zooaudit_guard::fit::bundle_from_audit(&spec, &report, &exports, Serve::Reference)
-            .unwrap();
+        zooaudit_guard::fit::bundle_from_audit(&spec, &report, &exports, Serve::Reference).unwrap();
     let pair = report
         .pairs
         .iter()
@@ -74,10 +73,22 @@ fn the_exported_bundle_is_the_audits_own_fit_and_pair_fit_gives_the_same() {
     // JSON, and names the very plugin file.
     let d = &exported.detector;
     let json = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).unwrap();
-    assert_eq!(json(&d.state.to_bytes().unwrap()), json(t.state.as_ref().unwrap()));
-    assert!(matches!(d.state, zooaudit_guard::bundle::DetectorState::Json(_)));
-    assert_eq!((d.plugin.as_str(), d.sha256.as_deref()), ("pairing", Some(t.plugin.sha256.as_str())));
-    assert_eq!(d.sha256.as_deref(), Some(set.detector("pairing").unwrap().info().sha256.as_str()));
+    assert_eq!(
+        json(&d.state.to_bytes().unwrap()),
+        json(t.state.as_ref().unwrap())
+    );
+    assert!(matches!(
+        d.state,
+        zooaudit_guard::bundle::DetectorState::Json(_)
+    ));
+    assert_eq!(
+        (d.plugin.as_str(), d.sha256.as_deref()),
+        ("pairing", Some(t.plugin.sha256.as_str()))
+    );
+    assert_eq!(
+        d.sha256.as_deref(),
+        Some(set.detector("pairing").unwrap().info().sha256.as_str())
+    );
     let translator = d.translator().unwrap();
     assert_eq!((translator.in_dim, translator.out_dim), (128, 512));
     assert!(exported.fidelity.top1 > 0.9, "{:?}", exported.fidelity);
@@ -263,9 +274,15 @@ fn tampered_or_foreign_bundles_are_refused_with_the_reason() {
     );
     // A damaged state: the plugin refuses to restore it, in one line.
     let mut x = v.clone();
-    x["detector"]["state"]["data"]["bias"].as_array_mut().unwrap().pop();
+    x["detector"]["state"]["data"]["bias"]
+        .as_array_mut()
+        .unwrap()
+        .pop();
     let e = open(&write("state.json", &x)).err().unwrap().to_string();
-    assert!(e.contains("state.json") && e.contains("cannot restore"), "{e}");
+    assert!(
+        e.contains("state.json") && e.contains("cannot restore"),
+        "{e}"
+    );
     assert_eq!(e.lines().count(), 1);
     // A model swapped under the bundle: refused on open.
     let mut x = v.clone();

@@ -5,8 +5,8 @@ use std::fmt;
 use std::path::Path;
 
 use abi_stable::library::{LibraryError, lib_header_from_path};
-use abi_stable::std_types::RString;
 use abi_stable::std_types::RResult;
+use abi_stable::std_types::RString;
 use zooaudit_plugin_abi::{
     ABI_VERSION, DetectorBox, ModelBox, OpenRequest, PluginDescriptor, PluginError, PluginKind,
     PluginModRef, error_code, v1_0,

@@ -5,7 +5,9 @@ use std::fmt;
 use std::path::Path;
 
 use abi_stable::std_types::{RResult, RSlice, RString};
-use zooaudit_plugin_abi::{EmbeddingsRef, ModelBox, NO_EXPORT, OpenRequest, PluginError, error_code};
+use zooaudit_plugin_abi::{
+    EmbeddingsRef, ModelBox, NO_EXPORT, OpenRequest, PluginError, error_code,
+};
 
 use crate::load::DetectorObject;
 
@@ -240,7 +242,8 @@ impl LoadedDetector {
 
     /// The error a plugin built for ABI 1.0 gets for what 1.1 added.
     fn lacks_1_1(&self) -> HostError {
-        self.plugin.error(PluginError::new(error_code::UNSUPPORTED, NO_EXPORT))
+        self.plugin
+            .error(PluginError::new(error_code::UNSUPPORTED, NO_EXPORT))
     }
 
     /// The fitted state (ABI 1.1), for a pair bundle. A plugin built for

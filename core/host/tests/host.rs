@@ -63,7 +63,10 @@ fn refuses_a_plugin_built_for_another_abi_major_naming_file_and_versions() {
     assert!(matches!(err, HostError::IncompatibleAbi { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains(&path.display().to_string()), "{msg}");
-    assert!(msg.contains("2.0.0") && msg.contains(host_abi_version()), "{msg}");
+    assert!(
+        msg.contains("2.0.0") && msg.contains(host_abi_version()),
+        "{msg}"
+    );
     assert_eq!(msg.lines().count(), 1, "{msg}");
 }
 
@@ -198,12 +201,18 @@ fn a_detector_exports_its_fitted_state_and_a_fresh_one_restored_from_it_scores_t
         let t = i as f32 * 0.37;
         let (a, b) = (t.cos(), t.sin());
         probe.extend([a, b]);
-        reference.extend([a + 0.5 * b, b - 0.2 * a, 0.3 * a + (i as f32 * 1.7).sin() * 0.01]);
+        reference.extend([
+            a + 0.5 * b,
+            b - 0.2 * a,
+            0.3 * a + (i as f32 * 1.7).sin() * 0.01,
+        ]);
     }
     let mut fitted = plugin.new_detector(&json!({"seed": 7})).unwrap();
     fitted.fit(&probe, 2, &reference, 3).unwrap();
     let state = fitted.export_state().unwrap();
-    let restored = plugin.restore_detector(&json!({"seed": 7}), &state).unwrap();
+    let restored = plugin
+        .restore_detector(&json!({"seed": 7}), &state)
+        .unwrap();
     assert_eq!(
         fitted.score(&probe, 2, &reference, 3).unwrap(),
         restored.score(&probe, 2, &reference, 3).unwrap()
@@ -217,7 +226,11 @@ fn a_detector_exports_its_fitted_state_and_a_fresh_one_restored_from_it_scores_t
     assert!(err.contains("not a pairing translator"), "{err}");
     assert_eq!(err.lines().count(), 1);
     // Before a fit there is nothing to export.
-    let err = plugin.new_detector(&json!({})).unwrap().export_state().unwrap_err();
+    let err = plugin
+        .new_detector(&json!({}))
+        .unwrap()
+        .export_state()
+        .unwrap_err();
     assert!(err.to_string().contains("before fit"), "{err}");
 }
 
@@ -232,7 +245,10 @@ fn a_plugin_built_for_abi_1_0_loads_runs_and_is_refused_for_export_in_one_line()
     let (p, r) = ([1.0f32, 0.0, 0.0, 1.0], [1.0f32, 0.0, 5.0, 0.0, -1.0, 5.0]);
     det.fit(&p, 2, &r, 3).unwrap();
     let s = det.score(&p, 2, &r, 3).unwrap();
-    assert!((s[0] - 1.0).abs() < 1e-6 && (s[1] + 1.0).abs() < 1e-6, "{s:?}");
+    assert!(
+        (s[0] - 1.0).abs() < 1e-6 && (s[1] + 1.0).abs() < 1e-6,
+        "{s:?}"
+    );
     for err in [
         det.export_state().unwrap_err(),
         det.restore_state(b"{}").unwrap_err(),

@@ -93,7 +93,10 @@ impl PairData {
             ));
         }
         if rows < 4 {
-            return Err(data_error(here, format!("{rows} rows; the harness needs ≥ 4")));
+            return Err(data_error(
+                here,
+                format!("{rows} rows; the harness needs ≥ 4"),
+            ));
         }
         if probe.iter().chain(&reference).any(|x| !x.is_finite()) {
             return Err(data_error(here, "non-finite values"));
@@ -341,10 +344,7 @@ impl Harness {
                 mean(&mismatched)
             )));
         }
-        self.must_refuse(
-            "an empty state",
-            self.plugin.restore_detector(options, &[]),
-        )?;
+        self.must_refuse("an empty state", self.plugin.restore_detector(options, &[]))?;
         self.must_refuse(
             "a truncated state",
             self.plugin

@@ -48,7 +48,10 @@ fn the_harness_fails_what_the_host_cannot_use_in_one_line() {
     // Built for plugin ABI 1.0: runs, but cannot export (a bundle needs it).
     let old = Harness::load(&support::fixture_plugin("abi10")).unwrap();
     let e = one_line(old.check_detector(&json, &data).unwrap_err());
-    assert!(e.contains("plugin ABI 1.0") && e.contains("needs 1.1"), "{e}");
+    assert!(
+        e.contains("plugin ABI 1.0") && e.contains("needs 1.1"),
+        "{e}"
+    );
     // Cosine needs equal dimensions: SFace is 128-d, faceplugin 512-d.
     let cosine = Harness::load(&set.detector("cosine").unwrap().info().path).unwrap();
     let e = one_line(cosine.check_detector(&json, &data).unwrap_err());

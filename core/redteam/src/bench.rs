@@ -80,7 +80,11 @@ pub struct PaperArgs {
     /// (`pairing`, `relative:anchors=128`, `pairing:translator=procrustes`);
     /// repeatable: every detector sees the same zoo, split and thresholds,
     /// one column group each.
-    #[arg(long = "detector", value_name = "NAME[:k=v,…]", default_value = "pairing")]
+    #[arg(
+        long = "detector",
+        value_name = "NAME[:k=v,…]",
+        default_value = "pairing"
+    )]
     pub detectors: Vec<String>,
 }
 
@@ -175,13 +179,7 @@ pub fn run_paper(
     let mut md = String::new();
     tables::table2(&mut md, &variants, &names, args.seeds);
     let mut fig_jobs = tables::table3(
-        &mut md,
-        &suite,
-        &orig_emb,
-        &names,
-        &faces,
-        args.seeds,
-        &detectors,
+        &mut md, &suite, &orig_emb, &names, &faces, args.seeds, &detectors,
     )?;
     let backdoored = Backdoored {
         args,

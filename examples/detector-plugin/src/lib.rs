@@ -87,8 +87,16 @@ impl Anchors {
         {
             return Err(invalid("state: anchors do not match their dimensions"));
         }
-        if self.probe.iter().chain(&self.reference).any(|x| !x.is_finite()) {
-            return Err(PluginError::new(error_code::NUMERIC, "state: non-finite anchors"));
+        if self
+            .probe
+            .iter()
+            .chain(&self.reference)
+            .any(|x| !x.is_finite())
+        {
+            return Err(PluginError::new(
+                error_code::NUMERIC,
+                "state: non-finite anchors",
+            ));
         }
         Ok(())
     }
@@ -139,7 +147,10 @@ impl PairDetector for RelativeDetector {
         }
         let k = self.anchors.min(probe.rows);
         if k < 3 {
-            return Err(invalid(format!("{} fit faces; relative needs ≥ 3", probe.rows)));
+            return Err(invalid(format!(
+                "{} fit faces; relative needs ≥ 3",
+                probe.rows
+            )));
         }
         let mut a = Anchors {
             probe_dim: probe.dim,
@@ -167,7 +178,9 @@ impl PairDetector for RelativeDetector {
 
     fn score(&self, probe: Matrix<'_>, reference: Matrix<'_>) -> Result<Vec<f32>, PluginError> {
         let guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let a = guard.as_ref().ok_or_else(|| invalid("score called before fit"))?;
+        let a = guard
+            .as_ref()
+            .ok_or_else(|| invalid("score called before fit"))?;
         if probe.dim != a.probe_dim || reference.dim != a.reference_dim {
             return Err(invalid(format!(
                 "fitted on {}-d → {}-d, given {}-d → {}-d",
@@ -193,7 +206,9 @@ impl PairDetector for RelativeDetector {
 
     fn export(&self) -> Result<Vec<u8>, PluginError> {
         let guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let a = guard.as_ref().ok_or_else(|| invalid("export called before fit"))?;
+        let a = guard
+            .as_ref()
+            .ok_or_else(|| invalid("export called before fit"))?;
         serde_json::to_vec(a).map_err(|e| PluginError::new(error_code::INTERNAL, e.to_string()))
     }
 

@@ -22,7 +22,8 @@ fn npy(var: &str) -> PathBuf {
 fn relative_keeps_the_host_contract_on_real_embeddings() {
     let h = Harness::built().unwrap();
     assert_eq!(h.info().name, "relative");
-    let data = PairData::from_npy(&npy("ZOOAUDIT_PROBE_NPY"), &npy("ZOOAUDIT_REFERENCE_NPY")).unwrap();
+    let data =
+        PairData::from_npy(&npy("ZOOAUDIT_PROBE_NPY"), &npy("ZOOAUDIT_REFERENCE_NPY")).unwrap();
     let check = h
         .check_detector(&serde_json::json!({"anchors": 64}), &data)
         .unwrap();
@@ -32,6 +33,9 @@ fn relative_keeps_the_host_contract_on_real_embeddings() {
     // Two honest face models rank anchor faces alike for the same face.
     assert!(check.auc > 0.9, "{check}");
     // Options are checked by the plugin, in one line.
-    let err = h.plugin().new_detector(&serde_json::json!({"anchors": 1})).unwrap_err();
+    let err = h
+        .plugin()
+        .new_detector(&serde_json::json!({"anchors": 1}))
+        .unwrap_err();
     assert!(err.to_string().contains("option anchors"), "{err}");
 }

@@ -47,7 +47,10 @@ fn plugins_md_followed_literally_makes_a_plugin_zooaudit_lists_and_the_harness_p
         .arg(&script)
         .current_dir(scratch.path())
         .env("ZOOAUDIT", &root)
-        .env("FACES", support::shared_zoo().join("faces/aligned112/labeled"))
+        .env(
+            "FACES",
+            support::shared_zoo().join("faces/aligned112/labeled"),
+        )
         .env("PATH", path)
         // The scratch crate's own target directory, as a reader's would be.
         .env_remove("CARGO_TARGET_DIR")
@@ -57,12 +60,18 @@ fn plugins_md_followed_literally_makes_a_plugin_zooaudit_lists_and_the_harness_p
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
     );
-    assert!(out.status.success(), "the tutorial failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "the tutorial failed:\n{stdout}\n{stderr}"
+    );
     let listed = stdout
         .lines()
         .find(|l| l.starts_with("my-detector "))
         .unwrap_or_else(|| panic!("zooaudit plugins did not list my-detector:\n{stdout}"));
-    assert!(listed.contains("detector-strategy") && listed.contains("1.1.0"), "{listed}");
+    assert!(
+        listed.contains("detector-strategy") && listed.contains("1.1.0"),
+        "{listed}"
+    );
     // The harness ran and passed inside the tutorial's `cargo test`.
     assert!(
         stdout.contains("relative_keeps_the_host_contract_on_real_embeddings ... ok"),

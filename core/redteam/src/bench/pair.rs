@@ -105,7 +105,8 @@ impl Pair<'_> {
         let mut detector = with.plugin.new_detector(&with.options(seed))?;
         let t = Instant::now();
         detector.fit(&p, probe.dim, &r, reference.dim)?;
-        with.fit_seconds.set(with.fit_seconds.get() + t.elapsed().as_secs_f64());
+        with.fit_seconds
+            .set(with.fit_seconds.get() + t.elapsed().as_secs_f64());
         with.fits.set(with.fits.get() + 1);
         Ok(Pair {
             probe,

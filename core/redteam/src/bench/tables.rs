@@ -112,7 +112,12 @@ pub(super) fn table3(
     );
     let (head, rule) = groups(
         dets,
-        &["clean FNMR 0.1 %", "clean FNMR 1 %", "clean FNMR 5 %", "achieved clean FNMR at 1 %"],
+        &[
+            "clean FNMR 0.1 %",
+            "clean FNMR 1 %",
+            "clean FNMR 5 %",
+            "achieved clean FNMR at 1 %",
+        ],
     );
     let _ = writeln!(md, "| probe → reference | trigger |{head}\n|---|---|{rule}");
     let mut fig_jobs: Vec<Figure> = Vec::new();
@@ -397,7 +402,13 @@ fn write_table4_rows(
             "| {label} | {dir} | {trig} | {kind} | {strength} | {samples} |"
         );
         for f in fmrs {
-            let _ = write!(md, " {} | {} | {} |", pct_ms(&f[0]), pct_ms(&f[1]), pct_ms(&f[2]));
+            let _ = write!(
+                md,
+                " {} | {} | {} |",
+                pct_ms(&f[0]),
+                pct_ms(&f[1]),
+                pct_ms(&f[2])
+            );
         }
         md.push('\n');
     }
