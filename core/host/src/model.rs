@@ -269,7 +269,8 @@ impl LoadedDetector {
         }
     }
 
-    /// One score per row.
+    /// One score per row; a plugin returning another count breaks its
+    /// contract.
     pub fn score(
         &self,
         probe: &[f32],
@@ -283,7 +284,12 @@ impl LoadedDetector {
             DetectorObject::V1_0(d) => d.score(p, r),
         };
         match answer {
-            RResult::ROk(v) => Ok(v.into_vec()),
+            RResult::ROk(v) if v.len() as u64 == p.rows => Ok(v.into_vec()),
+            RResult::ROk(v) => Err(HostError::Contract {
+                plugin: self.plugin.info.name.clone(),
+                path: self.plugin.info.path.clone(),
+                message: format!("returned {} scores for {} rows", v.len(), p.rows),
+            }),
             RResult::RErr(e) => Err(self.plugin.error(e)),
         }
     }
