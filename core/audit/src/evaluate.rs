@@ -81,6 +81,9 @@ pub struct EvalOptions {
     pub fidelity: bool,
     /// The rows of scores.csv.
     pub scores: bool,
+    /// Every fitted detector's exported state ([`Evaluation::exports`],
+    /// for `audit --export-pair`): a serialisation per pair.
+    pub exports: bool,
 }
 
 impl Default for EvalOptions {
@@ -88,6 +91,7 @@ impl Default for EvalOptions {
         EvalOptions {
             fidelity: true,
             scores: true,
+            exports: true,
         }
     }
 }
@@ -327,11 +331,13 @@ fn evaluate_pair(
         .map(|(_, _, v)| v)
         .collect();
     out.warnings.extend(fitted.warnings.iter().cloned());
-    let paths: Vec<String> = cal_idx
-        .iter()
-        .map(|&i| faces[i].path.display().to_string())
-        .collect();
-    out.exports.push(fitted.exported(&paths));
+    if options.exports {
+        let paths: Vec<String> = cal_idx
+            .iter()
+            .map(|&i| faces[i].path.display().to_string())
+            .collect();
+        out.exports.push(fitted.exported(&paths));
+    }
     let (thresholds, clean_rates) = (&fitted.thresholds, &fitted.clean_fnmr);
     if options.scores && options.fidelity {
         clean_score_rows(faces, eval, &fitted, &matrix, out);

@@ -213,10 +213,13 @@ pub fn open_and_scan_models(
             let m = ModelManifest::load(path).map_err(AuditError::from)?;
             let vetted = Embedder::resolve(&m, &opts.fetch).map_err(AuditError::from)?;
             let resolved = &vetted.resolved;
-            if !seen.insert(resolved.sha256.clone()) {
+            if !seen.insert(resolved.identity().to_string()) {
                 return Err(AuditError::file(
                     path,
-                    format!("model {} is listed twice (same sha256)", m.model.name),
+                    format!(
+                        "model {} is listed twice (same sha256 or endpoint)",
+                        m.model.name
+                    ),
                 ));
             }
             scans.push(scan::scan_model(

@@ -60,6 +60,7 @@ pub(crate) fn models(spec: &AuditSpec, opened: &[(Embedder, ModelRole)]) -> Vec<
                 .map(|(_, r)| r.clone()),
             model_signing_root: zooaudit_modelsign::file_root(&e.resolved().sha256)
                 .unwrap_or_default(),
+            endpoint: e.resolved().endpoint.clone(),
             signature: e.signature().cloned(),
         })
         .collect()

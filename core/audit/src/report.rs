@@ -58,6 +58,11 @@ pub struct ModelRecord {
     /// when its manifest names one (format 1.7).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<zooaudit_embed::SignatureRecord>,
+    /// A model behind an inference API: its endpoint. It has no file and
+    /// no sha256 (`sha256` is empty, `pinned` false); only the server's
+    /// model version, where the protocol reports one, pins it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 fn yes() -> bool {

@@ -160,7 +160,7 @@ fn a_clean_pair_is_not_flagged_and_a_second_audit_is_served_from_the_cache() {
     report.write(&out).unwrap();
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    assert_eq!(json["format_version"], "1.7");
+    assert_eq!(json["format_version"], "1.8");
     assert_eq!(json["responses"].as_array().map(Vec::len), Some(4));
     assert_eq!(json["models"][0]["pinned"], true);
     let row = &json["results"][0];

@@ -82,7 +82,7 @@ fn plugins_lists_adapter_and_detector_with_abi_and_sha256() {
     let out = String::from_utf8_lossy(&o.stdout);
     let onnx = out.lines().find(|l| l.starts_with("onnx ")).unwrap();
     assert!(
-        onnx.contains("model-adapter") && onnx.contains(" 1.0.0 "),
+        onnx.contains("model-adapter") && onnx.contains(" 1.1.0 "),
         "{onnx}"
     );
     assert!(
@@ -404,7 +404,7 @@ fn an_hf_model_from_a_zoo_is_fetched_through_the_hub_and_audited_then_offline() 
     );
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    assert_eq!(report["format_version"], "1.7");
+    assert_eq!(report["format_version"], "1.8");
     let sface = &report["models"][0];
     assert_eq!(sface["role"], "candidate");
     assert_eq!(sface["revision"], COMMIT);

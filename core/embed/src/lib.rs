@@ -39,14 +39,19 @@ pub enum EmbedError {
         model: PathBuf,
         error: Box<HostError>,
     },
-    #[error("{image}: model '{model}' produced {what}")]
+    #[error("{image}: model '{model}' ({manifest}) produced {what}")]
     BadEmbedding {
         image: PathBuf,
+        manifest: PathBuf,
         model: String,
         what: String,
     },
-    #[error("model '{model}': {error}")]
-    Run { model: String, error: HostError },
+    #[error("{manifest}: model '{model}': {error}")]
+    Run {
+        manifest: PathBuf,
+        model: String,
+        error: HostError,
+    },
     #[error("no images found in {0}")]
     NoImages(String),
     /// Writing the embeddings or their sidecar.
@@ -277,6 +282,7 @@ impl Embedder {
         self.model
             .embed(input, batch)
             .map_err(|error| EmbedError::Run {
+                manifest: self.manifest.path.clone(),
                 model: self.manifest.model.name.clone(),
                 error,
             })
@@ -325,6 +331,7 @@ impl Embedder {
             return Ok(());
         };
         Err(EmbedError::BadEmbedding {
+            manifest: self.manifest.path.clone(),
             image: image.to_path_buf(),
             model: self.manifest.model.name.clone(),
             what: what.to_string(),

@@ -43,6 +43,13 @@ pub fn check(
     let Some(sig) = &manifest.signature else {
         return Ok(None);
     };
+    if resolved.endpoint.is_some() {
+        return Err(field(
+            manifest,
+            "signature",
+            "a model behind an inference API has no file to verify a signature over",
+        ));
+    }
     let mut opts = fetch.clone();
     opts.allow_unpinned = true;
     let bundle = zooaudit_registry::resolve_with(

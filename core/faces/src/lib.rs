@@ -158,7 +158,7 @@ impl<'p> FaceDetector<'p> {
     /// sha256 of the detector model file (verified when opened).
     pub fn model_sha256(&self) -> String {
         let s = self.sized.lock().unwrap_or_else(|p| p.into_inner());
-        s[0].embedder.resolved().sha256.clone()
+        s[0].embedder.resolved().identity().to_string()
     }
 
     /// The session for an input of `w`×`h`.

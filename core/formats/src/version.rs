@@ -118,11 +118,13 @@ impl Format {
             Format::AttackRecord => FormatVersion::new(1, 1),
             // 1.1: an entry may watch a hub repository (`watch`, `file`).
             Format::Zoo => FormatVersion::new(1, 1),
+            // 1.8: a model behind an inference API has an `endpoint` (and
+            // an empty sha256, unpinned).
             // 1.7: each model's `modelSigningRoot` and, when its manifest
             // names one, the publisher `signature` verified.
             // 1.6: `notes`, the diagnostic notes with why the verdict
             // does not follow one. 1.5: `scan`, each model file's scan.
-            Format::Report => FormatVersion::new(1, 7),
+            Format::Report => FormatVersion::new(1, 8),
         }
     }
 

@@ -78,7 +78,7 @@ fn every_format_reads_its_major_and_refuses_another_naming_the_file() {
         assert!(junk.contains(f.name()), "{junk}");
     }
     // The versions this build writes (docs/ARCHITECTURE.md lists them).
-    assert_eq!(Format::Report.current().to_string(), "1.7");
+    assert_eq!(Format::Report.current().to_string(), "1.8");
     assert_eq!(Format::Predicate.current().to_string(), "1.3");
     assert_eq!(Format::ModelManifest.current().to_string(), "1.1");
 }

@@ -184,10 +184,11 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn run(&self, split: &Split, models: &[ModelEmbeddings]) -> Result<Evaluation, RedteamError> {
         // No fidelity matrix (clean faces only: the base pair's audit
-        // reports it) and no scores.csv rows.
+        // reports it), no scores.csv rows, no exported detectors.
         let skip = zooaudit_audit::EvalOptions {
             fidelity: false,
             scores: false,
+            exports: false,
         };
         zooaudit_audit::evaluate_with(
             self.spec,

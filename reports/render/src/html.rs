@@ -277,7 +277,9 @@ fn source_cell(m: &zooaudit_audit::ModelRecord) -> String {
     if let Some(r) = &m.revision {
         s.push_str(&format!(" @ commit {r}"));
     }
-    if !m.pinned {
+    if m.endpoint.is_some() {
+        s.push_str(" (REMOTE: a model behind an inference API cannot be pinned by sha256)");
+    } else if !m.pinned {
         s.push_str(" (NOT PINNED: fetched with --allow-unpinned)");
     }
     s

@@ -68,6 +68,12 @@ pub enum RenderError {
     Write(#[from] zooaudit_formats::ReportError),
     #[error(transparent)]
     Attest(#[from] zooaudit_attest::AttestError),
+    /// An in-toto subject needs a digest, which a model behind an
+    /// inference API does not have.
+    #[error(
+        "cannot sign an attestation: candidate {0} is behind an inference API, and an in-toto subject needs a file digest (the report itself is written)"
+    )]
+    RemoteCandidate(String),
 }
 
 /// File names inside an audit's output directory.
@@ -93,6 +99,17 @@ pub fn write_attestations(
     key: &SecretKey,
     test_result: bool,
 ) -> Result<Vec<PathBuf>, RenderError> {
+    if let Some(m) = report
+        .models
+        .iter()
+        .find(|m| m.role == "candidate" && m.endpoint.is_some())
+    {
+        return Err(RenderError::RemoteCandidate(format!(
+            "'{}' ({})",
+            m.name,
+            m.endpoint.as_deref().unwrap_or_default()
+        )));
+    }
     let mut written = Vec::new();
     let mut statements = vec![(ATTESTATION_FILE, audit_statement(report))];
     if test_result {

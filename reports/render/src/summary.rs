@@ -65,14 +65,12 @@ fn verdicts_models_pairs(s: &mut String, report: &AuditReport) {
     let _ = writeln!(s, "\n## Models\n");
     let _ = writeln!(s, "| role | model | sha256 | source |\n|---|---|---|---|");
     for m in &report.models {
-        let _ = writeln!(
-            s,
-            "| {} | {} | `{}…` | `{}` |",
-            m.role,
-            m.name,
-            short(&m.sha256),
-            m.source
-        );
+        let digest = if m.endpoint.is_some() {
+            "none: behind an inference API, cannot be pinned by sha256".to_string()
+        } else {
+            format!("`{}…`", short(&m.sha256))
+        };
+        let _ = writeln!(s, "| {} | {} | {digest} | `{}` |", m.role, m.name, m.source);
     }
     let _ = writeln!(s, "\n## Pairs (held-out fidelity)\n");
     let _ = writeln!(

@@ -76,7 +76,10 @@ impl InspectArgs {
             e.manifest().model.name,
             e.resolved().path.display()
         );
-        println!("sha256    {}", e.resolved().sha256);
+        match &e.resolved().endpoint {
+            Some(url) => println!("sha256    none (remote at {url}: cannot be pinned by sha256)"),
+            None => println!("sha256    {}", e.resolved().sha256),
+        }
         let plugin = e.model().plugin();
         println!(
             "adapter   {} {} (ABI {})",

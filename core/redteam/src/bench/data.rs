@@ -84,7 +84,7 @@ pub(super) fn embed(
     let mut out = vec![f32::NAN; faces.files.len() * dim];
     let mut missing = Vec::new();
     for &i in which {
-        let key = Cache::key(&e.resolved().sha256, &pre, &faces.shas[i], trigger_key);
+        let key = Cache::key(e.resolved().identity(), &pre, &faces.shas[i], trigger_key);
         match cache.get(&key, dim) {
             Some(v) => out[i * dim..(i + 1) * dim].copy_from_slice(&v),
             None => missing.push((i, key)),

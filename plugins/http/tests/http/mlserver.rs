@@ -1,0 +1,1 @@
+//! The real MLServer (tests/servers/oip): filled in below.
