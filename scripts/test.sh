@@ -18,6 +18,9 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 eval "$(scripts/setup.sh --env)"
+# The real Open Inference Protocol server the http adapter's tests start
+# (MLServer + onnxruntime + dlib, hash-pinned): its venv, built once.
+tests/servers/oip/serve.sh --setup
 cargo build --workspace --locked
 # cargo-nextest, where installed, schedules every test of every crate on one
 # pool (one process per test), so a crate's slowest test overlaps the next

@@ -13,6 +13,8 @@ mod init;
 mod kill;
 #[path = "cli/modelsign.rs"]
 mod modelsign;
+#[path = "cli/remote.rs"]
+mod remote;
 
 fn zooaudit(args: &[&str]) -> Output {
     support::require_ort();

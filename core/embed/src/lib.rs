@@ -50,7 +50,7 @@ pub enum EmbedError {
     Run {
         manifest: PathBuf,
         model: String,
-        error: HostError,
+        error: Box<HostError>,
     },
     #[error("no images found in {0}")]
     NoImages(String),
@@ -284,7 +284,7 @@ impl Embedder {
             .map_err(|error| EmbedError::Run {
                 manifest: self.manifest.path.clone(),
                 model: self.manifest.model.name.clone(),
-                error,
+                error: Box::new(error),
             })
     }
 

@@ -16,6 +16,7 @@ use zooaudit_host::{PluginSet, SearchPath};
 
 pub mod craft;
 pub mod hub;
+pub mod mlserver;
 pub mod postgres;
 
 /// sha256 of `bytes`, lowercase hex.

@@ -13,7 +13,8 @@ use super::plugins;
 
 #[derive(clap::Args, Debug)]
 pub struct InitArgs {
-    /// A model file, or a source (`hf://…`, `https://…`, `pypi:…`, `npm:…`).
+    /// A model file, or a source (`hf://…`, `https://…`, `pypi:…`, `npm:…`),
+    /// or a model behind the Open Inference Protocol (`oip+http://HOST/v2/models/NAME`).
     #[arg(value_name = "MODEL_OR_SOURCE")]
     source: String,
     /// Labeled faces: one directory per identity, aligned to the model's
@@ -27,9 +28,10 @@ pub struct InitArgs {
     /// The model's name (default: the file's stem).
     #[arg(long)]
     name: Option<String>,
-    /// The adapter plugin that opens it.
-    #[arg(long, default_value = "onnx")]
-    adapter: String,
+    /// The adapter plugin that opens it (default: `http` for an
+    /// `oip+http(s)://` source, else `onnx`).
+    #[arg(long)]
+    adapter: Option<String>,
     /// The sha256 the source must have (otherwise the fetched file's digest
     /// is written as the pin).
     #[arg(long)]
@@ -71,8 +73,13 @@ impl InitArgs {
             self.sha256.as_deref(),
             &fetch,
         )?;
+        let remote = resolved.endpoint.is_some();
+        let adapter_name = self
+            .adapter
+            .clone()
+            .unwrap_or_else(|| if remote { "http" } else { "onnx" }.to_string());
         let set = plugins(dirs);
-        let adapter = set.model_adapter(&self.adapter)?;
+        let adapter = set.model_adapter(&adapter_name)?;
         let model = adapter
             .open_model(&resolved.path, &serde_json::json!({}))
             .map_err(|e| anyhow::anyhow!("{}: {e}", resolved.path.display()))?;
@@ -102,9 +109,13 @@ impl InitArgs {
         };
         let text = |channels: &str, mean: [f32; 3], std: [f32; 3], comment: &str| {
             format!(
-                "format_version = \"1.1\"\n\n[model]\nname = {name:?}\nsource = {source:?}\nsha256 = \"{sha}\"\nadapter = {adapter:?}\n\n{comment}[input]\nname = {iname:?}\nsize = [{h}, {w}]\nlayout = \"{layout}\"\nchannels = \"{channels}\"\nmean = {mean:?}\nstd = {std:?}\n\n[output]\nname = {oname:?}\n\n[provenance]\npublisher = \"\"\narchitecture = \"\"\ntraining_data = \"\"\nlicense = \"\"\npublished_in = {source:?}\n",
-                sha = resolved.sha256,
-                adapter = self.adapter,
+                "format_version = \"1.1\"\n\n[model]\nname = {name:?}\nsource = {source:?}\n{sha}adapter = {adapter:?}\n\n{comment}[input]\nname = {iname:?}\nsize = [{h}, {w}]\nlayout = \"{layout}\"\nchannels = \"{channels}\"\nmean = {mean:?}\nstd = {std:?}\n\n[output]\nname = {oname:?}\n\n[provenance]\npublisher = \"\"\narchitecture = \"\"\ntraining_data = \"\"\nlicense = \"\"\npublished_in = {source:?}\n",
+                sha = if remote {
+                    String::new()
+                } else {
+                    format!("sha256 = \"{}\"\n", resolved.sha256)
+                },
+                adapter = adapter_name,
                 iname = input.name,
                 oname = output.name,
                 h = size[0],
@@ -159,10 +170,15 @@ impl InitArgs {
         ModelManifest::parse(&self.out, &final_text)?;
         zooaudit_formats::write_atomic(&self.out, final_text.as_bytes())?;
         println!(
-            "wrote {} ({}, sha256 {}): fill in [provenance] before auditing",
+            "wrote {} ({}, {}): fill in [provenance] before auditing",
             self.out.display(),
             best.candidate.label(),
-            resolved.sha256
+            if remote {
+                "remote: no sha256 pin; pin the server's model_version in [model.options]"
+                    .to_string()
+            } else {
+                format!("sha256 {}", resolved.sha256)
+            }
         );
         Ok(0)
     }
