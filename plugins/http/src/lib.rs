@@ -149,8 +149,8 @@ fn in_pieces(
         }
         return Ok(out);
     }
-    let results: Mutex<Vec<Option<Result<Vec<f32>, PluginError>>>> =
-        Mutex::new((0..pieces.len()).map(|_| None).collect());
+    type Slot = Option<Result<Vec<f32>, PluginError>>;
+    let results: Mutex<Vec<Slot>> = Mutex::new((0..pieces.len()).map(|_| None).collect());
     let next = AtomicUsize::new(0);
     let failed = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {

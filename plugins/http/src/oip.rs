@@ -204,14 +204,7 @@ impl OipModel {
             .collect();
         let mut outs: Vec<Tensor> = outputs.into_iter().map(|t| shown(t, 2)).collect();
         outs[oi].shape = vec![-1, model.dim as i64];
-        let version_note = match (&opts.model_version, offered.is_empty()) {
-            (Some(v), _) => format!("server model version {v} (pinned; every answer is checked)"),
-            (None, false) => format!(
-                "model version not pinned (the server offers [{}]; pin one with model_version)",
-                offered.join(", ")
-            ),
-            (None, true) => "the server reports no model versions".to_string(),
-        };
+        let version_note = version_note(opts.model_version.as_deref(), &offered);
         model.description = ModelDescription {
             inputs: ins,
             outputs: outs,
@@ -316,6 +309,18 @@ impl OipModel {
             )));
         }
         Ok((values, shape))
+    }
+}
+
+/// What the notes say about the model's version.
+fn version_note(pinned: Option<&str>, offered: &[String]) -> String {
+    match (pinned, offered.is_empty()) {
+        (Some(v), _) => format!("server model version {v} (pinned; every answer is checked)"),
+        (None, false) => format!(
+            "model version not pinned (the server offers [{}]; pin one with model_version)",
+            offered.join(", ")
+        ),
+        (None, true) => "the server reports no model versions".to_string(),
     }
 }
 

@@ -1,8 +1,9 @@
 //! The HTTP adapter against real HTTP servers on 127.0.0.1: an Open
 //! Inference Protocol server and a JSON API, both computing with the real
 //! SFace model (through the onnx adapter), answering as real servers do and
-//! failing as they do; and the real MLServer (tests/servers/oip) when its
-//! environment is set up.
+//! failing as they do; and the real MLServer (tests/servers/oip, which
+//! builds its pinned venv the first time).
+#![allow(clippy::unwrap_used)]
 
 #[path = "http/server.rs"]
 mod server;

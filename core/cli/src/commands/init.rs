@@ -130,38 +130,13 @@ impl InitArgs {
         };
         let mut embedder = zooaudit_embed::Embedder::open_resolved(manifest, vetted, &set)?;
         let faces = labeled_faces(&faces_dir)?;
-        let opts = infer::Options {
-            channels: self.channels.as_deref().map(|c| {
-                if c == "BGR" {
-                    Channels::BGR
-                } else {
-                    Channels::RGB
-                }
-            }),
-            normalisation: self.normalisation.clone(),
-            ..Default::default()
-        };
+        let opts = self.options();
         let inference = infer::infer(&mut embedder, &faces, &opts, &mut |done, total| {
             eprintln!("init: preprocessing {done}/{total}");
         })?;
         print!("{}", table(&inference));
         let Some(best) = inference.chosen() else {
-            let (a, b) = (
-                &inference.scored[inference.classes[0][0]],
-                inference.runner_up(),
-            );
-            bail!(
-                "refusing to guess: {} (d' {:.2}) and {} (d' {:.2}) are too close on {} faces of {} identities (difference {:.2}, 95% interval [{:.2}, {:.2}], identity bootstrap); give --channels or --normalisation, or more labeled identities with --faces",
-                a.candidate.label(),
-                a.separation.dprime,
-                b.map(|b| b.candidate.label()).unwrap_or_default(),
-                b.map(|b| b.separation.dprime).unwrap_or(f64::NAN),
-                inference.images,
-                inference.identities,
-                inference.difference,
-                inference.ci95[0],
-                inference.ci95[1]
-            );
+            return Err(refusal(&inference));
         };
         let chosen = best.candidate.input(&embedder.manifest().input);
         let comment = comment(&inference);
@@ -182,6 +157,43 @@ impl InitArgs {
         );
         Ok(0)
     }
+}
+
+impl InitArgs {
+    /// What `--channels` and `--normalisation` fix.
+    fn options(&self) -> infer::Options {
+        infer::Options {
+            channels: self.channels.as_deref().map(|c| {
+                if c == "BGR" {
+                    Channels::BGR
+                } else {
+                    Channels::RGB
+                }
+            }),
+            normalisation: self.normalisation.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Why `init` will not pick between the two best candidates.
+fn refusal(inference: &infer::Inference) -> anyhow::Error {
+    let (a, b) = (
+        &inference.scored[inference.classes[0][0]],
+        inference.runner_up(),
+    );
+    anyhow::anyhow!(
+        "refusing to guess: {} (d' {:.2}) and {} (d' {:.2}) are too close on {} faces of {} identities (difference {:.2}, 95% interval [{:.2}, {:.2}], identity bootstrap); give --channels or --normalisation, or more labeled identities with --faces",
+        a.candidate.label(),
+        a.separation.dprime,
+        b.map(|b| b.candidate.label()).unwrap_or_default(),
+        b.map(|b| b.separation.dprime).unwrap_or(f64::NAN),
+        inference.images,
+        inference.identities,
+        inference.difference,
+        inference.ci95[0],
+        inference.ci95[1]
+    )
 }
 
 /// `(layout, [height, width])` of an image-batch input shape.
