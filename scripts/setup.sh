@@ -3,8 +3,13 @@
 #  - ONNX Runtime 1.31.1's shared library, taken from the PyPI wheel with its
 #    sha256 checked (the wheel's and the library's);
 #  - a Python venv (.zooaudit/venv) with the same onnxruntime wheel, numpy and
-#    pillow, used by the tests as an independent reference implementation.
-# Prints the environment to use: eval "$(scripts/setup.sh --env)".
+#    pillow, used by the tests as an independent reference implementation;
+#  - with --torch, also libtorch for the TorchScript adapter
+#    (scripts/setup-torch.sh: the PyPI torch 2.13.0 wheel, sha256-pinned) and
+#    the TorchScript test model (scripts/torchscript/convert.sh: faceplugin
+#    converted, byte-reproducible, its sha256 pinned).
+# Prints the environment to use: eval "$(scripts/setup.sh --env)" (or
+# eval "$(scripts/setup.sh --torch --env)").
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 dir="$root/.zooaudit"
@@ -16,7 +21,14 @@ ORT_WHEEL_SHA256=5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7
 ORT_LIB=libonnxruntime.so.$ORT_VERSION
 ORT_LIB_SHA256=fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3
 
-quiet=0; [ "${1:-}" = "--env" ] && quiet=1
+quiet=0; torch=0
+for a in "$@"; do
+  case "$a" in
+    --env) quiet=1 ;;
+    --torch) torch=1 ;;
+    *) echo "setup: unknown argument $a (--env, --torch)" >&2; exit 2 ;;
+  esac
+done
 log() { [ $quiet = 1 ] || echo "setup: $*" >&2; }
 
 check() { # file sha256
@@ -53,3 +65,14 @@ fi
 
 echo "export ORT_DYLIB_PATH='$dir/lib/$ORT_LIB'"
 echo "export ZOOAUDIT_PYTHON='$dir/venv/bin/python'"
+if [ $torch = 1 ]; then
+  "$root/scripts/setup-torch.sh" --env
+  PT="$dir/torch/faceplugin_fr_feature.pt"
+  PT_SHA256=9a882dcd83ea6af022de1cba9f80ad7c40bcc4b456e0ecef13c6f543c8602e70
+  if [ ! -f "$PT" ] || [ "$(sha256sum "$PT" | cut -d' ' -f1)" != "$PT_SHA256" ] \
+    || [ ! -f "$dir/torch/faceplugin_fr_feature.reference.json" ]; then
+    log "converting faceplugin to TorchScript"
+    "$root/scripts/torchscript/convert.sh" >&2
+  fi
+  echo "export ZOOAUDIT_TORCHSCRIPT_PT='$PT'"
+fi
