@@ -55,8 +55,27 @@ struct InputTensor<'a> {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Data<'a> {
-    Float(&'a [f32]),
+    Float(Floats<'a>),
     Bytes(Vec<u8>),
+}
+
+/// Floats as JSON numbers, integral ones (raw pixels) without a fraction:
+/// `12` instead of `12.0` is a third shorter to write, send and parse.
+struct Floats<'a>(&'a [f32]);
+
+impl Serialize for Floats<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for &v in self.0 {
+            if v.fract() == 0.0 && v.abs() < 16_777_216.0 {
+                seq.serialize_element(&(v as i32))?;
+            } else {
+                seq.serialize_element(&v)?;
+            }
+        }
+        seq.end()
+    }
 }
 
 #[derive(Serialize)]
@@ -244,8 +263,8 @@ impl OipModel {
     /// Posts `batch` samples; returns the output's values and shape.
     fn infer(&self, input: &[f32], batch: usize) -> Result<(Vec<f32>, Vec<i64>), PluginError> {
         let (datatype, data) = match self.datatype {
-            Datatype::Fp32 => ("FP32", Data::Float(input)),
-            Datatype::Fp64 => ("FP64", Data::Float(input)),
+            Datatype::Fp32 => ("FP32", Data::Float(Floats(input))),
+            Datatype::Fp64 => ("FP64", Data::Float(Floats(input))),
             Datatype::Uint8 => ("UINT8", Data::Bytes(to_u8(input, &self.url)?)),
         };
         let shape = std::iter::once(batch as i64)
