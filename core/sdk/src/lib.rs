@@ -155,6 +155,23 @@ pub fn invalid(message: impl Into<String>) -> PluginError {
     PluginError::new(error_code::INVALID_INPUT, message.into())
 }
 
+/// An error about one of a model adapter's options, `option <key>:
+/// message` ([`error_code::INVALID_INPUT`]). The host reads that prefix and
+/// reports the error against the manifest field (`model.options.<key>`, or
+/// `input.name` / `output.name` for `input_name` / `output_name`).
+pub fn option_error(key: &str, message: impl std::fmt::Display) -> PluginError {
+    PluginError::new(
+        error_code::INVALID_INPUT,
+        format!("option {key}: {message}"),
+    )
+}
+
+/// Shorthand for an [`error_code::MODEL`] error: the model cannot be
+/// opened or run.
+pub fn model_error(message: impl std::fmt::Display) -> PluginError {
+    PluginError::new(error_code::MODEL, message.to_string())
+}
+
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()

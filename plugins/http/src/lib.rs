@@ -43,7 +43,6 @@ mod options;
 
 use std::path::Path;
 
-use zooaudit_plugin_sdk::abi::error_code;
 use zooaudit_plugin_sdk::{Descriptor, EmbeddingModel, ModelAdapter, Options, PluginError};
 
 pub use options::{Endpoint, OpenOptions, Protocol};
@@ -79,16 +78,7 @@ impl ModelAdapter for HttpAdapter {
     }
 }
 
-fn option_error(key: &str, message: impl std::fmt::Display) -> PluginError {
-    PluginError::new(
-        error_code::INVALID_INPUT,
-        format!("option {key}: {message}"),
-    )
-}
-
-fn model_error(message: impl std::fmt::Display) -> PluginError {
-    PluginError::new(error_code::MODEL, message.to_string())
-}
+use zooaudit_plugin_sdk::{model_error, option_error};
 
 /// Every number of a (possibly nested) JSON array, row-major; `what` names
 /// the array in the error.

@@ -35,7 +35,6 @@ mod runtime;
 
 use std::path::Path;
 
-use zooaudit_plugin_sdk::abi::error_code;
 use zooaudit_plugin_sdk::{Descriptor, EmbeddingModel, ModelAdapter, Options, PluginError};
 
 pub use model::OnnxModel;
@@ -71,13 +70,4 @@ impl ModelAdapter for OnnxAdapter {
     }
 }
 
-fn option_error(key: &str, message: impl std::fmt::Display) -> PluginError {
-    PluginError::new(
-        error_code::INVALID_INPUT,
-        format!("option {key}: {message}"),
-    )
-}
-
-fn model_error(message: impl std::fmt::Display) -> PluginError {
-    PluginError::new(error_code::MODEL, message.to_string())
-}
+use zooaudit_plugin_sdk::{model_error, option_error};

@@ -61,12 +61,7 @@ impl ModelAdapter for TorchScriptAdapter {
     }
 }
 
-fn option_error(key: &str, message: impl std::fmt::Display) -> PluginError {
-    PluginError::new(
-        error_code::INVALID_INPUT,
-        format!("option {key}: {message}"),
-    )
-}
+use zooaudit_plugin_sdk::option_error;
 
 fn model_error(message: impl std::fmt::Display) -> PluginError {
     PluginError::new(error_code::MODEL, one_line(&message.to_string()))
