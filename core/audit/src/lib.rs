@@ -297,6 +297,29 @@ pub fn run(
     run_keeping_exports(spec, plugins, opts, progress).map(|(report, _)| report)
 }
 
+/// One warning per model behind an inference API: no sha256 pins it, and
+/// what its adapter says about its version.
+fn remote_warnings(opened: &[(Embedder, ModelRole)]) -> Vec<String> {
+    opened
+        .iter()
+        .filter_map(|(e, _)| {
+            let url = e.resolved().endpoint.as_ref()?;
+            let version = e
+                .model()
+                .summary()
+                .notes
+                .iter()
+                .find(|n| n.contains("version"))
+                .map(|n| format!("; {n}"))
+                .unwrap_or_default();
+            Some(format!(
+                "{}: behind an inference API at {url}: it cannot be pinned by sha256, and its embeddings are not cached{version}",
+                e.manifest().model.name
+            ))
+        })
+        .collect()
+}
+
 /// [`run`], also returning every fitted pair's translator (for
 /// `audit --export-pair`: the bundle is made from this very fit).
 pub fn run_keeping_exports(
@@ -318,7 +341,7 @@ pub fn run_keeping_exports(
         .map(|(e, r)| (e.manifest().model.name.clone(), e.dim(), *r))
         .collect();
     preflight(spec, detector_plugin, &dims)?;
-    let mut early_warnings = Vec::new();
+    let mut early_warnings = remote_warnings(&opened);
     let aligner = open_aligner(spec, plugins)?;
     let mut faces = load_faces(
         spec,

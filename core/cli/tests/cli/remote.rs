@@ -156,6 +156,13 @@ fn sface_behind_the_guard_api_gets_the_local_audit() {
     assert_eq!(sface["pinned"], false);
     assert_eq!(sface["sha256"], "");
     assert_same_audit(&remote, &local);
+    let warned = remote["warnings"].as_array().unwrap();
+    assert!(
+        warned
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("cannot be pinned by sha256")),
+        "{warned:?}"
+    );
     let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(summary.contains("cannot be pinned by sha256"), "{summary}");
     let _ = guard.stop();
