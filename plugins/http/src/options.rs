@@ -219,6 +219,11 @@ fn read_auth(
     header: &str,
     scheme: &str,
 ) -> Result<Option<Auth>, PluginError> {
+    let from = if file.is_some() {
+        "auth_file"
+    } else {
+        "auth_env"
+    };
     let secret = match (env, file) {
         (Some(_), Some(_)) => {
             return Err(option_error(
@@ -263,8 +268,8 @@ fn read_auth(
     };
     if value.bytes().any(|b| b.is_ascii_control()) {
         return Err(option_error(
-            "auth_env",
-            "the credential holds control characters",
+            from,
+            "the credential (or auth_scheme) holds control characters",
         ));
     }
     Ok(Some(Auth {
