@@ -32,12 +32,29 @@ struct Faults {
 }
 
 /// The OIP server for SFace, with `faults`.
-fn sface_server(faults: Faults) -> (Server, Arc<Faults>) {
+fn sface_server(faults: Faults) -> Server {
     let model = sface_model();
     let faults = Arc::new(faults);
-    let f = faults.clone();
-    let server = Server::start(move |req: &Request| answer(&model, &f, req));
-    (server, faults)
+    Server::start(move |req: &Request| answer(&model, &faults, req))
+}
+
+/// SFace behind a server with `faults`, opened through a manifest (in its
+/// own directory) with `options`.
+struct Remote {
+    server: Server,
+    embedder: zooaudit_embed::Embedder,
+    _dir: tempfile::TempDir,
+}
+
+fn remote(faults: Faults, options: &str) -> Remote {
+    let server = sface_server(faults);
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(dir.path(), &source(&server), SFACE_INPUT, options);
+    Remote {
+        embedder: open(m).unwrap(),
+        server,
+        _dir: dir,
+    }
 }
 
 fn answer(model: &zooaudit_embed::Embedder, f: &Faults, req: &Request) -> Response {
@@ -117,15 +134,14 @@ fn source(s: &Server) -> String {
 
 #[test]
 fn oip_embeddings_equal_the_local_model_in_concurrent_batches() {
-    let (server, _) = sface_server(Faults::default());
-    let dir = tempfile::tempdir().unwrap();
-    let m = manifest(
-        dir.path(),
-        &source(&server),
-        SFACE_INPUT,
+    let Remote {
+        server,
+        embedder: e,
+        ..
+    } = remote(
+        Faults::default(),
         "model_version = \"1\"\nmax_batch = 4\nconcurrency = 3",
     );
-    let e = open(m).unwrap();
     let s = e.model().summary();
     assert_eq!(s.embedding_dim, 128);
     assert!(
@@ -153,7 +169,7 @@ fn oip_embeddings_equal_the_local_model_in_concurrent_batches() {
 
 #[test]
 fn oip_refuses_a_version_the_server_does_not_offer_or_does_not_answer_with() {
-    let (server, _) = sface_server(Faults::default());
+    let server = sface_server(Faults::default());
     let dir = tempfile::tempdir().unwrap();
     let m = manifest(
         dir.path(),
@@ -168,18 +184,14 @@ fn oip_refuses_a_version_the_server_does_not_offer_or_does_not_answer_with() {
         "{err}"
     );
 
-    let (server, _) = sface_server(Faults {
-        version: Some("7"),
-        ..Faults::default()
-    });
-    let m = manifest(
-        dir.path(),
-        &source(&server),
-        SFACE_INPUT,
+    let r = remote(
+        Faults {
+            version: Some("7"),
+            ..Faults::default()
+        },
         "model_version = \"1\"",
     );
-    let e = open(m).unwrap();
-    let err = line(embed(&e, &faces()));
+    let err = line(embed(&r.embedder, &faces()));
     assert!(
         err.contains("remote.toml") && err.contains("model version \"7\""),
         "{err}"
@@ -188,13 +200,17 @@ fn oip_refuses_a_version_the_server_does_not_offer_or_does_not_answer_with() {
 
 #[test]
 fn oip_retries_unavailable_answers_then_succeeds() {
-    let (server, _) = sface_server(Faults {
-        unavailable: AtomicUsize::new(2),
-        ..Faults::default()
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let m = manifest(dir.path(), &source(&server), SFACE_INPUT, "backoff_ms = 10");
-    let e = open(m).unwrap();
+    let Remote {
+        server,
+        embedder: e,
+        ..
+    } = remote(
+        Faults {
+            unavailable: AtomicUsize::new(2),
+            ..Faults::default()
+        },
+        "backoff_ms = 10",
+    );
     let faces = &faces()[..3];
     let before = server.count();
     let remote = embed(&e, faces).unwrap();
@@ -205,16 +221,13 @@ fn oip_retries_unavailable_answers_then_succeeds() {
 
 #[test]
 fn oip_failures_are_one_line_errors_naming_the_manifest() {
-    let dir = tempfile::tempdir().unwrap();
     let faces = &faces()[..2];
     let run = |faults: Faults, options: &str| {
-        let (server, _) = sface_server(faults);
-        let m = manifest(dir.path(), &source(&server), SFACE_INPUT, options);
-        let e = open(m).unwrap();
-        let before = server.count();
-        let err = line(embed(&e, faces));
+        let r = remote(faults, options);
+        let before = r.server.count();
+        let err = line(embed(&r.embedder, faces));
         assert!(err.contains("remote.toml"), "{err}");
-        (err, server.count() - before)
+        (err, r.server.count() - before)
     };
     let fault = |f: fn(&mut Faults)| {
         let mut x = Faults::default();
@@ -274,15 +287,11 @@ fn oip_failures_are_one_line_errors_naming_the_manifest() {
 
 #[test]
 fn oip_a_server_that_vanishes_mid_audit_is_an_error_after_the_retries() {
-    let (server, _) = sface_server(Faults::default());
-    let dir = tempfile::tempdir().unwrap();
-    let m = manifest(
-        dir.path(),
-        &source(&server),
-        SFACE_INPUT,
-        "retries = 2\nbackoff_ms = 10",
-    );
-    let e = open(m).unwrap();
+    let Remote {
+        server,
+        embedder: e,
+        ..
+    } = remote(Faults::default(), "retries = 2\nbackoff_ms = 10");
     let faces = faces();
     embed(&e, &faces[..2]).unwrap();
     server.vanish();
@@ -295,7 +304,7 @@ fn oip_a_server_that_vanishes_mid_audit_is_an_error_after_the_retries() {
 
 #[test]
 fn oip_credentials_come_from_the_environment_or_a_file_never_the_manifest() {
-    let (server, _) = sface_server(Faults {
+    let server = sface_server(Faults {
         token: Some("s3cret"),
         ..Faults::default()
     });
