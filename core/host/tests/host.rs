@@ -170,11 +170,21 @@ fn cosine_detector_end_to_end_through_the_abi() {
         (s[0] - 1.0).abs() < 1e-6 && (s[1] + 1.0).abs() < 1e-6 && (s[2] - 0.96).abs() < 1e-6,
         "{s:?}"
     );
+    // Three rows each, of 2 and 4 dimensions.
+    let err = det
+        .score(&probe, 2, &[1.0f32; 12], 4)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("equal dimensions"), "{err}");
+    // The SDK refuses matrices of different row counts before any detector.
     let err = det
         .score(&probe, 2, &reference[..4], 4)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("equal dimensions"), "{err}");
+    assert!(
+        err.contains("probe has 3 rows but reference has 1"),
+        "{err}"
+    );
     let err = plugin
         .new_detector(&json!({"bogus": 1}))
         .unwrap_err()

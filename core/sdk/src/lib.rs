@@ -116,7 +116,9 @@ impl<'a> Matrix<'a> {
     }
 }
 
-/// A fitted (or fittable) detector.
+/// A fitted (or fittable) detector. The SDK hands `fit` and `score` only
+/// matrices of equal row counts (row `i` of the probe and of the reference
+/// are the same face); a mismatch is refused before the detector is called.
 pub trait PairDetector: Send + 'static {
     /// Fits on clean pairs; returns a JSON fit report.
     fn fit(
@@ -281,6 +283,22 @@ impl abi::Model for ModelShim {
 
 struct DetectorShim(Box<dyn PairDetector>);
 
+/// The probe and reference matrices of one call, validated: row `i` of one
+/// is row `i` of the other, so they hold the same number of rows.
+fn paired<'a>(
+    probe: EmbeddingsRef<'a>,
+    reference: EmbeddingsRef<'a>,
+) -> Result<(Matrix<'a>, Matrix<'a>), PluginError> {
+    let (p, r) = (Matrix::from_abi(probe)?, Matrix::from_abi(reference)?);
+    if p.rows != r.rows {
+        return Err(invalid(format!(
+            "probe has {} rows but reference has {}",
+            p.rows, r.rows
+        )));
+    }
+    Ok((p, r))
+}
+
 impl abi::Detector for DetectorShim {
     fn fit(
         &mut self,
@@ -288,9 +306,8 @@ impl abi::Detector for DetectorShim {
         reference: EmbeddingsRef<'_>,
     ) -> RResult<RString, PluginError> {
         to_rresult(guard("fit", || {
-            let report = self
-                .0
-                .fit(Matrix::from_abi(probe)?, Matrix::from_abi(reference)?)?;
+            let (probe, reference) = paired(probe, reference)?;
+            let report = self.0.fit(probe, reference)?;
             Ok(RString::from(report.to_string()))
         }))
     }
@@ -301,9 +318,8 @@ impl abi::Detector for DetectorShim {
         reference: EmbeddingsRef<'_>,
     ) -> RResult<RVec<f32>, PluginError> {
         to_rresult(guard("score", || {
-            let scores = self
-                .0
-                .score(Matrix::from_abi(probe)?, Matrix::from_abi(reference)?)?;
+            let (probe, reference) = paired(probe, reference)?;
+            let scores = self.0.score(probe, reference)?;
             Ok(RVec::from(scores))
         }))
     }

@@ -265,9 +265,6 @@ impl PairDetector for KernelDetector {
         probe: Matrix<'_>,
         reference: Matrix<'_>,
     ) -> Result<serde_json::Value, PluginError> {
-        if probe.rows != reference.rows {
-            return Err(invalid("probe and reference row counts differ"));
-        }
         let m = self.centers.min(probe.rows);
         if m < 10 {
             return Err(invalid(format!(
@@ -344,9 +341,6 @@ impl PairDetector for KernelDetector {
                 "fitted on {}-d → {}-d, given {}-d → {}-d",
                 f.probe_dim, f.reference_dim, probe.dim, reference.dim
             )));
-        }
-        if probe.rows != reference.rows {
-            return Err(invalid("probe and reference row counts differ"));
         }
         let all: Vec<usize> = (0..probe.rows).collect();
         let (p, r) = (unit_rows(&probe, &all)?, unit_rows(&reference, &all)?);

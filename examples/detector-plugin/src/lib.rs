@@ -142,9 +142,6 @@ impl PairDetector for RelativeDetector {
         probe: Matrix<'_>,
         reference: Matrix<'_>,
     ) -> Result<serde_json::Value, PluginError> {
-        if probe.rows != reference.rows {
-            return Err(invalid("probe and reference row counts differ"));
-        }
         let k = self.anchors.min(probe.rows);
         if k < 3 {
             return Err(invalid(format!(
@@ -186,9 +183,6 @@ impl PairDetector for RelativeDetector {
                 "fitted on {}-d → {}-d, given {}-d → {}-d",
                 a.probe_dim, a.reference_dim, probe.dim, reference.dim
             )));
-        }
-        if probe.rows != reference.rows {
-            return Err(invalid("probe and reference row counts differ"));
         }
         (0..probe.rows)
             .map(|i| match (unit(probe.row(i)), unit(reference.row(i))) {
